@@ -1,0 +1,184 @@
+//! What a power source reports, and the trait every power backend implements.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackendError;
+
+/// One NUT `ups.status` flag. Unknown flags are kept verbatim so nothing a UPS says is lost.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum StatusFlag {
+    /// On line (mains power).
+    Online,
+    /// On battery.
+    OnBattery,
+    /// Low battery (the UPS's own judgement).
+    LowBattery,
+    /// Forced shutdown requested (by the primary upsmon or an operator).
+    ForcedShutdown,
+    /// Charging.
+    Charging,
+    /// Discharging.
+    Discharging,
+    /// Replace battery.
+    ReplaceBattery,
+    /// On bypass.
+    Bypass,
+    /// Overloaded.
+    Overload,
+    /// Calibrating.
+    Calibrating,
+    /// Output off.
+    Off,
+    /// Any other flag, as the UPS spelled it.
+    Other(String),
+}
+
+impl StatusFlag {
+    /// Parses one whitespace-free NUT status word.
+    pub fn parse(word: &str) -> Self {
+        match word {
+            "OL" => Self::Online,
+            "OB" => Self::OnBattery,
+            "LB" => Self::LowBattery,
+            "FSD" => Self::ForcedShutdown,
+            "CHRG" => Self::Charging,
+            "DISCHRG" => Self::Discharging,
+            "RB" => Self::ReplaceBattery,
+            "BYPASS" => Self::Bypass,
+            "OVER" => Self::Overload,
+            "CAL" => Self::Calibrating,
+            "OFF" => Self::Off,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// The NUT spelling of this flag.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Online => "OL",
+            Self::OnBattery => "OB",
+            Self::LowBattery => "LB",
+            Self::ForcedShutdown => "FSD",
+            Self::Charging => "CHRG",
+            Self::Discharging => "DISCHRG",
+            Self::ReplaceBattery => "RB",
+            Self::Bypass => "BYPASS",
+            Self::Overload => "OVER",
+            Self::Calibrating => "CAL",
+            Self::Off => "OFF",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for StatusFlag {
+    fn from(s: String) -> Self {
+        Self::parse(&s)
+    }
+}
+
+impl From<StatusFlag> for String {
+    fn from(f: StatusFlag) -> Self {
+        f.as_str().to_string()
+    }
+}
+
+/// The set of flags in one `ups.status` value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsStatus(pub BTreeSet<StatusFlag>);
+
+impl UpsStatus {
+    /// Parses a NUT status string such as `"OB DISCHRG LB"`.
+    pub fn parse(s: &str) -> Self {
+        Self(s.split_whitespace().map(StatusFlag::parse).collect())
+    }
+
+    /// Whether the flag is present.
+    pub fn has(&self, flag: &StatusFlag) -> bool {
+        self.0.contains(flag)
+    }
+
+    /// On battery: `OB` present. A UPS reporting both `OL` and `OB` is treated as on battery.
+    pub fn on_battery(&self) -> bool {
+        self.has(&StatusFlag::OnBattery)
+    }
+
+    /// On mains: `OL` present and `OB` absent.
+    pub fn online(&self) -> bool {
+        self.has(&StatusFlag::Online) && !self.on_battery()
+    }
+
+    /// No flags at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for UpsStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words: Vec<&str> = self.0.iter().map(StatusFlag::as_str).collect();
+        f.write_str(&words.join(" "))
+    }
+}
+
+/// One poll's worth of UPS data. Every value is optional: real UPSes omit some.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PowerReading {
+    /// `ups.status` flags.
+    pub status: UpsStatus,
+    /// `battery.charge`, percent 0–100.
+    pub charge_pct: Option<f64>,
+    /// `battery.runtime`, seconds, as the firmware estimates it.
+    pub runtime_s: Option<f64>,
+    /// `ups.load`, percent of nominal.
+    pub load_pct: Option<f64>,
+    /// `input.voltage`, volts.
+    pub input_voltage: Option<f64>,
+    /// `output.voltage`, volts.
+    pub output_voltage: Option<f64>,
+    /// `battery.voltage`, volts.
+    pub battery_voltage: Option<f64>,
+}
+
+/// The outcome of one poll, as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Sample {
+    /// The UPS answered.
+    Reading(PowerReading),
+    /// No data this poll: connection lost, `DATA-STALE`, `DRIVER-NOT-CONNECTED`, a timeout.
+    /// Never to be read as "online".
+    NoData {
+        /// Why there is no data.
+        reason: String,
+    },
+}
+
+/// Configuration of a power source; implementations are selected in YAML by `type:`.
+#[typetag::serde(tag = "type")]
+pub trait PowerSourceConfig: fmt::Debug + Send + Sync {
+    /// The source's name, unique within the config (used in logs, metrics and status).
+    fn name(&self) -> &str;
+    /// Checks the backend's own settings, returning every problem found.
+    fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Builds the runtime object. Must not block on the network: connections are made lazily.
+    fn build(&self) -> Result<Box<dyn PowerSource>, BackendError>;
+}
+
+/// A live power source.
+#[async_trait]
+pub trait PowerSource: Send + Sync + fmt::Debug {
+    /// The configured name.
+    fn name(&self) -> &str;
+    /// Reads the current values. Errors mean "no data", never "online".
+    async fn read(&mut self) -> Result<PowerReading, BackendError>;
+    /// Sends an instant command such as `load.off.delay` with an optional parameter.
+    async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError>;
+}
