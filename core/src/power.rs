@@ -6,6 +6,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::BuildContext;
 use crate::error::BackendError;
 
 /// One NUT `ups.status` flag. Unknown flags are kept verbatim so nothing a UPS says is lost.
@@ -169,7 +170,7 @@ pub trait PowerSourceConfig: fmt::Debug + Send + Sync {
         Vec::new()
     }
     /// Builds the runtime object. Must not block on the network: connections are made lazily.
-    fn build(&self) -> Result<Box<dyn PowerSource>, BackendError>;
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError>;
 }
 
 /// A live power source.

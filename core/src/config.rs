@@ -1,0 +1,435 @@
+//! The YAML configuration: model, loading with file:line errors, and validation that collects
+//! every problem before Hecate refuses to start.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+//PB use crate::budget::BudgetConfig;
+use crate::cluster::{ClusterApiConfig, DrainFallback};
+use crate::duration::HumanDuration;
+use crate::gitops::GitOpsConfig;
+use crate::node::{NodeControllerConfig, NodeRole};
+use crate::notify::NotifierConfig;
+//PB use crate::policy::PolicyConfig;
+use crate::power::PowerSourceConfig;
+
+/// What this Hecate instance is in a multi-UPS setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostRole {
+    /// Watches its UPS and runs the cluster's shutdown itself.
+    #[default]
+    Standalone,
+    /// Runs the cluster's shutdown and accepts triggers forwarded by other instances.
+    Coordinator,
+    /// Watches its own UPS and forwards triggers to the coordinator, acting locally if that fails.
+    Forwarder,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This host's name, used in logs, notifications and run records.
+    pub host: String,
+    /// What this instance is in a multi-UPS setup.
+    #[serde(default)]
+    pub role: HostRole,
+    /// Where runs.json, the journal and the lock live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The daemon's loop and endpoints.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    //PB policy+budget
+    /// The UPSes this host watches. Selected by `type:` (`nut`, `simulated`, ...).
+    pub power_sources: Vec<Box<dyn PowerSourceConfig>>,
+    /// The Kubernetes API. Selected by `type:` (`kube`, `simulated`).
+    #[serde(default)]
+    pub cluster: Option<Box<dyn ClusterApiConfig>>,
+    /// The GitOps bootstrap. Selected by `type:` (`flux_gitea`, `simulated`).
+    #[serde(default)]
+    pub gitops: Option<Box<dyn GitOpsConfig>>,
+    /// The cluster's machines.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+    /// Where events go. Selected by `type:` (`log`, `webhook`, ...).
+    #[serde(default)]
+    pub notifiers: Vec<Box<dyn NotifierConfig>>,
+    /// How the shutdown plan is built.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// How the startup plan is built.
+    #[serde(default)]
+    pub startup: StartupConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/hecate")
+}
+
+/// The daemon's loop.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// How often every power source is polled.
+    pub poll_interval: HumanDuration,
+    /// Where `/metrics` listens; `null` turns it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Run the startup plan when mains power is back after a shutdown this daemon ran (for a
+    /// coordinator that stays up through the outage). Boot-time startup is the bootstrap unit's job.
+    pub startup_on_power_return: bool,
+    /// How long mains must be back before that startup begins.
+    pub power_return_settle: HumanDuration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: HumanDuration::from_secs(2),
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9560))),
+            startup_on_power_return: false,
+            power_return_settle: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+/// One machine of the cluster.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The Kubernetes node name.
+    pub name: String,
+    /// The OS address (host name or IP) used by SSH.
+    pub address: String,
+    /// `server` runs `k3s`, `agent` runs `k3s-agent`.
+    pub role: NodeRole,
+    /// The first (init) server: stopped last at shutdown, started first at startup.
+    #[serde(default)]
+    pub init: bool,
+    /// The systemd unit to start and stop; defaults to `k3s` for servers, `k3s-agent` for agents.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Power the machine off at the end of a shutdown.
+    #[serde(default = "yes")]
+    pub power_off: bool,
+    /// Controllers in fallback order. Selected by `type:` (`ssh_systemd`, `redfish`, `ipmi`, `wol`, `simulated`).
+    pub controllers: Vec<Box<dyn NodeControllerConfig>>,
+}
+
+impl NodeConfig {
+    /// The k3s unit this node runs.
+    pub fn unit_name(&self) -> &str {
+        match (&self.unit, self.role) {
+            (Some(u), _) => u,
+            (None, NodeRole::Server) => "k3s",
+            (None, NodeRole::Agent) => "k3s-agent",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the shutdown plan is built.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Steps running at once within a stage.
+    pub concurrency: usize,
+    /// Default time limit of one step.
+    pub step_timeout: HumanDuration,
+    /// Suspend GitOps first so it does not fight the shutdown.
+    pub suspend_gitops: bool,
+    /// Cordon and drain agents before stopping them.
+    pub drain: bool,
+    /// How long a drain may take.
+    pub drain_timeout: HumanDuration,
+    /// What to do with pods a PodDisruptionBudget still protects at the drain deadline.
+    pub drain_fallback: DrainFallback,
+    /// Time limit of one controller's try at an operation.
+    pub controller_timeout: HumanDuration,
+    /// Power nodes off at the end.
+    pub power_off_nodes: bool,
+    /// Finally power off the host Hecate runs on (through its own OS).
+    pub power_off_self: bool,
+    /// Finally tell the UPS to cut its load after a delay (and return when mains come back).
+    pub ups_off: Option<UpsOffConfig>,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            step_timeout: HumanDuration::from_secs(120),
+            suspend_gitops: true,
+            drain: true,
+            drain_timeout: HumanDuration::from_secs(90),
+            drain_fallback: DrainFallback::Leave,
+            controller_timeout: HumanDuration::from_secs(30),
+            power_off_nodes: true,
+            power_off_self: false,
+            ups_off: None,
+        }
+    }
+}
+
+/// Telling the UPS to switch its outlets off at the end of a shutdown.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsOffConfig {
+    /// The power source (by name) to command.
+    pub source: String,
+    /// The NUT instant command: `shutdown.return` (return when mains are back) or `load.off.delay`.
+    #[serde(default = "default_ups_off_command")]
+    pub command: String,
+    /// The delay parameter passed with the command, in seconds.
+    #[serde(default)]
+    pub delay: Option<HumanDuration>,
+}
+
+fn default_ups_off_command() -> String {
+    "shutdown.return".to_string()
+}
+
+/// How the startup plan is built.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StartupConfig {
+    /// Steps running at once within a stage.
+    pub concurrency: usize,
+    /// Default time limit of one step.
+    pub step_timeout: HumanDuration,
+    /// Time limit of one controller's try at an operation.
+    pub controller_timeout: HumanDuration,
+    /// Power nodes on first.
+    pub power_on_nodes: bool,
+    /// How long to wait for each node to answer after power-on.
+    pub reachable_timeout: HumanDuration,
+    /// How long to wait for the Kubernetes API.
+    pub api_timeout: HumanDuration,
+    /// How long to wait for every node to be Ready.
+    pub nodes_ready_timeout: HumanDuration,
+    /// How long to wait for GitOps to reconcile.
+    pub gitops_timeout: HumanDuration,
+    /// Patch the GitOps source to this branch before reconciling.
+    pub force_flux_branch: Option<String>,
+}
+
+impl Default for StartupConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            step_timeout: HumanDuration::from_secs(120),
+            controller_timeout: HumanDuration::from_secs(30),
+            power_on_nodes: true,
+            reachable_timeout: HumanDuration::from_secs(300),
+            api_timeout: HumanDuration::from_secs(300),
+            nodes_ready_timeout: HumanDuration::from_secs(600),
+            gitops_timeout: HumanDuration::from_secs(600),
+            force_flux_branch: None,
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Line (1-based), when known.
+    pub line: Option<u64>,
+    /// Column (1-based), when known.
+    pub column: Option<u64>,
+    /// The field's path, such as `nodes[2].controllers[0].user`.
+    pub field: String,
+    /// What is wrong, lowercase.
+    pub message: String,
+}
+
+/// A configuration Hecate refuses: every problem found, each with file, line and field.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Every problem, in file order.
+    pub problems: Vec<Problem>,
+    /// The parser's source snippet for a syntax or type error.
+    pub snippet: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "{}: {} problem{} found", self.file.display(), n, if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            let loc = match (p.line, p.column) {
+                (Some(l), Some(c)) => format!("{}:{l}:{c}", self.file.display()),
+                (Some(l), None) => format!("{}:{l}", self.file.display()),
+                _ => self.file.display().to_string(),
+            };
+            let field = if p.field.is_empty() { "(document)" } else { &p.field };
+            writeln!(f, "  {loc}: {field}: {}", p.message)?;
+        }
+        if let Some(s) = &self.snippet {
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Non-fatal remarks (an `insecure: true`, a node with a single controller, ...).
+pub type Warnings = Vec<String>;
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<(Config, Warnings), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem { line: None, column: None, field: String::new(), message: format!("cannot read: {e}") }],
+            snippet: None,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates YAML text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &Path) -> Result<(Config, Warnings), ConfigError> {
+        let mut path_at_error = String::new();
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                path_at_error = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let config = match parsed {
+            Ok(c) => c,
+            Err(e) => return Err(parse_error(text, file, &path_at_error, &e)),
+        };
+        let (problems, warnings) = config.validate();
+        if problems.is_empty() {
+            return Ok((config, warnings));
+        }
+        let index = crate::yaml_index::Index::build(text);
+        let mut problems: Vec<Problem> = problems
+            .into_iter()
+            .map(|(field, message)| {
+                let loc = index.as_ref().and_then(|i| i.locate(&field));
+                Problem { line: loc.map(|l| l.0), column: loc.map(|l| l.1), field, message }
+            })
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.column));
+        Err(ConfigError { file: file.to_path_buf(), problems, snippet: None })
+    }
+
+    /// Checks everything the types cannot: returns (problems as (field path, message), warnings).
+    pub fn validate(&self) -> (Vec<(String, String)>, Warnings) {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut w = Vec::new();
+        if self.host.trim().is_empty() {
+            p.push(("host".into(), "must not be empty".into()));
+        }
+        if self.daemon.poll_interval.is_zero() {
+            p.push(("daemon.poll_interval".into(), "must be greater than zero".into()));
+        }
+        if self.power_sources.is_empty() {
+            p.push(("power_sources".into(), "at least one power source is needed".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in self.power_sources.iter().enumerate() {
+            if !names.insert(s.name().to_string()) {
+                p.push((format!("power_sources[{i}].name"), format!("duplicate power source name `{}`", s.name())));
+            }
+            p.extend(s.validate().into_iter().map(|m| (format!("power_sources[{i}]"), m)));
+        }
+        if let Some(c) = &self.cluster {
+            p.extend(c.validate().into_iter().map(|m| ("cluster".to_string(), m)));
+        }
+        if let Some(g) = &self.gitops {
+            p.extend(g.validate().into_iter().map(|m| ("gitops".to_string(), m)));
+            if self.cluster.is_none() {
+                p.push(("gitops".into(), "a gitops backend needs a `cluster:` to talk to".into()));
+            }
+        }
+        let mut node_names = BTreeSet::new();
+        let mut inits = 0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.name.trim().is_empty() {
+                p.push((format!("nodes[{i}].name"), "must not be empty".into()));
+            }
+            if !node_names.insert(n.name.clone()) {
+                p.push((format!("nodes[{i}].name"), format!("duplicate node name `{}`", n.name)));
+            }
+            if n.address.trim().is_empty() {
+                p.push((format!("nodes[{i}].address"), "must not be empty".into()));
+            }
+            if n.init {
+                inits += 1;
+                if n.role != NodeRole::Server {
+                    p.push((format!("nodes[{i}].init"), "only a server can be the init server".into()));
+                }
+            }
+            if n.controllers.is_empty() {
+                p.push((format!("nodes[{i}].controllers"), "at least one controller is needed".into()));
+            }
+            for (j, c) in n.controllers.iter().enumerate() {
+                p.extend(c.validate().into_iter().map(|m| (format!("nodes[{i}].controllers[{j}]"), m)));
+            }
+        }
+        if inits > 1 {
+            p.push(("nodes".into(), format!("{inits} nodes are marked `init: true`; at most one may be")));
+        }
+        for (i, n) in self.notifiers.iter().enumerate() {
+            p.extend(n.validate().into_iter().map(|m| (format!("notifiers[{i}]"), m)));
+        }
+        for (field, c) in [("shutdown.concurrency", self.shutdown.concurrency), ("startup.concurrency", self.startup.concurrency)] {
+            if c == 0 {
+                p.push((field.into(), "must be at least 1".into()));
+            }
+        }
+        if let Some(u) = &self.shutdown.ups_off
+            && !names.contains(&u.source)
+        {
+            p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
+        }
+        //PB validate
+        if !self.nodes.is_empty() && self.cluster.is_none() {
+            w.push("nodes are listed but no `cluster:` is configured: no cordon, drain or readiness checks".into());
+        }
+        (p, w)
+    }
+
+    /// Nodes in the config's order with the given role.
+    pub fn nodes_with_role(&self, role: NodeRole) -> impl Iterator<Item = &NodeConfig> {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+}
+
+fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let full = e.to_string();
+    // The parser's message is "error: line L column C: MESSAGE\n --> <input>:L:C\n<snippet>".
+    let (head, snippet) = match full.split_once('\n') {
+        Some((h, s)) => (h.to_string(), Some(s.replace("<input>", &file.display().to_string()))),
+        None => (full.clone(), None),
+    };
+    let message = head
+        .trim_start_matches("error: ")
+        .split_once(": ")
+        .filter(|(pre, _)| pre.starts_with("line "))
+        .map(|(_, m)| m.to_string())
+        .unwrap_or(head.clone());
+    let loc = e.location();
+    // serde_path_to_error names the field; for errors inside a value the parser points at
+    // the enclosing mapping, so the index gives the field's own line when it can.
+    let own = crate::yaml_index::Index::build(text).and_then(|i| i.locate(path));
+    let (line, column) = match (own, loc) {
+        (Some((l, c)), _) if !path.is_empty() && !message.contains("unknown field") => (Some(l), Some(c)),
+        (_, Some(l)) => (Some(l.line()), Some(l.column())),
+        (Some((l, c)), None) => (Some(l), Some(c)),
+        (None, None) => (None, None),
+    };
+    let field = if path == "." { String::new() } else { path.to_string() };
+    ConfigError { file: file.to_path_buf(), problems: vec![Problem { line, column, field, message }], snippet }
+}

@@ -1,0 +1,349 @@
+//! Executes plans: stages in order, steps of a stage concurrently under its limit, each step
+//! under its timeout, every start and end journaled so a crashed run resumes where it stopped.
+
+mod journal;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::cluster::DrainOptions;
+use crate::error::{BackendError, ErrorKind};
+use crate::node::{AttemptReport, NodeOp};
+use crate::notify::Event;
+use crate::plan::{Action, OnFailure, Plan, PlanKind, Stage, Step};
+use crate::runtime::{Runtime, join_all};
+
+pub use journal::{Journal, JournalError};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step succeeded.
+    Success,
+    /// Some steps failed; the run went on.
+    Partial,
+    /// A step whose failure aborts the run failed.
+    Failed,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepOutcome {
+    /// The step's id.
+    pub id: String,
+    /// The step, in words.
+    pub description: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened (the error, or a note).
+    pub message: String,
+    /// How long it took, seconds.
+    pub duration_s: f64,
+    /// For node operations: who was tried and why each failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<AttemptReport>,
+    /// Finished in an earlier, interrupted run: not executed again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageReport {
+    /// The stage's name.
+    pub name: String,
+    /// How long it took, seconds.
+    pub duration_s: f64,
+    /// Its steps.
+    pub steps: Vec<StepOutcome>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Shutdown or startup.
+    pub kind: PlanKind,
+    /// Why it ran.
+    pub reason: String,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// How long it took, seconds.
+    pub duration_s: f64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Each stage.
+    pub stages: Vec<StageReport>,
+}
+
+impl RunReport {
+    /// Every failed step.
+    pub fn failures(&self) -> impl Iterator<Item = &StepOutcome> {
+        self.stages.iter().flat_map(|s| s.steps.iter()).filter(|s| !s.ok)
+    }
+}
+
+/// Progress, for a terminal or the daemon's log.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A stage begins.
+    StageStarted {
+        /// 1-based index.
+        index: usize,
+        /// Number of stages.
+        total: usize,
+        /// The stage's name.
+        name: String,
+        /// Its number of steps.
+        steps: usize,
+    },
+    /// A step begins.
+    StepStarted {
+        /// The step's id.
+        id: String,
+        /// The step, in words.
+        description: String,
+    },
+    /// A step ended (or was found finished by an earlier run).
+    StepFinished(StepOutcome),
+    /// A stage ended.
+    StageFinished {
+        /// The stage's name.
+        name: String,
+        /// How long it took, seconds.
+        duration_s: f64,
+        /// Failed steps.
+        failed: usize,
+    },
+}
+
+/// Receives progress events.
+pub type EventSink = Arc<dyn Fn(EngineEvent) + Send + Sync>;
+
+/// Engine settings that are not part of a plan.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How often waits re-check (SSH reachability, API health, readiness).
+    pub wait_poll: Duration,
+    /// Drain settings.
+    pub drain: DrainOptions,
+}
+
+/// Runs plans against a runtime.
+pub struct Engine {
+    rt: Arc<Runtime>,
+    opts: EngineOptions,
+    sink: EventSink,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over a built runtime.
+    pub fn new(rt: Arc<Runtime>, opts: EngineOptions, sink: EventSink) -> Self {
+        Self { rt, opts, sink }
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// Runs a plan to the end. Steps the journal already holds as finished are not executed
+    /// again. A failed `Abort` step stops the run after its stage; any other failure is
+    /// reported and the run goes on.
+    pub async fn execute(&self, plan: &Plan, mut journal: Option<&mut Journal>) -> RunReport {
+        let started = Instant::now();
+        let started_at = journal
+            .as_ref()
+            .and_then(|j| j.started_at().map(str::to_string))
+            .unwrap_or_else(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        let mut stages = Vec::new();
+        let mut aborted = false;
+        let total = plan.stages.len();
+        for (i, stage) in plan.stages.iter().enumerate() {
+            (self.sink)(EngineEvent::StageStarted { index: i + 1, total, name: stage.name.clone(), steps: stage.steps.len() });
+            let t0 = Instant::now();
+            let steps = self.run_stage(stage, journal.as_deref_mut()).await;
+            let failed = steps.iter().filter(|s| !s.ok).count();
+            let duration_s = t0.elapsed().as_secs_f64();
+            (self.sink)(EngineEvent::StageFinished { name: stage.name.clone(), duration_s, failed });
+            let abort = stage.steps.iter().zip(&steps).any(|(st, out)| !out.ok && st.on_failure == OnFailure::Abort);
+            stages.push(StageReport { name: stage.name.clone(), duration_s, steps });
+            if abort {
+                aborted = true;
+                break;
+            }
+        }
+        let any_failed = stages.iter().flat_map(|s| &s.steps).any(|s| !s.ok);
+        let outcome = match (aborted, any_failed) {
+            (true, _) => Outcome::Failed,
+            (false, true) => Outcome::Partial,
+            (false, false) => Outcome::Success,
+        };
+        let resumed_s = journal.as_ref().map(|j| j.earlier_elapsed_s()).unwrap_or(0.0);
+        RunReport {
+            kind: plan.kind,
+            reason: plan.reason.clone(),
+            started_at,
+            duration_s: resumed_s + started.elapsed().as_secs_f64(),
+            outcome,
+            stages,
+        }
+    }
+
+    async fn run_stage(&self, stage: &Stage, journal: Option<&mut Journal>) -> Vec<StepOutcome> {
+        let limit = Semaphore::new(stage.concurrency.max(1));
+        // The journal is shared by the stage's concurrent steps; appends are short and ordered.
+        let journal = std::sync::Mutex::new(journal);
+        let futs = stage.steps.iter().map(|step| {
+            let limit = &limit;
+            let journal = &journal;
+            async move {
+                let prev = journal.lock().ok().and_then(|j| j.as_ref().and_then(|j| j.finished(&step.id)));
+                if let Some(prev) = prev {
+                    let out = StepOutcome { resumed: true, ..prev };
+                    (self.sink)(EngineEvent::StepFinished(out.clone()));
+                    return out;
+                }
+                let _permit = limit.acquire().await;
+                let written = match journal.lock() {
+                    Ok(mut j) => j.as_mut().map(|j| j.step_started(&step.id)),
+                    Err(_) => None,
+                };
+                if let Some(Err(e)) = written {
+                    tracing::error!(error = %e, "journal write failed; a crash now could repeat this step");
+                }
+                (self.sink)(EngineEvent::StepStarted { id: step.id.clone(), description: step.describe() });
+                let out = self.run_step(step).await;
+                let written = match journal.lock() {
+                    Ok(mut j) => j.as_mut().map(|j| j.step_finished(&out)),
+                    Err(_) => None,
+                };
+                if let Some(Err(e)) = written {
+                    tracing::error!(error = %e, "journal write failed; the run record may be incomplete");
+                }
+                (self.sink)(EngineEvent::StepFinished(out.clone()));
+                out
+            }
+        });
+        join_all(futs).await
+    }
+
+    async fn run_step(&self, step: &Step) -> StepOutcome {
+        let t0 = Instant::now();
+        let mut attempts = None;
+        let result = match tokio::time::timeout(*step.timeout, self.act(step, &mut attempts)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::new(ErrorKind::Timeout, format!("step did not finish within {}", step.timeout))),
+        };
+        let (ok, message) = match result {
+            Ok(note) => (true, note),
+            Err(e) => (false, crate::node::error_chain(&e)),
+        };
+        StepOutcome { id: step.id.clone(), description: step.describe(), ok, message, duration_s: t0.elapsed().as_secs_f64(), attempts, resumed: false }
+    }
+
+    async fn act(&self, step: &Step, attempts: &mut Option<AttemptReport>) -> Result<String, BackendError> {
+        let rt = &self.rt;
+        match &step.action {
+            Action::Notify { kind, message } => {
+                let event = Event::now(*kind, &rt.host, message.clone());
+                let failures = rt.notify_all(&event, *step.timeout).await;
+                // A notifier that fails must not fail the shutdown; it is noted in the report.
+                Ok(if failures.is_empty() {
+                    format!("delivered to {} notifier(s)", rt.notifiers.len())
+                } else {
+                    let f: Vec<String> = failures.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+                    format!("not delivered: {}", f.join("; "))
+                })
+            }
+            Action::GitOpsSuspend => {
+                let g = gitops(rt)?;
+                let r = g.suspend().await?;
+                Ok(r.actions.join("; "))
+            }
+            Action::GitOpsResume { force_branch } => {
+                let g = gitops(rt)?;
+                let opts = crate::gitops::ResumeOptions { force_branch: force_branch.clone(), timeout: *step.timeout };
+                let r = g.resume(&opts).await?;
+                Ok(r.actions.join("; "))
+            }
+            Action::Drain { node } => {
+                let c = cluster(rt)?;
+                c.cordon(node).await?;
+                let r = c.drain(node, &self.opts.drain).await?;
+                Ok(format!("evicted {}, deleted {}, left {}", r.evicted.len(), r.deleted.len(), r.left.len()))
+            }
+            Action::Uncordon { node } => {
+                cluster(rt)?.uncordon(node).await?;
+                Ok(String::new())
+            }
+            Action::Node { node, op } => {
+                let chain = rt.chain(node).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                let (res, report) = chain.run(op, rt.controller_timeout, *step.timeout).await;
+                let summary = report.summary();
+                *attempts = Some(report);
+                res.map(|_| summary)
+            }
+            Action::WaitReachable { node } => {
+                let chain = rt.chain(node).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                loop {
+                    let (res, report) = chain.run(&NodeOp::Probe, rt.controller_timeout, rt.controller_timeout).await;
+                    match res {
+                        Ok(_) => return Ok(report.summary()),
+                        Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
+                        Err(e) => tracing::debug!(node, error = %e, "not reachable yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
+            }
+            Action::WaitApi => {
+                let c = cluster(rt)?;
+                loop {
+                    match c.health().await {
+                        Ok(()) => return Ok("api healthy".into()),
+                        Err(e) => tracing::debug!(error = %e, "api not healthy yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
+            }
+            Action::WaitNodesReady { nodes } => {
+                let c = cluster(rt)?;
+                loop {
+                    match c.nodes().await {
+                        Ok(list) => {
+                            let missing: Vec<&String> = nodes.iter().filter(|n| !list.iter().any(|x| &x.name == *n && x.ready)).collect();
+                            if missing.is_empty() {
+                                return Ok(format!("{} node(s) ready", nodes.len()));
+                            }
+                            tracing::debug!(?missing, "nodes not ready yet");
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot list nodes yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
+            }
+            Action::UpsCommand { source, command, param } => {
+                let p = rt.power.iter().find(|p| &p.name == source).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no power source named {source}")))?;
+                p.source.lock().await.instant_command(command, param.as_deref()).await?;
+                Ok(format!("{command} accepted"))
+            }
+        }
+    }
+}
+
+fn cluster(rt: &Runtime) -> Result<&dyn crate::cluster::ClusterApi, BackendError> {
+    rt.cluster.as_ref().map(|c| c.1.as_ref()).ok_or_else(|| BackendError::new(ErrorKind::Config, "no cluster configured"))
+}
+
+fn gitops(rt: &Runtime) -> Result<&dyn crate::gitops::GitOpsBootstrap, BackendError> {
+    rt.gitops.as_ref().map(|g| g.1.as_ref()).ok_or_else(|| BackendError::new(ErrorKind::Config, "no gitops configured"))
+}

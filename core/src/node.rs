@@ -1,0 +1,309 @@
+//! Node controllers: how Hecate starts/stops k3s units and powers machines on and off.
+//!
+//! A node lists several controllers (say `ssh_systemd`, then `redfish`, then `ipmi`). Each
+//! operation falls back through them in order, bmclib-style, and returns an [`AttemptReport`]
+//! saying who succeeded, who was tried and why each failed.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::BuildContext;
+use crate::error::{BackendError, ErrorKind};
+
+/// What a node is to k3s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Runs `k3s` (control plane).
+    Server,
+    /// Runs `k3s-agent` (worker).
+    Agent,
+}
+
+/// One thing a controller may be able to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Check the node answers (SSH login, BMC reachable).
+    Probe,
+    /// Start a systemd unit.
+    StartUnit,
+    /// Stop a systemd unit.
+    StopUnit,
+    /// Ask whether a systemd unit is active.
+    UnitStatus,
+    /// Power the machine off (OS poweroff or BMC).
+    PowerOff,
+    /// Power the machine on (BMC or Wake-on-LAN).
+    PowerOn,
+    /// Read whether the machine is powered.
+    PowerState,
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Probe => "probe",
+            Self::StartUnit => "start unit",
+            Self::StopUnit => "stop unit",
+            Self::UnitStatus => "unit status",
+            Self::PowerOff => "power off",
+            Self::PowerOn => "power on",
+            Self::PowerState => "power state",
+        })
+    }
+}
+
+/// Whether a machine is powered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    /// Powered on.
+    On,
+    /// Powered off (soft off included).
+    Off,
+}
+
+/// What a controller is told about the node it controls.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The node's name (its Kubernetes node name).
+    pub name: String,
+    /// The node's OS address (host name or IP).
+    pub address: String,
+    /// Server or agent.
+    pub role: NodeRole,
+}
+
+/// One operation on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "unit", rename_all = "snake_case")]
+pub enum NodeOp {
+    /// Check the node answers.
+    Probe,
+    /// `systemctl start UNIT`.
+    StartUnit(String),
+    /// `systemctl stop UNIT`.
+    StopUnit(String),
+    /// `systemctl is-active UNIT`.
+    UnitActive(String),
+    /// Power off.
+    PowerOff,
+    /// Power on.
+    PowerOn,
+    /// Read the power state.
+    PowerState,
+}
+
+impl NodeOp {
+    /// The capability this operation needs.
+    pub fn capability(&self) -> Capability {
+        match self {
+            Self::Probe => Capability::Probe,
+            Self::StartUnit(_) => Capability::StartUnit,
+            Self::StopUnit(_) => Capability::StopUnit,
+            Self::UnitActive(_) => Capability::UnitStatus,
+            Self::PowerOff => Capability::PowerOff,
+            Self::PowerOn => Capability::PowerOn,
+            Self::PowerState => Capability::PowerState,
+        }
+    }
+}
+
+impl fmt::Display for NodeOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::StartUnit(u) => write!(f, "start {u}"),
+            Self::StopUnit(u) => write!(f, "stop {u}"),
+            Self::UnitActive(u) => write!(f, "is-active {u}"),
+            other => write!(f, "{}", other.capability()),
+        }
+    }
+}
+
+/// What an operation returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeOpOutput {
+    /// Done, nothing to report.
+    Done,
+    /// A unit's activity.
+    Active(bool),
+    /// A machine's power state.
+    Power(PowerState),
+}
+
+/// Configuration of a node controller; implementations are selected in YAML by `type:`.
+#[typetag::serde(tag = "type")]
+pub trait NodeControllerConfig: fmt::Debug + Send + Sync {
+    /// Checks the backend's own settings, returning every problem found.
+    fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Builds the runtime controller for one node. Must not block on the network.
+    fn build(&self, node: &NodeInfo, ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError>;
+}
+
+/// A live controller for one node. Methods take `&self` so steps can share it; a backend keeps
+/// its connection behind its own lock.
+#[async_trait]
+pub trait NodeController: Send + Sync + fmt::Debug {
+    /// The backend's type name (`ssh_systemd`, `ipmi`, ...), for reports.
+    fn kind(&self) -> &str;
+    /// What this controller can do.
+    fn capabilities(&self) -> &[Capability];
+    /// Runs one operation. Only called for operations whose capability is listed.
+    async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError>;
+}
+
+/// One controller's try at an operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The controller's type name.
+    pub controller: String,
+    /// `None` on success, else why it failed.
+    pub error: Option<AttemptError>,
+    /// How long the attempt took, in seconds.
+    pub elapsed_s: f64,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The failure's kind.
+    pub kind: ErrorKind,
+    /// The failure's message.
+    pub message: String,
+}
+
+/// The result of running one operation through a node's controller chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// The node.
+    pub node: String,
+    /// The operation.
+    pub op: NodeOp,
+    /// Every controller tried, in order.
+    pub attempts: Vec<Attempt>,
+    /// The controller that succeeded, if any.
+    pub succeeded_by: Option<String>,
+}
+
+impl AttemptReport {
+    /// A one-line summary: `stop k3s on n1: ssh_systemd failed (unreachable: ...), ipmi ok`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .attempts
+            .iter()
+            .map(|a| match &a.error {
+                None => format!("{} ok", a.controller),
+                Some(e) => format!("{} failed ({}: {})", a.controller, e.kind, e.message),
+            })
+            .collect();
+        if parts.is_empty() {
+            format!("{} on {}: no controller can do this", self.op, self.node)
+        } else {
+            format!("{} on {}: {}", self.op, self.node, parts.join(", "))
+        }
+    }
+}
+
+/// A node's controllers in fallback order.
+#[derive(Debug)]
+pub struct ControllerChain {
+    node: NodeInfo,
+    controllers: Vec<Box<dyn NodeController>>,
+}
+
+impl ControllerChain {
+    /// A chain over already-built controllers.
+    pub fn new(node: NodeInfo, controllers: Vec<Box<dyn NodeController>>) -> Self {
+        Self { node, controllers }
+    }
+
+    /// The node this chain controls.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Whether any controller offers the capability.
+    pub fn can(&self, cap: Capability) -> bool {
+        self.controllers.iter().any(|c| c.capabilities().contains(&cap))
+    }
+
+    /// The type names of the controllers that can do `cap`, in fallback order.
+    pub fn kinds_for(&self, cap: Capability) -> Vec<String> {
+        self.controllers.iter().filter(|c| c.capabilities().contains(&cap)).map(|c| c.kind().to_string()).collect()
+    }
+
+    /// Runs `op` through each capable controller in order until one succeeds. Each attempt is
+    /// bounded by `per_controller`; the whole chain by `deadline` (remaining attempts are
+    /// reported as timeouts rather than silently skipped).
+    pub async fn run(
+        &self,
+        op: &NodeOp,
+        per_controller: Duration,
+        deadline: Duration,
+    ) -> (Result<NodeOpOutput, BackendError>, AttemptReport) {
+        let started = Instant::now();
+        let mut report = AttemptReport {
+            node: self.node.name.clone(),
+            op: op.clone(),
+            attempts: Vec::new(),
+            succeeded_by: None,
+        };
+        let cap = op.capability();
+        let mut last_err = None;
+        for ctrl in self.controllers.iter().filter(|c| c.capabilities().contains(&cap)) {
+            let left = deadline.saturating_sub(started.elapsed());
+            let t0 = Instant::now();
+            let result = if left.is_zero() {
+                Err(BackendError::new(ErrorKind::Timeout, "overall deadline passed before this controller was tried"))
+            } else {
+                match tokio::time::timeout(per_controller.min(left), ctrl.run(op)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::new(
+                        ErrorKind::Timeout,
+                        format!("no answer within {}", humantime::format_duration(per_controller.min(left))),
+                    )),
+                }
+            };
+            let elapsed_s = t0.elapsed().as_secs_f64();
+            match result {
+                Ok(out) => {
+                    report.attempts.push(Attempt { controller: ctrl.kind().to_string(), error: None, elapsed_s });
+                    report.succeeded_by = Some(ctrl.kind().to_string());
+                    return (Ok(out), report);
+                }
+                Err(e) => {
+                    report.attempts.push(Attempt {
+                        controller: ctrl.kind().to_string(),
+                        error: Some(AttemptError { kind: e.kind, message: error_chain(&e) }),
+                        elapsed_s,
+                    });
+                    last_err = Some(e);
+                }
+            }
+        }
+        let err = match last_err {
+            Some(e) => BackendError::new(e.kind, report.summary()),
+            None => BackendError::unsupported(format!("no controller of node {} can {}", self.node.name, cap)),
+        };
+        (Err(err), report)
+    }
+}
+
+/// An error's message followed by its causes, `: `-separated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,186 @@
+//! The live objects built from a config: power sources, node controller chains, the cluster
+//! API, GitOps and notifiers. Building never touches the network.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::cluster::ClusterApi;
+use crate::config::Config;
+use crate::error::BackendError;
+use crate::gitops::GitOpsBootstrap;
+use crate::node::{Capability, ControllerChain, NodeInfo};
+use crate::notify::{Event, Notifier};
+use crate::power::PowerSource;
+
+/// What every backend's `build()` is told about the host.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// This host's name.
+    pub host: String,
+    /// The state directory (a backend may keep files there, such as what it suspended).
+    pub state_dir: PathBuf,
+}
+
+/// A power source and its configured type name.
+#[derive(Debug)]
+pub struct PowerHandle {
+    /// The source's name.
+    pub name: String,
+    /// The backend's type name.
+    pub kind: String,
+    /// The live source; reads need exclusive access.
+    pub source: Mutex<Box<dyn PowerSource>>,
+}
+
+/// Everything built from a config.
+#[derive(Debug)]
+pub struct Runtime {
+    /// This host's name.
+    pub host: String,
+    /// Power sources in config order.
+    pub power: Vec<Arc<PowerHandle>>,
+    /// Node controller chains by node name.
+    pub nodes: BTreeMap<String, ControllerChain>,
+    /// The Kubernetes API, if configured.
+    pub cluster: Option<(String, Box<dyn ClusterApi>)>,
+    /// GitOps, if configured.
+    pub gitops: Option<(String, Box<dyn GitOpsBootstrap>)>,
+    /// Notifiers.
+    pub notifiers: Vec<Box<dyn Notifier>>,
+    /// Time limit of one controller's try (shutdown and startup share the shorter one).
+    pub controller_timeout: Duration,
+}
+
+/// A backend that failed to build, named by where it is in the config.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct BuildError {
+    /// The config field, such as `nodes[1].controllers[0]`.
+    pub field: String,
+    /// Why.
+    #[source]
+    pub source: BackendError,
+}
+
+fn type_name<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    // typetag serialises the tag first; the tag is the only reliable way to learn the type name.
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.get("type").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+impl Runtime {
+    /// Builds every backend of the config.
+    pub fn build(cfg: &Config) -> Result<Runtime, BuildError> {
+        let ctx = BuildContext { host: cfg.host.clone(), state_dir: cfg.state_dir.clone() };
+        let mut power = Vec::new();
+        for (i, p) in cfg.power_sources.iter().enumerate() {
+            let source = p.build(&ctx).map_err(|source| BuildError { field: format!("power_sources[{i}]"), source })?;
+            power.push(Arc::new(PowerHandle { name: p.name().to_string(), kind: type_name(p), source: Mutex::new(source) }));
+        }
+        let mut nodes = BTreeMap::new();
+        for (i, n) in cfg.nodes.iter().enumerate() {
+            let info = NodeInfo { name: n.name.clone(), address: n.address.clone(), role: n.role };
+            let mut ctrls = Vec::new();
+            for (j, c) in n.controllers.iter().enumerate() {
+                ctrls.push(c.build(&info, &ctx).map_err(|source| BuildError { field: format!("nodes[{i}].controllers[{j}]"), source })?);
+            }
+            nodes.insert(n.name.clone(), ControllerChain::new(info, ctrls));
+        }
+        let cluster = match &cfg.cluster {
+            Some(c) => Some((type_name(c), c.build(&ctx).map_err(|source| BuildError { field: "cluster".into(), source })?)),
+            None => None,
+        };
+        let gitops = match &cfg.gitops {
+            Some(g) => Some((type_name(g), g.build(&ctx).map_err(|source| BuildError { field: "gitops".into(), source })?)),
+            None => None,
+        };
+        let mut notifiers = Vec::new();
+        for (i, n) in cfg.notifiers.iter().enumerate() {
+            notifiers.push(n.build(&ctx).map_err(|source| BuildError { field: format!("notifiers[{i}]"), source })?);
+        }
+        Ok(Runtime {
+            host: cfg.host.clone(),
+            power,
+            nodes,
+            cluster,
+            gitops,
+            notifiers,
+            controller_timeout: *cfg.shutdown.controller_timeout.min(cfg.startup.controller_timeout),
+        })
+    }
+
+    /// A node's chain.
+    pub fn chain(&self, node: &str) -> Option<&ControllerChain> {
+        self.nodes.get(node)
+    }
+
+    /// The type names of a node's controllers that can do `cap`, in order.
+    pub fn chain_kinds(&self, node: &str, cap: Capability) -> Vec<String> {
+        self.nodes.get(node).map(|c| c.kinds_for(cap)).unwrap_or_default()
+    }
+
+    /// The cluster backend's type name.
+    pub fn cluster_kind(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.0.clone())
+    }
+
+    /// The GitOps backend's type name.
+    pub fn gitops_kind(&self) -> Option<String> {
+        self.gitops.as_ref().map(|g| g.0.clone())
+    }
+
+    /// A power source's type name.
+    pub fn power_kind(&self, name: &str) -> String {
+        self.power.iter().find(|p| p.name == name).map(|p| p.kind.clone()).unwrap_or_else(|| "?".into())
+    }
+
+    /// The notifiers' names.
+    pub fn notifier_names(&self) -> Vec<String> {
+        self.notifiers.iter().map(|n| n.name().to_string()).collect()
+    }
+
+    /// Delivers an event to every notifier concurrently, each under `timeout`; returns the
+    /// failures as (notifier, message). Never fails the caller: delivery must not block a shutdown.
+    pub async fn notify_all(&self, event: &Event, timeout: Duration) -> Vec<(String, String)> {
+        let futs = self.notifiers.iter().map(|n| async move {
+            match tokio::time::timeout(timeout, n.notify(event)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some((n.name().to_string(), e.to_string())),
+                Err(_) => Some((n.name().to_string(), format!("timed out after {}", humantime::format_duration(timeout)))),
+            }
+        });
+        let mut failures = Vec::new();
+        for r in join_all(futs).await {
+            if let Some(f) = r {
+                tracing::warn!(notifier = %f.0, error = %f.1, "notification not delivered");
+                failures.push(f);
+            }
+        }
+        failures
+    }
+}
+
+/// Runs futures concurrently on the current task and collects their outputs in order.
+pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futs.into_iter().enumerate().collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                outs[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
+}
