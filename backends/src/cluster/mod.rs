@@ -1,0 +1,3 @@
+//! Kubernetes API backends.
+
+pub mod simulated;

@@ -1,0 +1,3 @@
+//! GitOps bootstrap backends.
+
+pub mod simulated;

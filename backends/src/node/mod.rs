@@ -1,0 +1,3 @@
+//! Node controllers.
+
+pub mod simulated;

@@ -1,0 +1,145 @@
+//! `simulated`: a node that exists only in memory, with configurable step durations and
+//! injectable failures. Backs the embedded demo and tests of the engine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hecate_core::duration::HumanDuration;
+use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, NodeRole, PowerState};
+use hecate_core::{BackendError, BuildContext, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::sim_world::{World, default_world, world};
+
+/// A simulated node controller.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedNodeConfig {
+    /// The simulated world shared with a `simulated` cluster.
+    #[serde(default = "default_world")]
+    pub world: String,
+    /// How long each operation takes.
+    #[serde(default = "default_step")]
+    pub step_duration: HumanDuration,
+    /// How long the OS takes to answer after power-on.
+    #[serde(default = "default_boot")]
+    pub boot_time: HumanDuration,
+    /// Operations that fail (injected): any of `probe`, `start_unit`, `stop_unit`,
+    /// `unit_status`, `power_off`, `power_on`, `power_state`.
+    #[serde(default)]
+    pub fail: Vec<Capability>,
+    /// Every operation fails as unreachable (a dead machine or network).
+    #[serde(default)]
+    pub unreachable: bool,
+    /// Offer only these capabilities (default: all), to model an SSH-only or BMC-only controller.
+    #[serde(default)]
+    pub capabilities: Option<Vec<Capability>>,
+}
+
+fn default_step() -> HumanDuration {
+    HumanDuration::from_millis(500)
+}
+
+fn default_boot() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
+const ALL: [Capability; 7] = [
+    Capability::Probe,
+    Capability::StartUnit,
+    Capability::StopUnit,
+    Capability::UnitStatus,
+    Capability::PowerOff,
+    Capability::PowerOn,
+    Capability::PowerState,
+];
+
+#[typetag::serde(name = "simulated")]
+impl NodeControllerConfig for SimulatedNodeConfig {
+    fn build(&self, node: &NodeInfo, _ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError> {
+        let w = world(&self.world);
+        let (unit, server) = match node.role {
+            NodeRole::Server => ("k3s", true),
+            NodeRole::Agent => ("k3s-agent", false),
+        };
+        w.ensure(&node.name, unit, server);
+        Ok(Box::new(SimulatedNode {
+            node: node.name.clone(),
+            world: w,
+            caps: self.capabilities.clone().unwrap_or_else(|| ALL.to_vec()),
+            cfg: self.clone(),
+        }))
+    }
+}
+
+hecate_core::register_backend!(NodeController, "simulated", "in-memory node with scripted delays and failures (demo, tests)", SimulatedNodeConfig);
+
+/// The runtime side of [`SimulatedNodeConfig`].
+#[derive(Debug)]
+pub struct SimulatedNode {
+    node: String,
+    world: Arc<World>,
+    caps: Vec<Capability>,
+    cfg: SimulatedNodeConfig,
+}
+
+#[async_trait]
+impl NodeController for SimulatedNode {
+    fn kind(&self) -> &str {
+        "simulated"
+    }
+
+    fn capabilities(&self) -> &[Capability] {
+        &self.caps
+    }
+
+    async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError> {
+        tokio::time::sleep(*self.cfg.step_duration).await;
+        if self.cfg.unreachable {
+            return Err(BackendError::new(ErrorKind::Unreachable, format!("simulated node {} does not answer", self.node)));
+        }
+        if self.cfg.fail.contains(&op.capability()) {
+            return Err(BackendError::new(ErrorKind::Failed, format!("injected failure: {op}")));
+        }
+        let now = Instant::now();
+        let mut machines = self.world.machines();
+        let m = machines
+            .get_mut(&self.node)
+            .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no simulated machine {}", self.node)))?;
+        let needs_os = matches!(op, NodeOp::Probe | NodeOp::StartUnit(_) | NodeOp::StopUnit(_) | NodeOp::UnitActive(_));
+        if needs_os && !m.reachable(now) {
+            return Err(BackendError::new(ErrorKind::Unreachable, format!("{} is powered off or still booting", self.node)));
+        }
+        Ok(match op {
+            NodeOp::Probe => NodeOpOutput::Done,
+            NodeOp::StartUnit(u) => {
+                m.units.entry(u.clone()).or_insert(None).get_or_insert(now);
+                NodeOpOutput::Done
+            }
+            NodeOp::StopUnit(u) => {
+                m.units.insert(u.clone(), None);
+                NodeOpOutput::Done
+            }
+            NodeOp::UnitActive(u) => NodeOpOutput::Active(m.units.get(u).is_some_and(Option::is_some)),
+            NodeOp::PowerOff => {
+                m.powered = false;
+                m.units.values_mut().for_each(|v| *v = None);
+                NodeOpOutput::Done
+            }
+            NodeOp::PowerOn => {
+                if !m.powered {
+                    m.powered = true;
+                    m.booted_at = now + *self.cfg.boot_time;
+                }
+                NodeOpOutput::Done
+            }
+            NodeOp::PowerState => NodeOpOutput::Power(if m.powered { PowerState::On } else { PowerState::Off }),
+        })
+    }
+}
+
+/// How long simulated operations take by default (for tests that reason about timing).
+pub fn default_step_duration() -> Duration {
+    *default_step()
+}

@@ -1,0 +1,3 @@
+//! Notifiers.
+
+pub mod log;

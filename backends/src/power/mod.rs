@@ -1,0 +1,3 @@
+//! Power sources.
+
+pub mod simulated;

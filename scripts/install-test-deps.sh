@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what Hecate's test suite needs on a fresh Debian 12/13 machine, then set up the sshd
+# test nodes (tests/peers/ssh/setup.sh). Root. Idempotent: when every package is already there it
+# does not touch apt at all.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "$0: needs root (apt-get install, useradd, /etc/sudoers.d)" >&2; exit 1; }
+
+# upsd + dummy-ups + upsrw, sshd + ssh + ssh-keygen, sudo, and what the scripts and shims call
+PACKAGES=(nut-server nut-client openssh-server openssh-client sudo iproute2 python3 procps passwd coreutils)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  # Never let package scripts start daemons (openssh-server would start sshd on port 22 of every
+  # address, nut-server an upsd on 3493). If there is no policy-rc.d, put one in for the install
+  # and take it away again afterwards.
+  POLICY=/usr/sbin/policy-rc.d
+  if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\n# temporary, from hecate scripts/install-test-deps.sh\nexit 101\n' > "$POLICY"
+    chmod 0755 "$POLICY"
+    trap 'rm -f "$POLICY"' EXIT
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq </dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi
+
+for bin in /lib/nut/upsd /lib/nut/dummy-ups /usr/sbin/sshd; do
+  [ -x "$bin" ] || { echo "$0: $bin missing after install" >&2; exit 1; }
+done
+getent passwd nut >/dev/null || { echo "$0: user 'nut' missing after installing nut-server" >&2; exit 1; }
+
+"$ROOT/tests/peers/ssh/setup.sh"
