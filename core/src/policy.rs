@@ -1019,25 +1019,33 @@ impl BatteryModel {
         while run.raw.len() > 2 * h + 1 {
             run.raw.pop_front();
         }
-        // the point h readings back now has its full window: emit it with the window's median
-        let n = run.seen;
-        if n > h {
-            let i = n - 1 - h; // index in the run of the point to emit
-            let first = n - run.raw.len(); // index in the run of raw[0]
-            let lo = i.saturating_sub(h).max(first);
-            let window = run.raw.iter().skip(lo - first).map(|p| p.1);
-            let (Some(cm), Some(&(xi, _))) = (median(window), run.raw.get(i - first)) else {
-                return;
-            };
-            if let Some(seg) = self.segments.back_mut() {
-                seg.sums.add(xi, cm);
-                seg.points += 1;
-                if seg.first_c.is_none() {
-                    seg.first_c = Some(cm);
-                    seg.min_c = cm;
-                }
-                seg.min_c = seg.min_c.min(cm);
+        // emit the point whose centred window has just become complete, with the window's median;
+        // the first points of a stretch get narrower windows, never lopsided ones (a lopsided
+        // median of a falling charge would bias the slope)
+        let newest = run.seen - 1; // index in the run of the newest reading
+        let centre = if newest >= 2 * h {
+            Some(newest - h)
+        } else {
+            (newest % 2 == 0).then_some(newest / 2)
+        };
+        let Some(i) = centre else { return };
+        let half = newest - i;
+        let first = run.seen - run.raw.len(); // index in the run of raw[0]
+        let Some(lo) = (i - half).checked_sub(first) else {
+            return;
+        };
+        let window = run.raw.iter().skip(lo).map(|p| p.1);
+        let (Some(cm), Some(&(xi, _))) = (median(window), run.raw.get(i - first)) else {
+            return;
+        };
+        if let Some(seg) = self.segments.back_mut() {
+            seg.sums.add(xi, cm);
+            seg.points += 1;
+            if seg.first_c.is_none() {
+                seg.first_c = Some(cm);
+                seg.min_c = cm;
             }
+            seg.min_c = seg.min_c.min(cm);
         }
     }
 
