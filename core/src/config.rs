@@ -8,17 +8,19 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-//PB use crate::budget::BudgetConfig;
+use crate::budget::BudgetConfig;
 use crate::cluster::{ClusterApiConfig, DrainFallback};
 use crate::duration::HumanDuration;
 use crate::gitops::GitOpsConfig;
 use crate::node::{NodeControllerConfig, NodeRole};
 use crate::notify::NotifierConfig;
-//PB use crate::policy::PolicyConfig;
+use crate::policy::PolicyConfig;
 use crate::power::PowerSourceConfig;
 
 /// What this Hecate instance is in a multi-UPS setup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HostRole {
     /// Watches its UPS and runs the cluster's shutdown itself.
@@ -45,7 +47,12 @@ pub struct Config {
     /// The daemon's loop and endpoints.
     #[serde(default)]
     pub daemon: DaemonConfig,
-    //PB policy+budget
+    /// When to trigger a shutdown.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// How long a shutdown takes, learned from runs.json.
+    #[serde(default)]
+    pub budget: BudgetConfig,
     /// The UPSes this host watches. Selected by `type:` (`nut`, `simulated`, ...).
     pub power_sources: Vec<Box<dyn PowerSourceConfig>>,
     /// The Kubernetes API. Selected by `type:` (`kube`, `simulated`).
@@ -264,14 +271,24 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(f, "{}: {} problem{} found", self.file.display(), n, if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {} problem{} found",
+            self.file.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             let loc = match (p.line, p.column) {
                 (Some(l), Some(c)) => format!("{}:{l}:{c}", self.file.display()),
                 (Some(l), None) => format!("{}:{l}", self.file.display()),
                 _ => self.file.display().to_string(),
             };
-            let field = if p.field.is_empty() { "(document)" } else { &p.field };
+            let field = if p.field.is_empty() {
+                "(document)"
+            } else {
+                &p.field
+            };
             writeln!(f, "  {loc}: {field}: {}", p.message)?;
         }
         if let Some(s) = &self.snippet {
@@ -289,7 +306,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<(Config, Warnings), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            problems: vec![Problem { line: None, column: None, field: String::new(), message: format!("cannot read: {e}") }],
+            problems: vec![Problem {
+                line: None,
+                column: None,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
             snippet: None,
         })?;
         Self::from_yaml(&text, path)
@@ -317,11 +339,20 @@ impl Config {
             .into_iter()
             .map(|(field, message)| {
                 let loc = index.as_ref().and_then(|i| i.locate(&field));
-                Problem { line: loc.map(|l| l.0), column: loc.map(|l| l.1), field, message }
+                Problem {
+                    line: loc.map(|l| l.0),
+                    column: loc.map(|l| l.1),
+                    field,
+                    message,
+                }
             })
             .collect();
         problems.sort_by_key(|p| (p.line, p.column));
-        Err(ConfigError { file: file.to_path_buf(), problems, snippet: None })
+        Err(ConfigError {
+            file: file.to_path_buf(),
+            problems,
+            snippet: None,
+        })
     }
 
     /// Checks everything the types cannot: returns (problems as (field path, message), warnings).
@@ -332,17 +363,30 @@ impl Config {
             p.push(("host".into(), "must not be empty".into()));
         }
         if self.daemon.poll_interval.is_zero() {
-            p.push(("daemon.poll_interval".into(), "must be greater than zero".into()));
+            p.push((
+                "daemon.poll_interval".into(),
+                "must be greater than zero".into(),
+            ));
         }
         if self.power_sources.is_empty() {
-            p.push(("power_sources".into(), "at least one power source is needed".into()));
+            p.push((
+                "power_sources".into(),
+                "at least one power source is needed".into(),
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, s) in self.power_sources.iter().enumerate() {
             if !names.insert(s.name().to_string()) {
-                p.push((format!("power_sources[{i}].name"), format!("duplicate power source name `{}`", s.name())));
+                p.push((
+                    format!("power_sources[{i}].name"),
+                    format!("duplicate power source name `{}`", s.name()),
+                ));
             }
-            p.extend(s.validate().into_iter().map(|m| (format!("power_sources[{i}]"), m)));
+            p.extend(
+                s.validate()
+                    .into_iter()
+                    .map(|m| (format!("power_sources[{i}]"), m)),
+            );
         }
         if let Some(c) = &self.cluster {
             p.extend(c.validate().into_iter().map(|m| ("cluster".to_string(), m)));
@@ -350,7 +394,10 @@ impl Config {
         if let Some(g) = &self.gitops {
             p.extend(g.validate().into_iter().map(|m| ("gitops".to_string(), m)));
             if self.cluster.is_none() {
-                p.push(("gitops".into(), "a gitops backend needs a `cluster:` to talk to".into()));
+                p.push((
+                    "gitops".into(),
+                    "a gitops backend needs a `cluster:` to talk to".into(),
+                ));
             }
         }
         let mut node_names = BTreeSet::new();
@@ -360,7 +407,10 @@ impl Config {
                 p.push((format!("nodes[{i}].name"), "must not be empty".into()));
             }
             if !node_names.insert(n.name.clone()) {
-                p.push((format!("nodes[{i}].name"), format!("duplicate node name `{}`", n.name)));
+                p.push((
+                    format!("nodes[{i}].name"),
+                    format!("duplicate node name `{}`", n.name),
+                ));
             }
             if n.address.trim().is_empty() {
                 p.push((format!("nodes[{i}].address"), "must not be empty".into()));
@@ -368,23 +418,43 @@ impl Config {
             if n.init {
                 inits += 1;
                 if n.role != NodeRole::Server {
-                    p.push((format!("nodes[{i}].init"), "only a server can be the init server".into()));
+                    p.push((
+                        format!("nodes[{i}].init"),
+                        "only a server can be the init server".into(),
+                    ));
                 }
             }
             if n.controllers.is_empty() {
-                p.push((format!("nodes[{i}].controllers"), "at least one controller is needed".into()));
+                p.push((
+                    format!("nodes[{i}].controllers"),
+                    "at least one controller is needed".into(),
+                ));
             }
             for (j, c) in n.controllers.iter().enumerate() {
-                p.extend(c.validate().into_iter().map(|m| (format!("nodes[{i}].controllers[{j}]"), m)));
+                p.extend(
+                    c.validate()
+                        .into_iter()
+                        .map(|m| (format!("nodes[{i}].controllers[{j}]"), m)),
+                );
             }
         }
         if inits > 1 {
-            p.push(("nodes".into(), format!("{inits} nodes are marked `init: true`; at most one may be")));
+            p.push((
+                "nodes".into(),
+                format!("{inits} nodes are marked `init: true`; at most one may be"),
+            ));
         }
         for (i, n) in self.notifiers.iter().enumerate() {
-            p.extend(n.validate().into_iter().map(|m| (format!("notifiers[{i}]"), m)));
+            p.extend(
+                n.validate()
+                    .into_iter()
+                    .map(|m| (format!("notifiers[{i}]"), m)),
+            );
         }
-        for (field, c) in [("shutdown.concurrency", self.shutdown.concurrency), ("startup.concurrency", self.startup.concurrency)] {
+        for (field, c) in [
+            ("shutdown.concurrency", self.shutdown.concurrency),
+            ("startup.concurrency", self.startup.concurrency),
+        ] {
             if c == 0 {
                 p.push((field.into(), "must be at least 1".into()));
             }
@@ -392,9 +462,23 @@ impl Config {
         if let Some(u) = &self.shutdown.ups_off
             && !names.contains(&u.source)
         {
-            p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
+            p.push((
+                "shutdown.ups_off.source".into(),
+                format!("no power source is named `{}`", u.source),
+            ));
         }
-        //PB validate
+        p.extend(
+            self.policy
+                .validate()
+                .into_iter()
+                .map(|m| ("policy".to_string(), m)),
+        );
+        p.extend(
+            self.budget
+                .validate()
+                .into_iter()
+                .map(|m| ("budget".to_string(), m)),
+        );
         if !self.nodes.is_empty() && self.cluster.is_none() {
             w.push("nodes are listed but no `cluster:` is configured: no cordon, drain or readiness checks".into());
         }
@@ -411,7 +495,10 @@ fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> 
     let full = e.to_string();
     // The parser's message is "error: line L column C: MESSAGE\n --> <input>:L:C\n<snippet>".
     let (head, snippet) = match full.split_once('\n') {
-        Some((h, s)) => (h.to_string(), Some(s.replace("<input>", &file.display().to_string()))),
+        Some((h, s)) => (
+            h.to_string(),
+            Some(s.replace("<input>", &file.display().to_string())),
+        ),
         None => (full.clone(), None),
     };
     let message = head
@@ -425,11 +512,26 @@ fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> 
     // the enclosing mapping, so the index gives the field's own line when it can.
     let own = crate::yaml_index::Index::build(text).and_then(|i| i.locate(path));
     let (line, column) = match (own, loc) {
-        (Some((l, c)), _) if !path.is_empty() && !message.contains("unknown field") => (Some(l), Some(c)),
+        (Some((l, c)), _) if !path.is_empty() && !message.contains("unknown field") => {
+            (Some(l), Some(c))
+        }
         (_, Some(l)) => (Some(l.line()), Some(l.column())),
         (Some((l, c)), None) => (Some(l), Some(c)),
         (None, None) => (None, None),
     };
-    let field = if path == "." { String::new() } else { path.to_string() };
-    ConfigError { file: file.to_path_buf(), problems: vec![Problem { line, column, field, message }], snippet }
+    let field = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    ConfigError {
+        file: file.to_path_buf(),
+        problems: vec![Problem {
+            line,
+            column,
+            field,
+            message,
+        }],
+        snippet,
+    }
 }

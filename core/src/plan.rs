@@ -117,18 +117,44 @@ impl Step {
     /// One line for humans.
     pub fn describe(&self) -> String {
         match &self.action {
-            Action::Notify { kind, .. } => format!("notify {}", serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            Action::Notify { kind, .. } => format!(
+                "notify {}",
+                serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
             Action::GitOpsSuspend => "suspend gitops reconciliation".into(),
-            Action::GitOpsResume { force_branch: Some(b) } => format!("resume gitops on branch {b} and reconcile"),
+            Action::GitOpsResume {
+                force_branch: Some(b),
+            } => format!("resume gitops on branch {b} and reconcile"),
             Action::GitOpsResume { force_branch: None } => "resume gitops and reconcile".into(),
             Action::Drain { node } => format!("cordon and drain {node}"),
             Action::Uncordon { node } => format!("uncordon {node}"),
+            Action::Node {
+                node,
+                op: NodeOp::PowerOff,
+            } => format!("power off {node}"),
+            Action::Node {
+                node,
+                op: NodeOp::PowerOn,
+            } => format!("power on {node}"),
             Action::Node { node, op } => format!("{op} on {node}"),
             Action::WaitReachable { node } => format!("wait until {node} answers"),
             Action::WaitApi => "wait for the kubernetes api".into(),
-            Action::WaitNodesReady { nodes } => format!("wait until {} node(s) are ready", nodes.len()),
-            Action::UpsCommand { source, command, param: Some(p) } => format!("send {command} {p} to ups {source}"),
-            Action::UpsCommand { source, command, param: None } => format!("send {command} to ups {source}"),
+            Action::WaitNodesReady { nodes } => {
+                format!("wait until {} node(s) are ready", nodes.len())
+            }
+            Action::UpsCommand {
+                source,
+                command,
+                param: Some(p),
+            } => format!("send {command} {p} to ups {source}"),
+            Action::UpsCommand {
+                source,
+                command,
+                param: None,
+            } => format!("send {command} to ups {source}"),
         }
     }
 }
@@ -164,19 +190,43 @@ impl Plan {
     /// The plan as printed by a dry run.
     pub fn render(&self, expected_s: Option<f64>) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{} plan ({}): {} stage(s), {} step(s)", self.kind, self.reason, self.stages.len(), self.steps().count());
+        let _ = writeln!(
+            out,
+            "{} plan ({}): {} stage(s), {} step(s)",
+            self.kind,
+            self.reason,
+            self.stages.len(),
+            self.steps().count()
+        );
         if let Some(e) = expected_s {
             let _ = writeln!(out, "expected duration from history: {e:.0} s");
         }
         for (i, stage) in self.stages.iter().enumerate() {
-            let _ = writeln!(out, "\n{}. {} (up to {} at once)", i + 1, stage.name, stage.concurrency);
+            let _ = writeln!(
+                out,
+                "\n{}. {} (up to {} at once)",
+                i + 1,
+                stage.name,
+                stage.concurrency
+            );
             for step in &stage.steps {
-                let via = if step.via.is_empty() { String::new() } else { format!(" via {}", step.via.join(" → ")) };
+                let via = if step.via.is_empty() {
+                    String::new()
+                } else {
+                    format!(" via {}", step.via.join(" → "))
+                };
                 let fail = match step.on_failure {
                     OnFailure::Continue => "",
                     OnFailure::Abort => ", abort on failure",
                 };
-                let _ = writeln!(out, "   - {}{} (timeout {}{})", step.describe(), via, step.timeout, fail);
+                let _ = writeln!(
+                    out,
+                    "   - {}{} (timeout {}{})",
+                    step.describe(),
+                    via,
+                    step.timeout,
+                    fail
+                );
             }
         }
         out
@@ -184,11 +234,21 @@ impl Plan {
 }
 
 fn step(id: String, action: Action, via: Vec<String>, timeout: HumanDuration) -> Step {
-    Step { id, action, via, timeout, on_failure: OnFailure::Continue }
+    Step {
+        id,
+        action,
+        via,
+        timeout,
+        on_failure: OnFailure::Continue,
+    }
 }
 
 fn stage(name: &str, concurrency: usize, steps: Vec<Step>) -> Option<Stage> {
-    (!steps.is_empty()).then(|| Stage { name: name.to_string(), concurrency, steps })
+    (!steps.is_empty()).then(|| Stage {
+        name: name.to_string(),
+        concurrency,
+        steps,
+    })
 }
 
 /// The shutdown plan: notify → suspend GitOps → drain agents → stop agents → stop servers
@@ -204,34 +264,97 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         1,
         vec![step(
             "notify/shutdown-triggered".into(),
-            Action::Notify { kind: EventKind::ShutdownTriggered, message: format!("shutdown started: {reason}") },
+            Action::Notify {
+                kind: EventKind::ShutdownTriggered,
+                message: format!("shutdown started: {reason}"),
+            },
             notify_via.clone(),
             HumanDuration::from_secs(10),
         )],
     ));
     if s.suspend_gitops && cfg.gitops.is_some() {
-        stages.push(stage("suspend-gitops", 1, vec![step("suspend-gitops/flux".into(), Action::GitOpsSuspend, rt.gitops_kind().into_iter().collect(), s.step_timeout)]));
+        stages.push(stage(
+            "suspend-gitops",
+            1,
+            vec![step(
+                "suspend-gitops/flux".into(),
+                Action::GitOpsSuspend,
+                rt.gitops_kind().into_iter().collect(),
+                s.step_timeout,
+            )],
+        ));
     }
     if s.drain && cfg.cluster.is_some() {
         let steps = cfg
             .nodes_with_role(NodeRole::Agent)
-            .map(|node| step(format!("drain/{}", node.name), Action::Drain { node: node.name.clone() }, cluster_via(), HumanDuration(*s.drain_timeout + std::time::Duration::from_secs(15))))
+            .map(|node| {
+                step(
+                    format!("drain/{}", node.name),
+                    Action::Drain {
+                        node: node.name.clone(),
+                    },
+                    cluster_via(),
+                    HumanDuration(*s.drain_timeout + std::time::Duration::from_secs(15)),
+                )
+            })
             .collect();
         stages.push(stage("drain-agents", n, steps));
     }
     let unit_step = |prefix: &str, node: &crate::config::NodeConfig, start: bool| {
-        let op = if start { NodeOp::StartUnit(node.unit_name().into()) } else { NodeOp::StopUnit(node.unit_name().into()) };
-        step(format!("{prefix}/{}", node.name), Action::Node { node: node.name.clone(), op }, rt.chain_kinds(&node.name, Capability::StopUnit), s.step_timeout)
+        let op = if start {
+            NodeOp::StartUnit(node.unit_name().into())
+        } else {
+            NodeOp::StopUnit(node.unit_name().into())
+        };
+        step(
+            format!("{prefix}/{}", node.name),
+            Action::Node {
+                node: node.name.clone(),
+                op,
+            },
+            rt.chain_kinds(&node.name, Capability::StopUnit),
+            s.step_timeout,
+        )
     };
-    stages.push(stage("stop-agents", n, cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("stop-agents", node, false)).collect()));
-    stages.push(stage("stop-servers", n, cfg.nodes_with_role(NodeRole::Server).filter(|x| !x.init).map(|node| unit_step("stop-servers", node, false)).collect()));
-    stages.push(stage("stop-init-server", 1, cfg.nodes_with_role(NodeRole::Server).filter(|x| x.init).map(|node| unit_step("stop-init-server", node, false)).collect()));
+    stages.push(stage(
+        "stop-agents",
+        n,
+        cfg.nodes_with_role(NodeRole::Agent)
+            .map(|node| unit_step("stop-agents", node, false))
+            .collect(),
+    ));
+    stages.push(stage(
+        "stop-servers",
+        n,
+        cfg.nodes_with_role(NodeRole::Server)
+            .filter(|x| !x.init)
+            .map(|node| unit_step("stop-servers", node, false))
+            .collect(),
+    ));
+    stages.push(stage(
+        "stop-init-server",
+        1,
+        cfg.nodes_with_role(NodeRole::Server)
+            .filter(|x| x.init)
+            .map(|node| unit_step("stop-init-server", node, false))
+            .collect(),
+    ));
     if s.power_off_nodes {
         let steps = cfg
             .nodes
             .iter()
             .filter(|node| node.power_off)
-            .map(|node| step(format!("power-off/{}", node.name), Action::Node { node: node.name.clone(), op: NodeOp::PowerOff }, rt.chain_kinds(&node.name, Capability::PowerOff), s.step_timeout))
+            .map(|node| {
+                step(
+                    format!("power-off/{}", node.name),
+                    Action::Node {
+                        node: node.name.clone(),
+                        op: NodeOp::PowerOff,
+                    },
+                    rt.chain_kinds(&node.name, Capability::PowerOff),
+                    s.step_timeout,
+                )
+            })
             .collect();
         stages.push(stage("power-off", n, steps));
     }
@@ -240,15 +363,33 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         stages.push(stage(
             "ups-off",
             1,
-            vec![step(format!("ups-off/{}", u.source), Action::UpsCommand { source: u.source.clone(), command: u.command.clone(), param }, vec![rt.power_kind(&u.source)], HumanDuration::from_secs(15))],
+            vec![step(
+                format!("ups-off/{}", u.source),
+                Action::UpsCommand {
+                    source: u.source.clone(),
+                    command: u.command.clone(),
+                    param,
+                },
+                vec![rt.power_kind(&u.source)],
+                HumanDuration::from_secs(15),
+            )],
         ));
     }
-    Plan { kind: PlanKind::Shutdown, reason: reason.to_string(), stages: stages.into_iter().flatten().collect() }
+    Plan {
+        kind: PlanKind::Shutdown,
+        reason: reason.to_string(),
+        stages: stages.into_iter().flatten().collect(),
+    }
 }
 
 /// The startup plan: power on → wait for SSH → start servers (init first) → wait for the API →
 /// start agents → wait for Ready → uncordon → GitOps → notify.
-pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Option<String>) -> Plan {
+pub fn startup_plan(
+    cfg: &Config,
+    rt: &Runtime,
+    reason: &str,
+    force_branch: Option<String>,
+) -> Plan {
     let s = &cfg.startup;
     let n = s.concurrency;
     let cluster_via = || rt.cluster_kind().into_iter().collect::<Vec<_>>();
@@ -257,42 +398,149 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
         let steps = cfg
             .nodes
             .iter()
-            .filter(|node| rt.chain(&node.name).is_some_and(|c| c.can(Capability::PowerOn)))
-            .map(|node| step(format!("power-on/{}", node.name), Action::Node { node: node.name.clone(), op: NodeOp::PowerOn }, rt.chain_kinds(&node.name, Capability::PowerOn), s.step_timeout))
+            .filter(|node| {
+                rt.chain(&node.name)
+                    .is_some_and(|c| c.can(Capability::PowerOn))
+            })
+            .map(|node| {
+                step(
+                    format!("power-on/{}", node.name),
+                    Action::Node {
+                        node: node.name.clone(),
+                        op: NodeOp::PowerOn,
+                    },
+                    rt.chain_kinds(&node.name, Capability::PowerOn),
+                    s.step_timeout,
+                )
+            })
             .collect();
         stages.push(stage("power-on", n, steps));
     }
     let reach = cfg
         .nodes
         .iter()
-        .map(|node| step(format!("wait-reachable/{}", node.name), Action::WaitReachable { node: node.name.clone() }, rt.chain_kinds(&node.name, Capability::Probe), s.reachable_timeout))
+        .map(|node| {
+            step(
+                format!("wait-reachable/{}", node.name),
+                Action::WaitReachable {
+                    node: node.name.clone(),
+                },
+                rt.chain_kinds(&node.name, Capability::Probe),
+                s.reachable_timeout,
+            )
+        })
         .collect();
     stages.push(stage("wait-reachable", n, reach));
     let unit_step = |prefix: &str, node: &crate::config::NodeConfig| {
-        step(format!("{prefix}/{}", node.name), Action::Node { node: node.name.clone(), op: NodeOp::StartUnit(node.unit_name().into()) }, rt.chain_kinds(&node.name, Capability::StartUnit), s.step_timeout)
+        step(
+            format!("{prefix}/{}", node.name),
+            Action::Node {
+                node: node.name.clone(),
+                op: NodeOp::StartUnit(node.unit_name().into()),
+            },
+            rt.chain_kinds(&node.name, Capability::StartUnit),
+            s.step_timeout,
+        )
     };
-    stages.push(stage("start-init-server", 1, cfg.nodes_with_role(NodeRole::Server).filter(|x| x.init).map(|node| unit_step("start-init-server", node)).collect()));
-    stages.push(stage("start-servers", n, cfg.nodes_with_role(NodeRole::Server).filter(|x| !x.init).map(|node| unit_step("start-servers", node)).collect()));
+    stages.push(stage(
+        "start-init-server",
+        1,
+        cfg.nodes_with_role(NodeRole::Server)
+            .filter(|x| x.init)
+            .map(|node| unit_step("start-init-server", node))
+            .collect(),
+    ));
+    stages.push(stage(
+        "start-servers",
+        n,
+        cfg.nodes_with_role(NodeRole::Server)
+            .filter(|x| !x.init)
+            .map(|node| unit_step("start-servers", node))
+            .collect(),
+    ));
     if cfg.cluster.is_some() {
-        stages.push(stage("wait-api", 1, vec![Step { on_failure: OnFailure::Abort, ..step("wait-api/kubernetes".into(), Action::WaitApi, cluster_via(), s.api_timeout) }]));
+        stages.push(stage(
+            "wait-api",
+            1,
+            vec![Step {
+                on_failure: OnFailure::Abort,
+                ..step(
+                    "wait-api/kubernetes".into(),
+                    Action::WaitApi,
+                    cluster_via(),
+                    s.api_timeout,
+                )
+            }],
+        ));
     }
-    stages.push(stage("start-agents", n, cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("start-agents", node)).collect()));
+    stages.push(stage(
+        "start-agents",
+        n,
+        cfg.nodes_with_role(NodeRole::Agent)
+            .map(|node| unit_step("start-agents", node))
+            .collect(),
+    ));
     if cfg.cluster.is_some() {
         let names: Vec<String> = cfg.nodes.iter().map(|x| x.name.clone()).collect();
         if !names.is_empty() {
-            stages.push(stage("wait-ready", 1, vec![step("wait-ready/all".into(), Action::WaitNodesReady { nodes: names }, cluster_via(), s.nodes_ready_timeout)]));
+            stages.push(stage(
+                "wait-ready",
+                1,
+                vec![step(
+                    "wait-ready/all".into(),
+                    Action::WaitNodesReady { nodes: names },
+                    cluster_via(),
+                    s.nodes_ready_timeout,
+                )],
+            ));
         }
-        let steps = cfg.nodes.iter().map(|node| step(format!("uncordon/{}", node.name), Action::Uncordon { node: node.name.clone() }, cluster_via(), s.step_timeout)).collect();
+        let steps = cfg
+            .nodes
+            .iter()
+            .map(|node| {
+                step(
+                    format!("uncordon/{}", node.name),
+                    Action::Uncordon {
+                        node: node.name.clone(),
+                    },
+                    cluster_via(),
+                    s.step_timeout,
+                )
+            })
+            .collect();
         stages.push(stage("uncordon", n, steps));
     }
     if cfg.gitops.is_some() {
         let branch = force_branch.or_else(|| s.force_flux_branch.clone());
-        stages.push(stage("resume-gitops", 1, vec![step("resume-gitops/flux".into(), Action::GitOpsResume { force_branch: branch }, rt.gitops_kind().into_iter().collect(), s.gitops_timeout)]));
+        stages.push(stage(
+            "resume-gitops",
+            1,
+            vec![step(
+                "resume-gitops/flux".into(),
+                Action::GitOpsResume {
+                    force_branch: branch,
+                },
+                rt.gitops_kind().into_iter().collect(),
+                s.gitops_timeout,
+            )],
+        ));
     }
     stages.push(stage(
         "notify",
         1,
-        vec![step("notify/startup-done".into(), Action::Notify { kind: EventKind::StartupDone, message: format!("startup finished: {reason}") }, rt.notifier_names(), HumanDuration::from_secs(10))],
+        vec![step(
+            "notify/startup-done".into(),
+            Action::Notify {
+                kind: EventKind::StartupDone,
+                message: format!("startup finished: {reason}"),
+            },
+            rt.notifier_names(),
+            HumanDuration::from_secs(10),
+        )],
     ));
-    Plan { kind: PlanKind::Startup, reason: reason.to_string(), stages: stages.into_iter().flatten().collect() }
+    Plan {
+        kind: PlanKind::Startup,
+        reason: reason.to_string(),
+        stages: stages.into_iter().flatten().collect(),
+    }
 }

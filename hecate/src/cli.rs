@@ -1,0 +1,137 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Where Hecate looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/hecate/hecate.yaml";
+
+/// Keeps a small bare-metal k3s cluster alive through power events.
+#[derive(Debug, Parser)]
+#[command(name = "hecate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format: `auto` uses journald under systemd, plain text otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log: LogFormat,
+    /// More detail in the log (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// journald when started by systemd, else plain.
+    Auto,
+    /// Plain text on stderr.
+    Plain,
+    /// The systemd journal.
+    Journald,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Staged startup after a power-down (a dry run unless --execute).
+    Startup {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Patch the Flux git source to this branch before reconciling.
+        #[arg(long)]
+        force_flux_branch: Option<String>,
+    },
+    /// Graceful shutdown of the cluster (a dry run unless --execute).
+    Shutdown {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Why, for the run record and notifications.
+        #[arg(long, default_value = "requested from the command line")]
+        reason: String,
+    },
+    /// Watch the UPSes and shut the cluster down when the battery will not last.
+    Daemon {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run the daemon on the embedded simulated UPS and cluster: an outage is detected, the
+    /// cluster shut down stage by stage, power returns and the cluster comes back.
+    Demo {
+        /// Stop after this long even if the cycle did not finish.
+        #[arg(long, default_value = "3m")]
+        timeout: humantime::Duration,
+    },
+    /// Show each UPS, the policy's state and why, and the shutdown budget.
+    Status {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay outage traces through the trigger policy on a virtual clock.
+    Simulate {
+        /// A trace file, or a directory of `*.csv` traces.
+        #[arg(long)]
+        trace: PathBuf,
+        /// A runs.json whose successful shutdowns give the budget.
+        #[arg(long)]
+        runs: Option<PathBuf>,
+        /// Take policy, budget and poll interval from this config (default: built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object per trace and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or describe config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// List the backends linked into this binary.
+    Backends {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Arguments shared by `startup` and `shutdown`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Carry the plan out. Without it, the plan is only printed.
+    #[arg(long)]
+    pub execute: bool,
+    /// Continue an interrupted run from its journal, skipping finished steps.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the plan as JSON (dry run only).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hecate config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate config files; every problem is listed with file, line and field.
+    Check {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the config file, for editors.
+    Schema,
+}

@@ -1,0 +1,461 @@
+//! `hecate daemon`: poll every power source, run the policy, and on a trigger run the shutdown
+//! plan to the end. Optionally bring the cluster back when mains power returns.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use hecate_core::config::Config;
+use hecate_core::engine::{EventSink, Journal, RunReport};
+use hecate_core::notify::{Event, EventKind};
+use hecate_core::plan::{self, PlanKind};
+use hecate_core::policy::{Decision, Policy, PowerState};
+use hecate_core::power::{PowerReading, Sample};
+use hecate_core::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::status::{Phase, Snapshot, SourceStatus};
+
+/// How the daemon is run.
+pub struct Options {
+    /// Progress of runs.
+    pub sink: EventSink,
+    /// Exit once a shutdown and the startup after it finished (the demo).
+    pub exit_after_cycle: bool,
+    /// Give up after this long (the demo).
+    pub stop_after: Option<Duration>,
+    /// Print decisions for a person watching (the demo) rather than only logging them.
+    pub narrate: bool,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("exit_after_cycle", &self.exit_after_cycle)
+            .field("stop_after", &self.stop_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `hecate daemon --config FILE`.
+pub async fn run_from_file(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load_config(path)?;
+    run(
+        Arc::new(cfg),
+        Options {
+            sink: crate::run::log_sink(),
+            exit_after_cycle: false,
+            stop_after: None,
+            narrate: false,
+        },
+    )
+    .await
+}
+
+/// `hecate demo`: the daemon on the embedded simulated config, in a temporary state dir.
+pub async fn demo(timeout: Duration) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::Builder::new()
+        .prefix("hecate-demo-")
+        .tempdir()
+        .context("creating a temporary state dir")?;
+    let mut cfg = crate::sim_config(dir.path())?;
+    cfg.daemon.metrics_listen = None;
+    println!(
+        "Hecate demo: simulated UPS and cluster (configs/sim.yaml), state in {}",
+        dir.path().display()
+    );
+    println!(
+        "mains fail a few seconds in; watch the policy decide, the cluster shut down, power return and the cluster come back.\n"
+    );
+    let code = run(
+        Arc::new(cfg),
+        Options {
+            sink: crate::run::terminal_sink(),
+            exit_after_cycle: true,
+            stop_after: Some(timeout),
+            narrate: true,
+        },
+    )
+    .await?;
+    let runs = hecate_core::history::History::load(&dir.path().join("runs.json"))
+        .map(|l| l.history.runs)
+        .unwrap_or_default();
+    println!(
+        "\nruns.json now holds {} run(s); the shutdown budget learns from them:",
+        runs.len()
+    );
+    for r in runs {
+        println!(
+            "  {} {} {:.1} s ({})",
+            r.started_at, r.kind, r.duration_s, r.outcome
+        );
+    }
+    Ok(code)
+}
+
+struct SourceState {
+    name: String,
+    kind: String,
+    policy: Policy,
+    last: Option<Decision>,
+    reading: Option<PowerReading>,
+    error: Option<String>,
+    poll_errors: u64,
+}
+
+/// The daemon loop.
+pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating state dir {}", cfg.state_dir.display()))?;
+    let _daemon_lock = lock_daemon(&cfg.state_dir)?;
+    let rt = Arc::new(Runtime::build(&cfg).context("building backends")?);
+    let metrics = Metrics::new()?;
+    if let Some(addr) = cfg.daemon.metrics_listen {
+        let m = metrics.clone();
+        // A metrics port that cannot be bound must not stop UPS protection: log and go on.
+        tokio::spawn(async move {
+            if let Err(e) = m.serve(addr).await {
+                tracing::error!(error = %format!("{e:#}"), "metrics endpoint unavailable");
+            }
+        });
+    }
+    let mut sources: Vec<SourceState> = rt
+        .power
+        .iter()
+        .map(|p| SourceState {
+            name: p.name.clone(),
+            kind: p.kind.clone(),
+            policy: Policy::new(cfg.policy.clone()),
+            last: None,
+            reading: None,
+            error: None,
+            poll_errors: 0,
+        })
+        .collect();
+    let mut budget = crate::status::budget(&cfg);
+    tracing::info!(host = %cfg.host, sources = sources.len(), nodes = cfg.nodes.len(), budget = %budget, "daemon started");
+
+    let mut phase = Phase::Watching;
+    let mut trigger_reason: Option<String> = None;
+    let mut running: Option<JoinHandle<anyhow::Result<RunReport>>> = None;
+    let mut last_run: Option<serde_json::Value> = None;
+    let mut online_since: Option<Instant> = None;
+    let mut cycle_done = false;
+
+    // A shutdown interrupted by a crash or restart continues before anything else.
+    if Journal::pending(&cfg.state_dir, PlanKind::Shutdown) {
+        tracing::warn!("an interrupted shutdown was found in the journal; resuming it");
+        trigger_reason = Some("resuming an interrupted shutdown".into());
+        running = Some(spawn_run(
+            &cfg,
+            &rt,
+            PlanKind::Shutdown,
+            "resuming an interrupted shutdown",
+            true,
+            opts.sink.clone(),
+        ));
+        phase = Phase::ShuttingDown;
+    }
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut interval = tokio::time::interval(*cfg.daemon.poll_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let t0 = Instant::now();
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut ready_sent = false;
+
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: exiting"); break; }
+        }
+        if opts.stop_after.is_some_and(|d| t0.elapsed() > d) {
+            tracing::warn!("stopping: the time limit passed");
+            return Ok(ExitCode::FAILURE);
+        }
+
+        // A finished run moves the phase on and teaches the budget.
+        if running.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(h) = running.take()
+        {
+            let kind = if phase == Phase::StartingUp {
+                PlanKind::Startup
+            } else {
+                PlanKind::Shutdown
+            };
+            match h.await {
+                Ok(Ok(report)) => {
+                    metrics.run_finished(&report.kind.to_string(), report.duration_s);
+                    last_run = Some(
+                        serde_json::json!({"kind": report.kind, "outcome": report.outcome, "duration_s": report.duration_s, "started_at": report.started_at}),
+                    );
+                    let failures: Vec<String> = report
+                        .failures()
+                        .map(|f| format!("{}: {}", f.description, f.message))
+                        .collect();
+                    let ev_kind = if kind == PlanKind::Shutdown {
+                        EventKind::ShutdownDone
+                    } else {
+                        EventKind::StartupDone
+                    };
+                    let ev = Event::now(
+                        ev_kind,
+                        &cfg.host,
+                        format!(
+                            "{} finished in {:.1} s ({:?})",
+                            report.kind, report.duration_s, report.outcome
+                        ),
+                    )
+                    .with("failures", failures.clone());
+                    rt.notify_all(&ev, Duration::from_secs(10)).await;
+                    tracing::info!(kind = %report.kind, outcome = ?report.outcome, duration_s = report.duration_s, failed = failures.len(), "run finished");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "run could not be carried out")
+                }
+                Err(e) => tracing::error!(error = %e, "run task failed"),
+            }
+            budget = crate::status::budget(&cfg);
+            if kind == PlanKind::Shutdown {
+                phase = Phase::ShutDown;
+                online_since = None;
+            } else {
+                phase = Phase::Watching;
+                trigger_reason = None;
+                for s in &mut sources {
+                    s.policy.reset();
+                }
+                cycle_done = true;
+            }
+        }
+        if cycle_done && opts.exit_after_cycle {
+            return Ok(ExitCode::SUCCESS);
+        }
+
+        let t = t0.elapsed().as_secs_f64();
+        let timeout = (*cfg.daemon.poll_interval).max(Duration::from_secs(1));
+        let reads = hecate_core::runtime::join_all(rt.power.iter().map(|p| async move {
+            match tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await
+            {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+            }
+        }))
+        .await;
+
+        let mut newly_triggered = None;
+        for (s, read) in sources.iter_mut().zip(reads) {
+            let sample = match &read {
+                Ok(r) => Sample::Reading(r.clone()),
+                Err(e) => Sample::NoData { reason: e.clone() },
+            };
+            let was_triggered = s.policy.is_triggered();
+            let d = s.policy.observe(t, &sample, budget.seconds);
+            metrics.observe(&s.name, read.as_ref().ok(), &d);
+            let changed = s.last.as_ref().is_none_or(|l| l.state != d.state);
+            // While watching, every non-online poll is worth a line; once the cluster is down
+            // only changes are.
+            if changed || (phase == Phase::Watching && d.state != PowerState::Online) {
+                narrate(&opts, &s.name, &d, changed);
+            }
+            if changed {
+                match d.state {
+                    PowerState::OnBattery if phase == Phase::Watching => {
+                        rt.notify_all(
+                            &Event::now(
+                                EventKind::OnBattery,
+                                &cfg.host,
+                                format!("ups {} is on battery", s.name),
+                            )
+                            .with("reason", d.reason.clone()),
+                            Duration::from_secs(5),
+                        )
+                        .await;
+                    }
+                    PowerState::Online if s.last.is_some() => {
+                        rt.notify_all(
+                            &Event::now(
+                                EventKind::PowerRestored,
+                                &cfg.host,
+                                format!("ups {} is back on mains", s.name),
+                            ),
+                            Duration::from_secs(5),
+                        )
+                        .await;
+                    }
+                    _ => {}
+                }
+            }
+            if d.triggered && !was_triggered {
+                newly_triggered = Some(format!("ups {}: {}", s.name, d.reason));
+            }
+            match read {
+                Ok(r) => {
+                    s.reading = Some(r);
+                    s.error = None;
+                }
+                Err(e) => {
+                    s.reading = None;
+                    s.error = Some(e);
+                    s.poll_errors += 1;
+                }
+            }
+            s.last = Some(d);
+        }
+
+        if let Some(reason) = newly_triggered {
+            match phase {
+                Phase::Watching => {
+                    tracing::warn!(%reason, "shutdown triggered");
+                    if opts.narrate {
+                        println!("\n>>> shutdown triggered: {reason}\n");
+                    }
+                    trigger_reason = Some(reason.clone());
+                    running = Some(spawn_run(
+                        &cfg,
+                        &rt,
+                        PlanKind::Shutdown,
+                        &reason,
+                        false,
+                        opts.sink.clone(),
+                    ));
+                    phase = Phase::ShuttingDown;
+                }
+                // Another source triggering while a shutdown runs joins it: nothing cancels or restarts it.
+                Phase::ShuttingDown => {
+                    tracing::info!(%reason, "trigger joins the shutdown already running")
+                }
+                Phase::ShutDown | Phase::StartingUp => {
+                    tracing::info!(%reason, "trigger while the cluster is down or starting: noted")
+                }
+            }
+        }
+
+        if phase == Phase::ShutDown && cfg.daemon.startup_on_power_return {
+            let all_online = sources
+                .iter()
+                .all(|s| s.reading.as_ref().is_some_and(|r| r.status.online()));
+            if all_online {
+                let since = *online_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= *cfg.daemon.power_return_settle {
+                    tracing::info!("mains power is back and stable: starting the cluster");
+                    if opts.narrate {
+                        println!(
+                            "\n>>> mains back for {}: starting the cluster\n",
+                            cfg.daemon.power_return_settle
+                        );
+                    }
+                    running = Some(spawn_run(
+                        &cfg,
+                        &rt,
+                        PlanKind::Startup,
+                        "mains power returned",
+                        false,
+                        opts.sink.clone(),
+                    ));
+                    phase = Phase::StartingUp;
+                }
+            } else {
+                online_since = None;
+            }
+        }
+
+        metrics.set_state(budget.seconds, trigger_reason.is_some(), running.is_some());
+        let snap = Snapshot {
+            host: cfg.host.clone(),
+            updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            from_daemon: true,
+            phase,
+            budget: budget.clone(),
+            sources: sources
+                .iter()
+                .map(|s| SourceStatus {
+                    name: s.name.clone(),
+                    kind: s.kind.clone(),
+                    reading: s.reading.clone(),
+                    error: s.error.clone(),
+                    decision: s.last.clone(),
+                    poll_errors: s.poll_errors,
+                })
+                .collect(),
+            trigger_reason: trigger_reason.clone(),
+            last_run: last_run.clone(),
+        };
+        if let Err(e) = snap.save(&cfg.state_dir) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot write status.json");
+        }
+        if !ready_sent {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            ready_sent = true;
+        }
+        if watchdog.is_some() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if running.is_some() {
+        tracing::warn!("exiting with a run in progress; its journal lets the next start resume it");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn narrate(opts: &Options, ups: &str, d: &Decision, changed: bool) {
+    if opts.narrate {
+        println!("[ups {ups}] {}: {}", d.state, d.reason);
+    } else if changed {
+        tracing::info!(ups, state = %d.state, "{}", d.reason);
+    } else {
+        tracing::debug!(ups, state = %d.state, "{}", d.reason);
+    }
+}
+
+fn spawn_run(
+    cfg: &Arc<Config>,
+    rt: &Arc<Runtime>,
+    kind: PlanKind,
+    reason: &str,
+    resume: bool,
+    sink: EventSink,
+) -> JoinHandle<anyhow::Result<RunReport>> {
+    let cfg = cfg.clone();
+    let rt = rt.clone();
+    let reason = reason.to_string();
+    tokio::spawn(async move {
+        let _lock = crate::run::lock_runs(&cfg.state_dir)?;
+        let plan = match kind {
+            PlanKind::Shutdown => plan::shutdown_plan(&cfg, &rt, &reason),
+            PlanKind::Startup => plan::startup_plan(&cfg, &rt, &reason, None),
+        };
+        crate::run::execute(&cfg, rt, &plan, resume, sink).await
+    })
+}
+
+/// One daemon per state dir.
+fn lock_daemon(state_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = state_dir.join("daemon.lock");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another hecate daemon already uses {} (lock {} is held)",
+            state_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics, served on `/metrics`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use hecate_core::policy::Decision;
+use hecate_core::power::{PowerReading, StatusFlag};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// The flags exported as `hecate_ups_status{flag=...}`.
+const FLAGS: [StatusFlag; 9] = [
+    StatusFlag::Online,
+    StatusFlag::OnBattery,
+    StatusFlag::LowBattery,
+    StatusFlag::ForcedShutdown,
+    StatusFlag::Charging,
+    StatusFlag::Discharging,
+    StatusFlag::ReplaceBattery,
+    StatusFlag::Bypass,
+    StatusFlag::Overload,
+];
+
+/// Every metric Hecate exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    status: GaugeVec,
+    charge: GaugeVec,
+    load: GaugeVec,
+    runtime_firmware: GaugeVec,
+    runtime_own: GaugeVec,
+    runtime_used: GaugeVec,
+    data: GaugeVec,
+    poll_errors: IntCounterVec,
+    threshold: GaugeVec,
+    budget: prometheus::Gauge,
+    triggered: IntGauge,
+    run_active: IntGauge,
+    last_run: GaugeVec,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> anyhow::Result<Self> {
+        let r = Registry::new();
+        let poll_errors = IntCounterVec::new(
+            Opts::new(
+                "hecate_poll_errors_total",
+                "Polls of a power source that returned no data",
+            ),
+            &["ups"],
+        )?;
+        r.register(Box::new(poll_errors.clone()))?;
+        let budget = prometheus::Gauge::new(
+            "hecate_shutdown_budget_seconds",
+            "Expected duration of a shutdown, learned from runs.json",
+        )?;
+        r.register(Box::new(budget.clone()))?;
+        let triggered = IntGauge::new(
+            "hecate_shutdown_triggered",
+            "1 once the policy has triggered a shutdown",
+        )?;
+        r.register(Box::new(triggered.clone()))?;
+        let run_active = IntGauge::new(
+            "hecate_run_active",
+            "1 while a shutdown or startup run is in progress",
+        )?;
+        r.register(Box::new(run_active.clone()))?;
+        Ok(Self {
+            status: gauge(
+                &r,
+                "hecate_ups_status",
+                "1 when the UPS reports the ups.status flag",
+                &["ups", "flag"],
+            )?,
+            charge: gauge(
+                &r,
+                "hecate_ups_battery_charge_ratio",
+                "battery.charge as a 0-1 ratio",
+                &["ups"],
+            )?,
+            load: gauge(
+                &r,
+                "hecate_ups_load_ratio",
+                "ups.load as a 0-1 ratio of nominal",
+                &["ups"],
+            )?,
+            runtime_firmware: gauge(
+                &r,
+                "hecate_ups_runtime_firmware_seconds",
+                "battery.runtime as the firmware reports it (filtered)",
+                &["ups"],
+            )?,
+            runtime_own: gauge(
+                &r,
+                "hecate_ups_runtime_estimate_seconds",
+                "Hecate's own runtime estimate from the charge slope",
+                &["ups"],
+            )?,
+            runtime_used: gauge(
+                &r,
+                "hecate_ups_runtime_decision_seconds",
+                "The runtime estimate the policy compared with the threshold",
+                &["ups"],
+            )?,
+            data: gauge(
+                &r,
+                "hecate_ups_data_ok",
+                "1 when the last poll returned data",
+                &["ups"],
+            )?,
+            threshold: gauge(
+                &r,
+                "hecate_shutdown_threshold_seconds",
+                "runtime_safety_factor x budget",
+                &["ups"],
+            )?,
+            last_run: gauge(
+                &r,
+                "hecate_last_run_duration_seconds",
+                "Duration of the last finished run",
+                &["kind"],
+            )?,
+            poll_errors,
+            budget,
+            triggered,
+            run_active,
+            registry: r,
+        })
+    }
+
+    /// Records one poll of a source.
+    pub fn observe(&self, ups: &str, reading: Option<&PowerReading>, decision: &Decision) {
+        match reading {
+            Some(r) => {
+                self.data.with_label_values(&[ups]).set(1.0);
+                for f in &FLAGS {
+                    self.status
+                        .with_label_values(&[ups, f.as_str()])
+                        .set(if r.status.has(f) { 1.0 } else { 0.0 });
+                }
+                set_opt(&self.charge, ups, r.charge_pct.map(|c| c / 100.0));
+                set_opt(&self.load, ups, r.load_pct.map(|l| l / 100.0));
+            }
+            None => {
+                self.data.with_label_values(&[ups]).set(0.0);
+                self.poll_errors.with_label_values(&[ups]).inc();
+            }
+        }
+        set_opt(&self.runtime_firmware, ups, decision.firmware_runtime_s);
+        set_opt(&self.runtime_own, ups, decision.own_estimate_s);
+        set_opt(&self.runtime_used, ups, decision.estimate_s);
+        self.threshold
+            .with_label_values(&[ups])
+            .set(decision.threshold_s);
+    }
+
+    /// Records the budget and trigger state.
+    pub fn set_state(&self, budget_s: f64, triggered: bool, run_active: bool) {
+        self.budget.set(budget_s);
+        self.triggered.set(i64::from(triggered));
+        self.run_active.set(i64::from(run_active));
+    }
+
+    /// Records a finished run.
+    pub fn run_finished(&self, kind: &str, duration_s: f64) {
+        self.last_run.with_label_values(&[kind]).set(duration_s);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Serves `/metrics` until the task is dropped.
+    pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics on {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = self.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        );
+        axum::serve(listener, app).await.context("metrics server")
+    }
+}
+
+fn set_opt(g: &GaugeVec, ups: &str, v: Option<f64>) {
+    match v {
+        Some(v) => g.with_label_values(&[ups]).set(v),
+        // A value the UPS stopped reporting must not keep its last number.
+        None => {
+            let _ = g.remove_label_values(&[ups]);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `hecate startup` and `hecate shutdown`: build the plan, print it, or carry it out.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use hecate_core::cluster::DrainOptions;
+use hecate_core::config::Config;
+use hecate_core::engine::{
+    Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, RunReport,
+};
+use hecate_core::plan::{self, Plan, PlanKind};
+use hecate_core::runtime::Runtime;
+
+use crate::cli::RunArgs;
+
+/// `hecate startup`.
+pub async fn startup(args: &RunArgs, force_branch: Option<String>) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load_config(&args.config)?;
+    let rt = Arc::new(Runtime::build(&cfg).context("building backends")?);
+    let plan = plan::startup_plan(&cfg, &rt, "requested from the command line", force_branch);
+    carry_out(&cfg, rt, plan, args).await
+}
+
+/// `hecate shutdown`.
+pub async fn shutdown(args: &RunArgs, reason: &str) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load_config(&args.config)?;
+    let rt = Arc::new(Runtime::build(&cfg).context("building backends")?);
+    let plan = plan::shutdown_plan(&cfg, &rt, reason);
+    carry_out(&cfg, rt, plan, args).await
+}
+
+async fn carry_out(
+    cfg: &Config,
+    rt: Arc<Runtime>,
+    plan: Plan,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    if !args.execute {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            let expected =
+                (plan.kind == PlanKind::Shutdown).then(|| crate::status::budget(cfg).seconds);
+            print!("{}", plan.render(expected));
+            println!("\ndry run: nothing was done. Add --execute to carry this plan out.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _lock = lock_runs(&cfg.state_dir)?;
+    let report = execute(cfg, rt, &plan, args.resume, terminal_sink()).await?;
+    print_summary(&report);
+    Ok(match report.outcome {
+        Outcome::Success => ExitCode::SUCCESS,
+        Outcome::Partial => ExitCode::from(2),
+        Outcome::Failed => ExitCode::FAILURE,
+    })
+}
+
+/// Takes the per-state-dir run lock, so two runs never act on the cluster at once.
+pub fn lock_runs(state_dir: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    let path = state_dir.join("run.lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another startup or shutdown is running (lock {} is held)",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Runs a plan with its journal and records the finished run in runs.json.
+pub async fn execute(
+    cfg: &Config,
+    rt: Arc<Runtime>,
+    plan: &Plan,
+    resume: bool,
+    sink: EventSink,
+) -> anyhow::Result<RunReport> {
+    let mut journal = Journal::open(&cfg.state_dir, plan.kind, &plan.reason, resume)?;
+    if journal.is_resumed() {
+        tracing::info!(kind = %plan.kind, "resuming an interrupted run from its journal");
+    }
+    let engine = Engine::new(rt, engine_options(cfg), sink);
+    let report = engine.execute(plan, Some(&mut journal)).await;
+    crate::status::record_run(cfg, &report)?;
+    journal.complete()?;
+    Ok(report)
+}
+
+/// Engine settings from the config.
+pub fn engine_options(cfg: &Config) -> EngineOptions {
+    EngineOptions {
+        wait_poll: (*cfg.daemon.poll_interval).min(std::time::Duration::from_secs(2)),
+        drain: DrainOptions {
+            timeout: *cfg.shutdown.drain_timeout,
+            fallback: cfg.shutdown.drain_fallback,
+        },
+    }
+}
+
+/// Progress lines for a terminal.
+pub fn terminal_sink() -> EventSink {
+    let t0 = Instant::now();
+    Arc::new(move |ev| {
+        let t = t0.elapsed().as_secs_f64();
+        match ev {
+            EngineEvent::StageStarted {
+                index,
+                total,
+                name,
+                steps,
+            } => println!("[{t:6.1}s] stage {index}/{total}: {name} ({steps} step(s))"),
+            EngineEvent::StepStarted { description, .. } => {
+                println!("[{t:6.1}s]   … {description}")
+            }
+            EngineEvent::StepFinished(o) => {
+                let mark = if o.resumed {
+                    "↷ (done before resume)"
+                } else if o.ok {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                let msg = if o.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", o.message)
+                };
+                println!(
+                    "[{t:6.1}s]   {mark} {} ({:.1}s){msg}",
+                    o.description, o.duration_s
+                );
+            }
+            EngineEvent::StageFinished {
+                name,
+                duration_s,
+                failed,
+            } => {
+                let f = if failed > 0 {
+                    format!(", {failed} failed")
+                } else {
+                    String::new()
+                };
+                println!("[{t:6.1}s] stage {name} done in {duration_s:.1}s{f}");
+            }
+        }
+    })
+}
+
+/// Structured progress for the daemon's log.
+pub fn log_sink() -> EventSink {
+    Arc::new(|ev| match ev {
+        EngineEvent::StageStarted {
+            index,
+            total,
+            name,
+            steps,
+        } => tracing::info!(stage = %name, index, total, steps, "stage started"),
+        EngineEvent::StepStarted { id, description } => tracing::info!(step = %id, "{description}"),
+        EngineEvent::StepFinished(o) if o.ok => {
+            tracing::info!(step = %o.id, duration_s = o.duration_s, resumed = o.resumed, "step done: {}", o.message)
+        }
+        EngineEvent::StepFinished(o) => {
+            tracing::warn!(step = %o.id, duration_s = o.duration_s, "step failed: {}", o.message)
+        }
+        EngineEvent::StageFinished {
+            name,
+            duration_s,
+            failed,
+        } => tracing::info!(stage = %name, duration_s, failed, "stage finished"),
+    })
+}
+
+/// The end-of-run report for a terminal.
+pub fn print_summary(report: &RunReport) {
+    let outcome = match report.outcome {
+        Outcome::Success => "success",
+        Outcome::Partial => "partial (some steps failed, the run went on)",
+        Outcome::Failed => "failed (a step the rest depends on failed)",
+    };
+    println!(
+        "\n{} finished in {:.1}s: {outcome}",
+        report.kind, report.duration_s
+    );
+    for f in report.failures() {
+        println!("  ✗ {}: {}", f.description, f.message);
+    }
+}

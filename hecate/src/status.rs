@@ -1,0 +1,276 @@
+//! What `hecate status` shows, the snapshot the daemon keeps current in the state dir, and the
+//! run history glue (budget in, finished runs out).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use hecate_core::budget::{self, Budget};
+use hecate_core::config::Config;
+use hecate_core::engine::{Outcome, RunReport};
+use hecate_core::history::{History, RunKind, RunOutcome, RunRecord, StageDuration};
+use hecate_core::plan::PlanKind;
+use hecate_core::policy::{Decision, Policy};
+use hecate_core::power::{PowerReading, Sample};
+use hecate_core::runtime::Runtime;
+use serde::{Deserialize, Serialize};
+
+/// runs.json in the state dir.
+pub fn runs_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("runs.json")
+}
+
+/// status.json in the state dir (written by the daemon every poll).
+pub fn snapshot_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+/// The budget from runs.json, or the default when it holds too few runs. A corrupt runs.json is
+/// moved aside by the loader (with a warning) and the default applies.
+pub fn budget(cfg: &Config) -> Budget {
+    let runs = match History::load(&runs_path(cfg)) {
+        Ok(l) => {
+            if let Some(w) = l.warning {
+                tracing::warn!("{w}");
+            }
+            l.history.runs
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the run history; using the default budget");
+            Vec::new()
+        }
+    };
+    budget::estimate(&runs, &cfg.budget)
+}
+
+/// Appends a finished run to runs.json, with its per-stage durations.
+pub fn record_run(cfg: &Config, report: &RunReport) -> anyhow::Result<()> {
+    let kind = match report.kind {
+        PlanKind::Shutdown => RunKind::Shutdown,
+        PlanKind::Startup => RunKind::Startup,
+    };
+    let outcome = match report.outcome {
+        Outcome::Success => RunOutcome::Success,
+        Outcome::Partial => RunOutcome::Partial,
+        Outcome::Failed => RunOutcome::Failed,
+    };
+    let started =
+        humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
+    let mut rec = RunRecord::new(
+        kind,
+        started,
+        Duration::from_secs_f64(report.duration_s.max(0.0)),
+        outcome,
+    );
+    rec.trigger_reason = Some(report.reason.clone());
+    rec.stages = report
+        .stages
+        .iter()
+        .map(|s| StageDuration {
+            name: s.name.clone(),
+            duration_s: s.duration_s,
+            extra: Default::default(),
+        })
+        .collect();
+    let failed: Vec<String> = report
+        .failures()
+        .map(|f| format!("{}: {}", f.description, f.message))
+        .collect();
+    if !failed.is_empty() {
+        rec.extra
+            .insert("failures".into(), serde_json::json!(failed));
+    }
+    rec.extra.insert("host".into(), serde_json::json!(cfg.host));
+    let loaded = History::append(&runs_path(cfg), rec).context("recording the run in runs.json")?;
+    if let Some(w) = loaded.warning {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
+/// One power source in the snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// The source's name.
+    pub name: String,
+    /// Its backend type.
+    pub kind: String,
+    /// The last reading, if the last poll got data.
+    pub reading: Option<PowerReading>,
+    /// Why the last poll got no data.
+    pub error: Option<String>,
+    /// The policy's last decision for this source.
+    pub decision: Option<Decision>,
+    /// Polls without data since the daemon started.
+    pub poll_errors: u64,
+}
+
+/// What the daemon is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Watching the UPSes.
+    Watching,
+    /// A shutdown run is in progress.
+    ShuttingDown,
+    /// The cluster was shut down; waiting for mains power.
+    ShutDown,
+    /// A startup run is in progress.
+    StartingUp,
+}
+
+/// The state `hecate status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The host.
+    pub host: String,
+    /// When this snapshot was taken, RFC 3339.
+    pub updated_at: String,
+    /// Whether a daemon wrote it (false: a one-off poll by `hecate status`).
+    pub from_daemon: bool,
+    /// What the daemon is doing.
+    pub phase: Phase,
+    /// The budget and its source.
+    pub budget: Budget,
+    /// Each power source.
+    pub sources: Vec<SourceStatus>,
+    /// Why the shutdown was triggered, once it was.
+    pub trigger_reason: Option<String>,
+    /// The last finished run: kind, outcome, duration.
+    pub last_run: Option<serde_json::Value>,
+}
+
+impl Snapshot {
+    /// Writes it atomically to the state dir.
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)?;
+        hecate_core::history::write_atomic(&snapshot_path(state_dir), &bytes)
+            .context("writing status.json")?;
+        Ok(())
+    }
+
+    /// The human view.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let origin = if self.from_daemon {
+            "daemon"
+        } else {
+            "one-off poll (no daemon running)"
+        };
+        let _ = writeln!(
+            s,
+            "host {} — {:?} — as of {} ({origin})",
+            self.host, self.phase, self.updated_at
+        );
+        let _ = writeln!(s, "shutdown budget: {}", self.budget);
+        for src in &self.sources {
+            let _ = writeln!(s, "\nups {} ({})", src.name, src.kind);
+            match (&src.reading, &src.error) {
+                (Some(r), _) => {
+                    let opt = |v: Option<f64>, unit: &str| {
+                        v.map(|v| format!("{v:.0}{unit}"))
+                            .unwrap_or_else(|| "n/a".into())
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  status {}  charge {}  runtime {}  load {}",
+                        r.status,
+                        opt(r.charge_pct, " %"),
+                        opt(r.runtime_s, " s"),
+                        opt(r.load_pct, " %")
+                    );
+                }
+                (None, Some(e)) => {
+                    let _ = writeln!(s, "  no data: {e}");
+                }
+                (None, None) => {
+                    let _ = writeln!(s, "  not polled yet");
+                }
+            }
+            if let Some(d) = &src.decision {
+                let _ = writeln!(s, "  policy: {} — {}", d.state, d.reason);
+            }
+            if src.poll_errors > 0 {
+                let _ = writeln!(s, "  polls without data: {}", src.poll_errors);
+            }
+        }
+        if let Some(r) = &self.trigger_reason {
+            let _ = writeln!(s, "\nshutdown triggered: {r}");
+        }
+        if let Some(r) = &self.last_run {
+            let _ = writeln!(s, "\nlast run: {r}");
+        }
+        s
+    }
+}
+
+/// `hecate status`: the daemon's snapshot when one is running, else a one-off poll.
+pub async fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load_config(config)?;
+    let snap = match daemon_snapshot(&cfg) {
+        Some(s) => s,
+        None => one_off(&cfg).await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snap)?);
+    } else {
+        print!("{}", snap.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's snapshot, if a daemon holds the state dir's lock and the snapshot is fresh.
+fn daemon_snapshot(cfg: &Config) -> Option<Snapshot> {
+    let lock = std::fs::File::open(cfg.state_dir.join("daemon.lock")).ok()?;
+    if lock.try_lock_shared().is_ok() {
+        return None; // nobody holds it: no daemon
+    }
+    let text = std::fs::read_to_string(snapshot_path(&cfg.state_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
+    let rt = Runtime::build(cfg).context("building backends")?;
+    let budget = budget(cfg);
+    let mut sources = Vec::new();
+    for p in &rt.power {
+        let timeout = *cfg
+            .daemon
+            .poll_interval
+            .max(hecate_core::duration::HumanDuration::from_secs(5));
+        let read =
+            tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await;
+        let (reading, error) = match read {
+            Ok(Ok(r)) => (Some(r), None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (None, Some("timed out".to_string())),
+        };
+        let sample = match &reading {
+            Some(r) => Sample::Reading(r.clone()),
+            None => Sample::NoData {
+                reason: error.clone().unwrap_or_default(),
+            },
+        };
+        let decision = Policy::new(cfg.policy.clone()).observe(0.0, &sample, budget.seconds);
+        sources.push(SourceStatus {
+            name: p.name.clone(),
+            kind: p.kind.clone(),
+            reading,
+            error,
+            decision: Some(decision),
+            poll_errors: 0,
+        });
+    }
+    Ok(Snapshot {
+        host: cfg.host.clone(),
+        updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        from_daemon: false,
+        phase: Phase::Watching,
+        budget,
+        sources,
+        trigger_reason: None,
+        last_run: None,
+    })
+}
