@@ -645,8 +645,9 @@ impl Policy {
         let own = self.battery.runtime_now(load);
         let (estimate, context) = self.combine(t, firmware, own, r);
         let low_battery = r.status.has(&StatusFlag::LowBattery);
-        let contradicted_low_battery =
-            low_battery && matches!(estimate, Some((est, _)) if est >= threshold);
+        // only live data can contradict the UPS, not an old estimate counted down
+        let contradicted_low_battery = low_battery
+            && matches!(estimate, Some((est, source)) if est >= threshold && source != EstimateSource::Countdown);
         let immediate = if r.status.has(&StatusFlag::ForcedShutdown) {
             Some((
                 TriggerCause::ForcedShutdown,
