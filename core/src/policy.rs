@@ -1027,7 +1027,7 @@ impl BatteryModel {
         let centre = if newest >= 2 * h {
             Some(newest - h)
         } else {
-            (newest % 2 == 0).then_some(newest / 2)
+            newest.is_multiple_of(2).then_some(newest / 2)
         };
         let Some(i) = centre else { return };
         let half = newest - i;

@@ -9,7 +9,7 @@ fn run(day: u32, kind: &str, outcome: &str, d: f64) -> RunRecord {
     serde_json::from_value(serde_json::json!({
         "kind": kind, "started_at": format!("2026-01-{day:02}T00:00:00Z"), "duration_s": d, "outcome": outcome
     }))
-    .unwrap()
+    .expect("a valid record")
 }
 
 #[test]

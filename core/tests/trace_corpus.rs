@@ -30,7 +30,7 @@ fn traces_dir() -> PathBuf {
 /// The ground truth in the header comments, which only the judge reads.
 fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
     fs::read_to_string(path)
-        .unwrap()
+        .expect("trace readable")
         .lines()
         .filter_map(|l| l.strip_prefix('#'))
         .filter_map(|l| l.split_once(':'))
