@@ -18,9 +18,7 @@ use crate::policy::PolicyConfig;
 use crate::power::PowerSourceConfig;
 
 /// What this Hecate instance is in a multi-UPS setup.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostRole {
     /// Watches its UPS and runs the cluster's shutdown itself.
@@ -271,24 +269,14 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(
-            f,
-            "{}: {} problem{} found",
-            self.file.display(),
-            n,
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{}: {} problem{} found", self.file.display(), n, if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             let loc = match (p.line, p.column) {
                 (Some(l), Some(c)) => format!("{}:{l}:{c}", self.file.display()),
                 (Some(l), None) => format!("{}:{l}", self.file.display()),
                 _ => self.file.display().to_string(),
             };
-            let field = if p.field.is_empty() {
-                "(document)"
-            } else {
-                &p.field
-            };
+            let field = if p.field.is_empty() { "(document)" } else { &p.field };
             writeln!(f, "  {loc}: {field}: {}", p.message)?;
         }
         if let Some(s) = &self.snippet {
@@ -339,20 +327,11 @@ impl Config {
             .into_iter()
             .map(|(field, message)| {
                 let loc = index.as_ref().and_then(|i| i.locate(&field));
-                Problem {
-                    line: loc.map(|l| l.0),
-                    column: loc.map(|l| l.1),
-                    field,
-                    message,
-                }
+                Problem { line: loc.map(|l| l.0), column: loc.map(|l| l.1), field, message }
             })
             .collect();
         problems.sort_by_key(|p| (p.line, p.column));
-        Err(ConfigError {
-            file: file.to_path_buf(),
-            problems,
-            snippet: None,
-        })
+        Err(ConfigError { file: file.to_path_buf(), problems, snippet: None })
     }
 
     /// Checks everything the types cannot: returns (problems as (field path, message), warnings).
@@ -363,30 +342,17 @@ impl Config {
             p.push(("host".into(), "must not be empty".into()));
         }
         if self.daemon.poll_interval.is_zero() {
-            p.push((
-                "daemon.poll_interval".into(),
-                "must be greater than zero".into(),
-            ));
+            p.push(("daemon.poll_interval".into(), "must be greater than zero".into()));
         }
         if self.power_sources.is_empty() {
-            p.push((
-                "power_sources".into(),
-                "at least one power source is needed".into(),
-            ));
+            p.push(("power_sources".into(), "at least one power source is needed".into()));
         }
         let mut names = BTreeSet::new();
         for (i, s) in self.power_sources.iter().enumerate() {
             if !names.insert(s.name().to_string()) {
-                p.push((
-                    format!("power_sources[{i}].name"),
-                    format!("duplicate power source name `{}`", s.name()),
-                ));
+                p.push((format!("power_sources[{i}].name"), format!("duplicate power source name `{}`", s.name())));
             }
-            p.extend(
-                s.validate()
-                    .into_iter()
-                    .map(|m| (format!("power_sources[{i}]"), m)),
-            );
+            p.extend(s.validate().into_iter().map(|m| (format!("power_sources[{i}]"), m)));
         }
         if let Some(c) = &self.cluster {
             p.extend(c.validate().into_iter().map(|m| ("cluster".to_string(), m)));
@@ -394,10 +360,7 @@ impl Config {
         if let Some(g) = &self.gitops {
             p.extend(g.validate().into_iter().map(|m| ("gitops".to_string(), m)));
             if self.cluster.is_none() {
-                p.push((
-                    "gitops".into(),
-                    "a gitops backend needs a `cluster:` to talk to".into(),
-                ));
+                p.push(("gitops".into(), "a gitops backend needs a `cluster:` to talk to".into()));
             }
         }
         let mut node_names = BTreeSet::new();
@@ -407,10 +370,7 @@ impl Config {
                 p.push((format!("nodes[{i}].name"), "must not be empty".into()));
             }
             if !node_names.insert(n.name.clone()) {
-                p.push((
-                    format!("nodes[{i}].name"),
-                    format!("duplicate node name `{}`", n.name),
-                ));
+                p.push((format!("nodes[{i}].name"), format!("duplicate node name `{}`", n.name)));
             }
             if n.address.trim().is_empty() {
                 p.push((format!("nodes[{i}].address"), "must not be empty".into()));
@@ -418,43 +378,25 @@ impl Config {
             if n.init {
                 inits += 1;
                 if n.role != NodeRole::Server {
-                    p.push((
-                        format!("nodes[{i}].init"),
-                        "only a server can be the init server".into(),
-                    ));
+                    p.push((format!("nodes[{i}].init"), "only a server can be the init server".into()));
                 }
             }
             if n.controllers.is_empty() {
-                p.push((
-                    format!("nodes[{i}].controllers"),
-                    "at least one controller is needed".into(),
-                ));
+                p.push((format!("nodes[{i}].controllers"), "at least one controller is needed".into()));
             }
             for (j, c) in n.controllers.iter().enumerate() {
-                p.extend(
-                    c.validate()
-                        .into_iter()
-                        .map(|m| (format!("nodes[{i}].controllers[{j}]"), m)),
-                );
+                p.extend(c.validate().into_iter().map(|m| (format!("nodes[{i}].controllers[{j}]"), m)));
             }
         }
         if inits > 1 {
-            p.push((
-                "nodes".into(),
-                format!("{inits} nodes are marked `init: true`; at most one may be"),
-            ));
+            p.push(("nodes".into(), format!("{inits} nodes are marked `init: true`; at most one may be")));
         }
         for (i, n) in self.notifiers.iter().enumerate() {
-            p.extend(
-                n.validate()
-                    .into_iter()
-                    .map(|m| (format!("notifiers[{i}]"), m)),
-            );
+            p.extend(n.validate().into_iter().map(|m| (format!("notifiers[{i}]"), m)));
         }
-        for (field, c) in [
-            ("shutdown.concurrency", self.shutdown.concurrency),
-            ("startup.concurrency", self.startup.concurrency),
-        ] {
+        for (field, c) in
+            [("shutdown.concurrency", self.shutdown.concurrency), ("startup.concurrency", self.startup.concurrency)]
+        {
             if c == 0 {
                 p.push((field.into(), "must be at least 1".into()));
             }
@@ -462,23 +404,10 @@ impl Config {
         if let Some(u) = &self.shutdown.ups_off
             && !names.contains(&u.source)
         {
-            p.push((
-                "shutdown.ups_off.source".into(),
-                format!("no power source is named `{}`", u.source),
-            ));
+            p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
         }
-        p.extend(
-            self.policy
-                .validate()
-                .into_iter()
-                .map(|m| ("policy".to_string(), m)),
-        );
-        p.extend(
-            self.budget
-                .validate()
-                .into_iter()
-                .map(|m| ("budget".to_string(), m)),
-        );
+        p.extend(self.policy.validate().into_iter().map(|m| ("policy".to_string(), m)));
+        p.extend(self.budget.validate().into_iter().map(|m| ("budget".to_string(), m)));
         if !self.nodes.is_empty() && self.cluster.is_none() {
             w.push("nodes are listed but no `cluster:` is configured: no cordon, drain or readiness checks".into());
         }
@@ -493,45 +422,61 @@ impl Config {
 
 fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> ConfigError {
     let full = e.to_string();
-    // The parser's message is "error: line L column C: MESSAGE\n --> <input>:L:C\n<snippet>".
-    let (head, snippet) = match full.split_once('\n') {
-        Some((h, s)) => (
-            h.to_string(),
-            Some(s.replace("<input>", &file.display().to_string())),
-        ),
-        None => (full.clone(), None),
-    };
-    let message = head
+    let head = full.lines().next().unwrap_or_default();
+    // The parser's first line is "error: line L column C: MESSAGE"; errors raised inside a
+    // value (a typetag'd backend, a duration) carry "at line L, column C" of the value itself,
+    // which is more precise than the enclosing mapping the parser points at.
+    let mut message = head
         .trim_start_matches("error: ")
         .split_once(": ")
         .filter(|(pre, _)| pre.starts_with("line "))
         .map(|(_, m)| m.to_string())
-        .unwrap_or(head.clone());
-    let loc = e.location();
-    // serde_path_to_error names the field; for errors inside a value the parser points at
-    // the enclosing mapping, so the index gives the field's own line when it can.
+        .unwrap_or_else(|| head.to_string());
+    let inner = inner_locations(&message);
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    let loc = e.location().map(|l| (l.line(), l.column()));
+    // serde_path_to_error names the field; the index gives that field's own line when the
+    // error is about its value (an unknown field is best shown where the parser saw it).
     let own = crate::yaml_index::Index::build(text).and_then(|i| i.locate(path));
-    let (line, column) = match (own, loc) {
-        (Some((l, c)), _) if !path.is_empty() && !message.contains("unknown field") => {
-            (Some(l), Some(c))
-        }
-        (_, Some(l)) => (Some(l.line()), Some(l.column())),
-        (Some((l, c)), None) => (Some(l), Some(c)),
-        (None, None) => (None, None),
-    };
-    let field = if path == "." {
-        String::new()
-    } else {
-        path.to_string()
-    };
+    let located = inner.last().copied().or(if message.contains("unknown field") { None } else { own }).or(loc).or(own);
+    let field = if path == "." { String::new() } else { path.to_string() };
+    let snippet = located.map(|(l, c)| snippet_at(text, file, l, c, &message));
     ConfigError {
         file: file.to_path_buf(),
-        problems: vec![Problem {
-            line,
-            column,
-            field,
-            message,
-        }],
+        problems: vec![Problem { line: located.map(|l| l.0), column: located.map(|l| l.1), field, message }],
         snippet,
     }
+}
+
+/// Every "at line L, column C" in a message.
+fn inner_locations(message: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut rest = message;
+    while let Some(i) = rest.find("at line ") {
+        rest = &rest[i + "at line ".len()..];
+        let Some((l, after)) = rest.split_once(", column ") else { break };
+        let col: String = after.chars().take_while(char::is_ascii_digit).collect();
+        if let (Ok(l), Ok(c)) = (l.trim().parse(), col.parse()) {
+            out.push((l, c));
+        }
+    }
+    out
+}
+
+/// The lines around (line, column) with a caret under the column.
+fn snippet_at(text: &str, file: &Path, line: u64, column: u64, message: &str) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(" --> {}:{line}:{column}\n", file.display());
+    let line = usize::try_from(line).unwrap_or(1).max(1);
+    let first = line.saturating_sub(2).max(1);
+    for (i, l) in text.lines().enumerate().map(|(i, l)| (i + 1, l)).skip(first - 1).take(line - first + 2) {
+        let _ = writeln!(s, "{i:>4} | {l}");
+        if i == line {
+            let pad = " ".repeat(usize::try_from(column).unwrap_or(1).saturating_sub(1));
+            let _ = writeln!(s, "     | {pad}^ {message}");
+        }
+    }
+    s
 }

@@ -67,9 +67,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration with a unit, such as `2s`, `500ms` or `5m`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(v)
-                    .map(HumanDuration)
-                    .map_err(|e| E::custom(format_args!("invalid duration `{v}`: {e} (write e.g. `2s`, `500ms`, `5m`)")))
+                humantime::parse_duration(v).map(HumanDuration).map_err(|e| {
+                    E::custom(format_args!("invalid duration `{v}`: {e} (write e.g. `2s`, `500ms`, `5m`)"))
+                })
             }
             // A bare number is ambiguous (seconds? milliseconds?): refuse it with a hint.
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HumanDuration, E> {

@@ -69,6 +69,18 @@ impl BackendError {
         Self { kind, message: message.into(), source: Some(Box::new(source)) }
     }
 
+    /// The message followed by its causes, without the kind.
+    pub fn detail(&self) -> String {
+        let mut s = self.message.clone();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = self.source.as_deref().map(|e| e as _);
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
+    }
+
     /// Shorthand for an [`ErrorKind::Unsupported`] error.
     pub fn unsupported(what: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, what)

@@ -249,12 +249,8 @@ impl ControllerChain {
         deadline: Duration,
     ) -> (Result<NodeOpOutput, BackendError>, AttemptReport) {
         let started = Instant::now();
-        let mut report = AttemptReport {
-            node: self.node.name.clone(),
-            op: op.clone(),
-            attempts: Vec::new(),
-            succeeded_by: None,
-        };
+        let mut report =
+            AttemptReport { node: self.node.name.clone(), op: op.clone(), attempts: Vec::new(), succeeded_by: None };
         let cap = op.capability();
         let mut last_err = None;
         for ctrl in self.controllers.iter().filter(|c| c.capabilities().contains(&cap)) {
@@ -281,7 +277,7 @@ impl ControllerChain {
                 Err(e) => {
                     report.attempts.push(Attempt {
                         controller: ctrl.kind().to_string(),
-                        error: Some(AttemptError { kind: e.kind, message: error_chain(&e) }),
+                        error: Some(AttemptError { kind: e.kind, message: e.detail() }),
                         elapsed_s,
                     });
                     last_err = Some(e);

@@ -119,42 +119,23 @@ impl Step {
         match &self.action {
             Action::Notify { kind, .. } => format!(
                 "notify {}",
-                serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
             ),
             Action::GitOpsSuspend => "suspend gitops reconciliation".into(),
-            Action::GitOpsResume {
-                force_branch: Some(b),
-            } => format!("resume gitops on branch {b} and reconcile"),
+            Action::GitOpsResume { force_branch: Some(b) } => format!("resume gitops on branch {b} and reconcile"),
             Action::GitOpsResume { force_branch: None } => "resume gitops and reconcile".into(),
             Action::Drain { node } => format!("cordon and drain {node}"),
             Action::Uncordon { node } => format!("uncordon {node}"),
-            Action::Node {
-                node,
-                op: NodeOp::PowerOff,
-            } => format!("power off {node}"),
-            Action::Node {
-                node,
-                op: NodeOp::PowerOn,
-            } => format!("power on {node}"),
+            Action::Node { node, op: NodeOp::PowerOff } => format!("power off {node}"),
+            Action::Node { node, op: NodeOp::PowerOn } => format!("power on {node}"),
             Action::Node { node, op } => format!("{op} on {node}"),
             Action::WaitReachable { node } => format!("wait until {node} answers"),
             Action::WaitApi => "wait for the kubernetes api".into(),
             Action::WaitNodesReady { nodes } => {
                 format!("wait until {} node(s) are ready", nodes.len())
             }
-            Action::UpsCommand {
-                source,
-                command,
-                param: Some(p),
-            } => format!("send {command} {p} to ups {source}"),
-            Action::UpsCommand {
-                source,
-                command,
-                param: None,
-            } => format!("send {command} to ups {source}"),
+            Action::UpsCommand { source, command, param: Some(p) } => format!("send {command} {p} to ups {source}"),
+            Action::UpsCommand { source, command, param: None } => format!("send {command} to ups {source}"),
         }
     }
 }
@@ -202,31 +183,14 @@ impl Plan {
             let _ = writeln!(out, "expected duration from history: {e:.0} s");
         }
         for (i, stage) in self.stages.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "\n{}. {} (up to {} at once)",
-                i + 1,
-                stage.name,
-                stage.concurrency
-            );
+            let _ = writeln!(out, "\n{}. {} (up to {} at once)", i + 1, stage.name, stage.concurrency);
             for step in &stage.steps {
-                let via = if step.via.is_empty() {
-                    String::new()
-                } else {
-                    format!(" via {}", step.via.join(" → "))
-                };
+                let via = if step.via.is_empty() { String::new() } else { format!(" via {}", step.via.join(" → ")) };
                 let fail = match step.on_failure {
                     OnFailure::Continue => "",
                     OnFailure::Abort => ", abort on failure",
                 };
-                let _ = writeln!(
-                    out,
-                    "   - {}{} (timeout {}{})",
-                    step.describe(),
-                    via,
-                    step.timeout,
-                    fail
-                );
+                let _ = writeln!(out, "   - {}{} (timeout {}{})", step.describe(), via, step.timeout, fail);
             }
         }
         out
@@ -234,21 +198,11 @@ impl Plan {
 }
 
 fn step(id: String, action: Action, via: Vec<String>, timeout: HumanDuration) -> Step {
-    Step {
-        id,
-        action,
-        via,
-        timeout,
-        on_failure: OnFailure::Continue,
-    }
+    Step { id, action, via, timeout, on_failure: OnFailure::Continue }
 }
 
 fn stage(name: &str, concurrency: usize, steps: Vec<Step>) -> Option<Stage> {
-    (!steps.is_empty()).then(|| Stage {
-        name: name.to_string(),
-        concurrency,
-        steps,
-    })
+    (!steps.is_empty()).then(|| Stage { name: name.to_string(), concurrency, steps })
 }
 
 /// The shutdown plan: notify → suspend GitOps → drain agents → stop agents → stop servers
@@ -264,10 +218,7 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         1,
         vec![step(
             "notify/shutdown-triggered".into(),
-            Action::Notify {
-                kind: EventKind::ShutdownTriggered,
-                message: format!("shutdown started: {reason}"),
-            },
+            Action::Notify { kind: EventKind::ShutdownTriggered, message: format!("shutdown started: {reason}") },
             notify_via.clone(),
             HumanDuration::from_secs(10),
         )],
@@ -290,9 +241,7 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             .map(|node| {
                 step(
                     format!("drain/{}", node.name),
-                    Action::Drain {
-                        node: node.name.clone(),
-                    },
+                    Action::Drain { node: node.name.clone() },
                     cluster_via(),
                     HumanDuration(*s.drain_timeout + std::time::Duration::from_secs(15)),
                 )
@@ -301,17 +250,11 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         stages.push(stage("drain-agents", n, steps));
     }
     let unit_step = |prefix: &str, node: &crate::config::NodeConfig, start: bool| {
-        let op = if start {
-            NodeOp::StartUnit(node.unit_name().into())
-        } else {
-            NodeOp::StopUnit(node.unit_name().into())
-        };
+        let op =
+            if start { NodeOp::StartUnit(node.unit_name().into()) } else { NodeOp::StopUnit(node.unit_name().into()) };
         step(
             format!("{prefix}/{}", node.name),
-            Action::Node {
-                node: node.name.clone(),
-                op,
-            },
+            Action::Node { node: node.name.clone(), op },
             rt.chain_kinds(&node.name, Capability::StopUnit),
             s.step_timeout,
         )
@@ -319,9 +262,7 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
     stages.push(stage(
         "stop-agents",
         n,
-        cfg.nodes_with_role(NodeRole::Agent)
-            .map(|node| unit_step("stop-agents", node, false))
-            .collect(),
+        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("stop-agents", node, false)).collect(),
     ));
     stages.push(stage(
         "stop-servers",
@@ -347,10 +288,7 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             .map(|node| {
                 step(
                     format!("power-off/{}", node.name),
-                    Action::Node {
-                        node: node.name.clone(),
-                        op: NodeOp::PowerOff,
-                    },
+                    Action::Node { node: node.name.clone(), op: NodeOp::PowerOff },
                     rt.chain_kinds(&node.name, Capability::PowerOff),
                     s.step_timeout,
                 )
@@ -365,31 +303,18 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             1,
             vec![step(
                 format!("ups-off/{}", u.source),
-                Action::UpsCommand {
-                    source: u.source.clone(),
-                    command: u.command.clone(),
-                    param,
-                },
+                Action::UpsCommand { source: u.source.clone(), command: u.command.clone(), param },
                 vec![rt.power_kind(&u.source)],
                 HumanDuration::from_secs(15),
             )],
         ));
     }
-    Plan {
-        kind: PlanKind::Shutdown,
-        reason: reason.to_string(),
-        stages: stages.into_iter().flatten().collect(),
-    }
+    Plan { kind: PlanKind::Shutdown, reason: reason.to_string(), stages: stages.into_iter().flatten().collect() }
 }
 
 /// The startup plan: power on → wait for SSH → start servers (init first) → wait for the API →
 /// start agents → wait for Ready → uncordon → GitOps → notify.
-pub fn startup_plan(
-    cfg: &Config,
-    rt: &Runtime,
-    reason: &str,
-    force_branch: Option<String>,
-) -> Plan {
+pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Option<String>) -> Plan {
     let s = &cfg.startup;
     let n = s.concurrency;
     let cluster_via = || rt.cluster_kind().into_iter().collect::<Vec<_>>();
@@ -398,17 +323,11 @@ pub fn startup_plan(
         let steps = cfg
             .nodes
             .iter()
-            .filter(|node| {
-                rt.chain(&node.name)
-                    .is_some_and(|c| c.can(Capability::PowerOn))
-            })
+            .filter(|node| rt.chain(&node.name).is_some_and(|c| c.can(Capability::PowerOn)))
             .map(|node| {
                 step(
                     format!("power-on/{}", node.name),
-                    Action::Node {
-                        node: node.name.clone(),
-                        op: NodeOp::PowerOn,
-                    },
+                    Action::Node { node: node.name.clone(), op: NodeOp::PowerOn },
                     rt.chain_kinds(&node.name, Capability::PowerOn),
                     s.step_timeout,
                 )
@@ -422,9 +341,7 @@ pub fn startup_plan(
         .map(|node| {
             step(
                 format!("wait-reachable/{}", node.name),
-                Action::WaitReachable {
-                    node: node.name.clone(),
-                },
+                Action::WaitReachable { node: node.name.clone() },
                 rt.chain_kinds(&node.name, Capability::Probe),
                 s.reachable_timeout,
             )
@@ -434,10 +351,7 @@ pub fn startup_plan(
     let unit_step = |prefix: &str, node: &crate::config::NodeConfig| {
         step(
             format!("{prefix}/{}", node.name),
-            Action::Node {
-                node: node.name.clone(),
-                op: NodeOp::StartUnit(node.unit_name().into()),
-            },
+            Action::Node { node: node.name.clone(), op: NodeOp::StartUnit(node.unit_name().into()) },
             rt.chain_kinds(&node.name, Capability::StartUnit),
             s.step_timeout,
         )
@@ -464,21 +378,14 @@ pub fn startup_plan(
             1,
             vec![Step {
                 on_failure: OnFailure::Abort,
-                ..step(
-                    "wait-api/kubernetes".into(),
-                    Action::WaitApi,
-                    cluster_via(),
-                    s.api_timeout,
-                )
+                ..step("wait-api/kubernetes".into(), Action::WaitApi, cluster_via(), s.api_timeout)
             }],
         ));
     }
     stages.push(stage(
         "start-agents",
         n,
-        cfg.nodes_with_role(NodeRole::Agent)
-            .map(|node| unit_step("start-agents", node))
-            .collect(),
+        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("start-agents", node)).collect(),
     ));
     if cfg.cluster.is_some() {
         let names: Vec<String> = cfg.nodes.iter().map(|x| x.name.clone()).collect();
@@ -500,9 +407,7 @@ pub fn startup_plan(
             .map(|node| {
                 step(
                     format!("uncordon/{}", node.name),
-                    Action::Uncordon {
-                        node: node.name.clone(),
-                    },
+                    Action::Uncordon { node: node.name.clone() },
                     cluster_via(),
                     s.step_timeout,
                 )
@@ -517,9 +422,7 @@ pub fn startup_plan(
             1,
             vec![step(
                 "resume-gitops/flux".into(),
-                Action::GitOpsResume {
-                    force_branch: branch,
-                },
+                Action::GitOpsResume { force_branch: branch },
                 rt.gitops_kind().into_iter().collect(),
                 s.gitops_timeout,
             )],
@@ -530,17 +433,10 @@ pub fn startup_plan(
         1,
         vec![step(
             "notify/startup-done".into(),
-            Action::Notify {
-                kind: EventKind::StartupDone,
-                message: format!("startup finished: {reason}"),
-            },
+            Action::Notify { kind: EventKind::StartupDone, message: format!("startup finished: {reason}") },
             rt.notifier_names(),
             HumanDuration::from_secs(10),
         )],
     ));
-    Plan {
-        kind: PlanKind::Startup,
-        reason: reason.to_string(),
-        stages: stages.into_iter().flatten().collect(),
-    }
+    Plan { kind: PlanKind::Startup, reason: reason.to_string(), stages: stages.into_iter().flatten().collect() }
 }

@@ -69,9 +69,7 @@ pub fn backends() -> Vec<&'static BackendInfo> {
 pub fn tagged_schema<T: JsonSchema>(generator: &mut SchemaGenerator, name: &str) -> Schema {
     let mut schema = T::json_schema(generator);
     let obj = schema.ensure_object();
-    let props = obj
-        .entry("properties")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let props = obj.entry("properties").or_insert_with(|| serde_json::Value::Object(Default::default()));
     if let Some(props) = props.as_object_mut() {
         props.insert("type".into(), serde_json::json!({ "const": name }));
     }
@@ -83,11 +81,8 @@ pub fn tagged_schema<T: JsonSchema>(generator: &mut SchemaGenerator, name: &str)
 }
 
 fn one_of(generator: &mut SchemaGenerator, role: BackendRole) -> Schema {
-    let variants: Vec<serde_json::Value> = backends()
-        .into_iter()
-        .filter(|b| b.role == role)
-        .map(|b| (b.schema)(generator).to_value())
-        .collect();
+    let variants: Vec<serde_json::Value> =
+        backends().into_iter().filter(|b| b.role == role).map(|b| (b.schema)(generator).to_value()).collect();
     schemars::json_schema!({ "oneOf": variants })
 }
 

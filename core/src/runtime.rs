@@ -81,23 +81,34 @@ impl Runtime {
         let mut power = Vec::new();
         for (i, p) in cfg.power_sources.iter().enumerate() {
             let source = p.build(&ctx).map_err(|source| BuildError { field: format!("power_sources[{i}]"), source })?;
-            power.push(Arc::new(PowerHandle { name: p.name().to_string(), kind: type_name(p), source: Mutex::new(source) }));
+            power.push(Arc::new(PowerHandle {
+                name: p.name().to_string(),
+                kind: type_name(p),
+                source: Mutex::new(source),
+            }));
         }
         let mut nodes = BTreeMap::new();
         for (i, n) in cfg.nodes.iter().enumerate() {
             let info = NodeInfo { name: n.name.clone(), address: n.address.clone(), role: n.role };
             let mut ctrls = Vec::new();
             for (j, c) in n.controllers.iter().enumerate() {
-                ctrls.push(c.build(&info, &ctx).map_err(|source| BuildError { field: format!("nodes[{i}].controllers[{j}]"), source })?);
+                ctrls.push(
+                    c.build(&info, &ctx)
+                        .map_err(|source| BuildError { field: format!("nodes[{i}].controllers[{j}]"), source })?,
+                );
             }
             nodes.insert(n.name.clone(), ControllerChain::new(info, ctrls));
         }
         let cluster = match &cfg.cluster {
-            Some(c) => Some((type_name(c), c.build(&ctx).map_err(|source| BuildError { field: "cluster".into(), source })?)),
+            Some(c) => {
+                Some((type_name(c), c.build(&ctx).map_err(|source| BuildError { field: "cluster".into(), source })?))
+            }
             None => None,
         };
         let gitops = match &cfg.gitops {
-            Some(g) => Some((type_name(g), g.build(&ctx).map_err(|source| BuildError { field: "gitops".into(), source })?)),
+            Some(g) => {
+                Some((type_name(g), g.build(&ctx).map_err(|source| BuildError { field: "gitops".into(), source })?))
+            }
             None => None,
         };
         let mut notifiers = Vec::new();
@@ -152,7 +163,9 @@ impl Runtime {
             match tokio::time::timeout(timeout, n.notify(event)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some((n.name().to_string(), e.to_string())),
-                Err(_) => Some((n.name().to_string(), format!("timed out after {}", humantime::format_duration(timeout)))),
+                Err(_) => {
+                    Some((n.name().to_string(), format!("timed out after {}", humantime::format_duration(timeout))))
+                }
             }
         });
         let mut failures = Vec::new();

@@ -31,7 +31,9 @@ impl Index {
         for seg in segments(path) {
             match (&cur.value, seg) {
                 (Node::Map(entries), Segment::Key(k)) => {
-                    let Some((key, val)) = entries.iter().find(|(key, _)| key.value == k) else { break };
+                    let Some((key, val)) = entries.iter().find(|(key, _)| key.value == k) else {
+                        break;
+                    };
                     best = Some((key.referenced.line(), key.referenced.column()));
                     cur = val;
                 }

@@ -32,11 +32,7 @@ pub fn config_check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `hecate config schema`.
@@ -59,12 +55,7 @@ pub fn backends(json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for b in list {
-            println!(
-                "{:<16} {:<12} {}",
-                b.role.to_string(),
-                b.type_name,
-                b.summary
-            );
+            println!("{:<16} {:<12} {}", b.role.to_string(), b.type_name, b.summary);
         }
     }
     Ok(ExitCode::SUCCESS)

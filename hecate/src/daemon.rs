@@ -45,53 +45,30 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = crate::load_config(path)?;
     run(
         Arc::new(cfg),
-        Options {
-            sink: crate::run::log_sink(),
-            exit_after_cycle: false,
-            stop_after: None,
-            narrate: false,
-        },
+        Options { sink: crate::run::log_sink(), exit_after_cycle: false, stop_after: None, narrate: false },
     )
     .await
 }
 
 /// `hecate demo`: the daemon on the embedded simulated config, in a temporary state dir.
 pub async fn demo(timeout: Duration) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::Builder::new()
-        .prefix("hecate-demo-")
-        .tempdir()
-        .context("creating a temporary state dir")?;
+    let dir = tempfile::Builder::new().prefix("hecate-demo-").tempdir().context("creating a temporary state dir")?;
     let mut cfg = crate::sim_config(dir.path())?;
     cfg.daemon.metrics_listen = None;
-    println!(
-        "Hecate demo: simulated UPS and cluster (configs/sim.yaml), state in {}",
-        dir.path().display()
-    );
+    println!("Hecate demo: simulated UPS and cluster (configs/sim.yaml), state in {}", dir.path().display());
     println!(
         "mains fail a few seconds in; watch the policy decide, the cluster shut down, power return and the cluster come back.\n"
     );
     let code = run(
         Arc::new(cfg),
-        Options {
-            sink: crate::run::terminal_sink(),
-            exit_after_cycle: true,
-            stop_after: Some(timeout),
-            narrate: true,
-        },
+        Options { sink: crate::run::terminal_sink(), exit_after_cycle: true, stop_after: Some(timeout), narrate: true },
     )
     .await?;
-    let runs = hecate_core::history::History::load(&dir.path().join("runs.json"))
-        .map(|l| l.history.runs)
-        .unwrap_or_default();
-    println!(
-        "\nruns.json now holds {} run(s); the shutdown budget learns from them:",
-        runs.len()
-    );
+    let runs =
+        hecate_core::history::History::load(&dir.path().join("runs.json")).map(|l| l.history.runs).unwrap_or_default();
+    println!("\nruns.json now holds {} run(s); the shutdown budget learns from them:", runs.len());
     for r in runs {
-        println!(
-            "  {} {} {:.1} s ({})",
-            r.started_at, r.kind, r.duration_s, r.outcome
-        );
+        println!("  {} {} {:.1} s ({})", r.started_at, r.kind, r.duration_s, r.outcome);
     }
     Ok(code)
 }
@@ -149,14 +126,8 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     if Journal::pending(&cfg.state_dir, PlanKind::Shutdown) {
         tracing::warn!("an interrupted shutdown was found in the journal; resuming it");
         trigger_reason = Some("resuming an interrupted shutdown".into());
-        running = Some(spawn_run(
-            &cfg,
-            &rt,
-            PlanKind::Shutdown,
-            "resuming an interrupted shutdown",
-            true,
-            opts.sink.clone(),
-        ));
+        running =
+            Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, "resuming an interrupted shutdown", true, opts.sink.clone()));
         phase = Phase::ShuttingDown;
     }
 
@@ -183,33 +154,21 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         if running.as_ref().is_some_and(JoinHandle::is_finished)
             && let Some(h) = running.take()
         {
-            let kind = if phase == Phase::StartingUp {
-                PlanKind::Startup
-            } else {
-                PlanKind::Shutdown
-            };
+            let kind = if phase == Phase::StartingUp { PlanKind::Startup } else { PlanKind::Shutdown };
             match h.await {
                 Ok(Ok(report)) => {
                     metrics.run_finished(&report.kind.to_string(), report.duration_s);
                     last_run = Some(
                         serde_json::json!({"kind": report.kind, "outcome": report.outcome, "duration_s": report.duration_s, "started_at": report.started_at}),
                     );
-                    let failures: Vec<String> = report
-                        .failures()
-                        .map(|f| format!("{}: {}", f.description, f.message))
-                        .collect();
-                    let ev_kind = if kind == PlanKind::Shutdown {
-                        EventKind::ShutdownDone
-                    } else {
-                        EventKind::StartupDone
-                    };
+                    let failures: Vec<String> =
+                        report.failures().map(|f| format!("{}: {}", f.description, f.message)).collect();
+                    let ev_kind =
+                        if kind == PlanKind::Shutdown { EventKind::ShutdownDone } else { EventKind::StartupDone };
                     let ev = Event::now(
                         ev_kind,
                         &cfg.host,
-                        format!(
-                            "{} finished in {:.1} s ({:?})",
-                            report.kind, report.duration_s, report.outcome
-                        ),
+                        format!("{} finished in {:.1} s ({:?})", report.kind, report.duration_s, report.outcome),
                     )
                     .with("failures", failures.clone());
                     rt.notify_all(&ev, Duration::from_secs(10)).await;
@@ -240,13 +199,9 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         let t = t0.elapsed().as_secs_f64();
         let timeout = (*cfg.daemon.poll_interval).max(Duration::from_secs(1));
         let reads = hecate_core::runtime::join_all(rt.power.iter().map(|p| async move {
-            match tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await
-            {
+            match tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    humantime::format_duration(timeout)
-                )),
+                Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
             }
         }))
         .await;
@@ -270,12 +225,8 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 match d.state {
                     PowerState::OnBattery if phase == Phase::Watching => {
                         rt.notify_all(
-                            &Event::now(
-                                EventKind::OnBattery,
-                                &cfg.host,
-                                format!("ups {} is on battery", s.name),
-                            )
-                            .with("reason", d.reason.clone()),
+                            &Event::now(EventKind::OnBattery, &cfg.host, format!("ups {} is on battery", s.name))
+                                .with("reason", d.reason.clone()),
                             Duration::from_secs(5),
                         )
                         .await;
@@ -319,14 +270,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         println!("\n>>> shutdown triggered: {reason}\n");
                     }
                     trigger_reason = Some(reason.clone());
-                    running = Some(spawn_run(
-                        &cfg,
-                        &rt,
-                        PlanKind::Shutdown,
-                        &reason,
-                        false,
-                        opts.sink.clone(),
-                    ));
+                    running = Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, &reason, false, opts.sink.clone()));
                     phase = Phase::ShuttingDown;
                 }
                 // Another source triggering while a shutdown runs joins it: nothing cancels or restarts it.
@@ -340,27 +284,16 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         }
 
         if phase == Phase::ShutDown && cfg.daemon.startup_on_power_return {
-            let all_online = sources
-                .iter()
-                .all(|s| s.reading.as_ref().is_some_and(|r| r.status.online()));
+            let all_online = sources.iter().all(|s| s.reading.as_ref().is_some_and(|r| r.status.online()));
             if all_online {
                 let since = *online_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= *cfg.daemon.power_return_settle {
                     tracing::info!("mains power is back and stable: starting the cluster");
                     if opts.narrate {
-                        println!(
-                            "\n>>> mains back for {}: starting the cluster\n",
-                            cfg.daemon.power_return_settle
-                        );
+                        println!("\n>>> mains back for {}: starting the cluster\n", cfg.daemon.power_return_settle);
                     }
-                    running = Some(spawn_run(
-                        &cfg,
-                        &rt,
-                        PlanKind::Startup,
-                        "mains power returned",
-                        false,
-                        opts.sink.clone(),
-                    ));
+                    running =
+                        Some(spawn_run(&cfg, &rt, PlanKind::Startup, "mains power returned", false, opts.sink.clone()));
                     phase = Phase::StartingUp;
                 }
             } else {
@@ -454,8 +387,6 @@ fn lock_daemon(state_dir: &Path) -> anyhow::Result<std::fs::File> {
             state_dir.display(),
             path.display()
         ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }

@@ -22,10 +22,7 @@ pub fn init(format: LogFormat, verbose: u8) {
         LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
     };
     if journald && let Ok(layer) = tracing_journald::layer() {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(layer)
-            .init();
+        tracing_subscriber::registry().with(filter).with(layer).init();
         return;
     }
     tracing_subscriber::registry()

@@ -50,10 +50,7 @@ impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
         let r = Registry::new();
         let poll_errors = IntCounterVec::new(
-            Opts::new(
-                "hecate_poll_errors_total",
-                "Polls of a power source that returned no data",
-            ),
+            Opts::new("hecate_poll_errors_total", "Polls of a power source that returned no data"),
             &["ups"],
         )?;
         r.register(Box::new(poll_errors.clone()))?;
@@ -62,35 +59,14 @@ impl Metrics {
             "Expected duration of a shutdown, learned from runs.json",
         )?;
         r.register(Box::new(budget.clone()))?;
-        let triggered = IntGauge::new(
-            "hecate_shutdown_triggered",
-            "1 once the policy has triggered a shutdown",
-        )?;
+        let triggered = IntGauge::new("hecate_shutdown_triggered", "1 once the policy has triggered a shutdown")?;
         r.register(Box::new(triggered.clone()))?;
-        let run_active = IntGauge::new(
-            "hecate_run_active",
-            "1 while a shutdown or startup run is in progress",
-        )?;
+        let run_active = IntGauge::new("hecate_run_active", "1 while a shutdown or startup run is in progress")?;
         r.register(Box::new(run_active.clone()))?;
         Ok(Self {
-            status: gauge(
-                &r,
-                "hecate_ups_status",
-                "1 when the UPS reports the ups.status flag",
-                &["ups", "flag"],
-            )?,
-            charge: gauge(
-                &r,
-                "hecate_ups_battery_charge_ratio",
-                "battery.charge as a 0-1 ratio",
-                &["ups"],
-            )?,
-            load: gauge(
-                &r,
-                "hecate_ups_load_ratio",
-                "ups.load as a 0-1 ratio of nominal",
-                &["ups"],
-            )?,
+            status: gauge(&r, "hecate_ups_status", "1 when the UPS reports the ups.status flag", &["ups", "flag"])?,
+            charge: gauge(&r, "hecate_ups_battery_charge_ratio", "battery.charge as a 0-1 ratio", &["ups"])?,
+            load: gauge(&r, "hecate_ups_load_ratio", "ups.load as a 0-1 ratio of nominal", &["ups"])?,
             runtime_firmware: gauge(
                 &r,
                 "hecate_ups_runtime_firmware_seconds",
@@ -109,24 +85,9 @@ impl Metrics {
                 "The runtime estimate the policy compared with the threshold",
                 &["ups"],
             )?,
-            data: gauge(
-                &r,
-                "hecate_ups_data_ok",
-                "1 when the last poll returned data",
-                &["ups"],
-            )?,
-            threshold: gauge(
-                &r,
-                "hecate_shutdown_threshold_seconds",
-                "runtime_safety_factor x budget",
-                &["ups"],
-            )?,
-            last_run: gauge(
-                &r,
-                "hecate_last_run_duration_seconds",
-                "Duration of the last finished run",
-                &["kind"],
-            )?,
+            data: gauge(&r, "hecate_ups_data_ok", "1 when the last poll returned data", &["ups"])?,
+            threshold: gauge(&r, "hecate_shutdown_threshold_seconds", "runtime_safety_factor x budget", &["ups"])?,
+            last_run: gauge(&r, "hecate_last_run_duration_seconds", "Duration of the last finished run", &["kind"])?,
             poll_errors,
             budget,
             triggered,
@@ -141,9 +102,7 @@ impl Metrics {
             Some(r) => {
                 self.data.with_label_values(&[ups]).set(1.0);
                 for f in &FLAGS {
-                    self.status
-                        .with_label_values(&[ups, f.as_str()])
-                        .set(if r.status.has(f) { 1.0 } else { 0.0 });
+                    self.status.with_label_values(&[ups, f.as_str()]).set(if r.status.has(f) { 1.0 } else { 0.0 });
                 }
                 set_opt(&self.charge, ups, r.charge_pct.map(|c| c / 100.0));
                 set_opt(&self.load, ups, r.load_pct.map(|l| l / 100.0));
@@ -156,9 +115,7 @@ impl Metrics {
         set_opt(&self.runtime_firmware, ups, decision.firmware_runtime_s);
         set_opt(&self.runtime_own, ups, decision.own_estimate_s);
         set_opt(&self.runtime_used, ups, decision.estimate_s);
-        self.threshold
-            .with_label_values(&[ups])
-            .set(decision.threshold_s);
+        self.threshold.with_label_values(&[ups]).set(decision.threshold_s);
     }
 
     /// Records the budget and trigger state.
@@ -184,23 +141,14 @@ impl Metrics {
 
     /// Serves `/metrics` until the task is dropped.
     pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics on {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let m = self.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        m.render(),
-                    )
-                }
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
             }),
         );
         axum::serve(listener, app).await.context("metrics server")

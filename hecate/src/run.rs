@@ -9,9 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use hecate_core::cluster::DrainOptions;
 use hecate_core::config::Config;
-use hecate_core::engine::{
-    Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, RunReport,
-};
+use hecate_core::engine::{Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, RunReport};
 use hecate_core::plan::{self, Plan, PlanKind};
 use hecate_core::runtime::Runtime;
 
@@ -33,18 +31,12 @@ pub async fn shutdown(args: &RunArgs, reason: &str) -> anyhow::Result<ExitCode> 
     carry_out(&cfg, rt, plan, args).await
 }
 
-async fn carry_out(
-    cfg: &Config,
-    rt: Arc<Runtime>,
-    plan: Plan,
-    args: &RunArgs,
-) -> anyhow::Result<ExitCode> {
+async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !args.execute {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            let expected =
-                (plan.kind == PlanKind::Shutdown).then(|| crate::status::budget(cfg).seconds);
+            let expected = (plan.kind == PlanKind::Shutdown).then(|| crate::status::budget(cfg).seconds);
             print!("{}", plan.render(expected));
             println!("\ndry run: nothing was done. Add --execute to carry this plan out.");
         }
@@ -62,8 +54,7 @@ async fn carry_out(
 
 /// Takes the per-state-dir run lock, so two runs never act on the cluster at once.
 pub fn lock_runs(state_dir: &Path) -> anyhow::Result<File> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let path = state_dir.join("run.lock");
     let f = File::options()
         .create(true)
@@ -73,13 +64,10 @@ pub fn lock_runs(state_dir: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("opening {}", path.display()))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another startup or shutdown is running (lock {} is held)",
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another startup or shutdown is running (lock {} is held)", path.display())
         }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }
 
@@ -106,10 +94,7 @@ pub async fn execute(
 pub fn engine_options(cfg: &Config) -> EngineOptions {
     EngineOptions {
         wait_poll: (*cfg.daemon.poll_interval).min(std::time::Duration::from_secs(2)),
-        drain: DrainOptions {
-            timeout: *cfg.shutdown.drain_timeout,
-            fallback: cfg.shutdown.drain_fallback,
-        },
+        drain: DrainOptions { timeout: *cfg.shutdown.drain_timeout, fallback: cfg.shutdown.drain_fallback },
     }
 }
 
@@ -119,12 +104,9 @@ pub fn terminal_sink() -> EventSink {
     Arc::new(move |ev| {
         let t = t0.elapsed().as_secs_f64();
         match ev {
-            EngineEvent::StageStarted {
-                index,
-                total,
-                name,
-                steps,
-            } => println!("[{t:6.1}s] stage {index}/{total}: {name} ({steps} step(s))"),
+            EngineEvent::StageStarted { index, total, name, steps } => {
+                println!("[{t:6.1}s] stage {index}/{total}: {name} ({steps} step(s))")
+            }
             EngineEvent::StepStarted { description, .. } => {
                 println!("[{t:6.1}s]   … {description}")
             }
@@ -136,26 +118,11 @@ pub fn terminal_sink() -> EventSink {
                 } else {
                     "✗"
                 };
-                let msg = if o.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", o.message)
-                };
-                println!(
-                    "[{t:6.1}s]   {mark} {} ({:.1}s){msg}",
-                    o.description, o.duration_s
-                );
+                let msg = if o.message.is_empty() { String::new() } else { format!(": {}", o.message) };
+                println!("[{t:6.1}s]   {mark} {} ({:.1}s){msg}", o.description, o.duration_s);
             }
-            EngineEvent::StageFinished {
-                name,
-                duration_s,
-                failed,
-            } => {
-                let f = if failed > 0 {
-                    format!(", {failed} failed")
-                } else {
-                    String::new()
-                };
+            EngineEvent::StageFinished { name, duration_s, failed } => {
+                let f = if failed > 0 { format!(", {failed} failed") } else { String::new() };
                 println!("[{t:6.1}s] stage {name} done in {duration_s:.1}s{f}");
             }
         }
@@ -165,12 +132,9 @@ pub fn terminal_sink() -> EventSink {
 /// Structured progress for the daemon's log.
 pub fn log_sink() -> EventSink {
     Arc::new(|ev| match ev {
-        EngineEvent::StageStarted {
-            index,
-            total,
-            name,
-            steps,
-        } => tracing::info!(stage = %name, index, total, steps, "stage started"),
+        EngineEvent::StageStarted { index, total, name, steps } => {
+            tracing::info!(stage = %name, index, total, steps, "stage started")
+        }
         EngineEvent::StepStarted { id, description } => tracing::info!(step = %id, "{description}"),
         EngineEvent::StepFinished(o) if o.ok => {
             tracing::info!(step = %o.id, duration_s = o.duration_s, resumed = o.resumed, "step done: {}", o.message)
@@ -178,11 +142,9 @@ pub fn log_sink() -> EventSink {
         EngineEvent::StepFinished(o) => {
             tracing::warn!(step = %o.id, duration_s = o.duration_s, "step failed: {}", o.message)
         }
-        EngineEvent::StageFinished {
-            name,
-            duration_s,
-            failed,
-        } => tracing::info!(stage = %name, duration_s, failed, "stage finished"),
+        EngineEvent::StageFinished { name, duration_s, failed } => {
+            tracing::info!(stage = %name, duration_s, failed, "stage finished")
+        }
     })
 }
 
@@ -193,10 +155,7 @@ pub fn print_summary(report: &RunReport) {
         Outcome::Partial => "partial (some steps failed, the run went on)",
         Outcome::Failed => "failed (a step the rest depends on failed)",
     };
-    println!(
-        "\n{} finished in {:.1}s: {outcome}",
-        report.kind, report.duration_s
-    );
+    println!("\n{} finished in {:.1}s: {outcome}", report.kind, report.duration_s);
     for f in report.failures() {
         println!("  ✗ {}: {}", f.description, f.message);
     }

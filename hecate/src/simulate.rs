@@ -12,20 +12,11 @@ use hecate_core::policy::PolicyConfig;
 use hecate_core::trace::{self, Trace};
 
 /// Runs the replay and prints one line (or JSON object) per trace.
-pub fn run(
-    trace_path: &Path,
-    runs: Option<&Path>,
-    config: Option<&Path>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn run(trace_path: &Path, runs: Option<&Path>, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let (policy, budget_cfg, poll_s) = match config {
         Some(c) => {
             let cfg = crate::load_config(c)?;
-            (
-                cfg.policy.clone(),
-                cfg.budget.clone(),
-                cfg.daemon.poll_interval.secs_f64(),
-            )
+            (cfg.policy.clone(), cfg.budget.clone(), cfg.daemon.poll_interval.secs_f64())
         }
         None => (PolicyConfig::default(), BudgetConfig::default(), 2.0),
     };
@@ -41,18 +32,11 @@ pub fn run(
     };
     let budget = budget::estimate(&records, &budget_cfg);
     tracing::info!(budget = %budget, poll_interval_s = poll_s, "replaying");
-    let files = if trace_path.is_dir() {
-        trace::trace_files(trace_path)?
-    } else {
-        vec![trace_path.to_path_buf()]
-    };
+    let files = if trace_path.is_dir() { trace::trace_files(trace_path)? } else { vec![trace_path.to_path_buf()] };
     let mut out = std::io::stdout().lock();
     let mut failed = false;
     for f in files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tr = match Trace::load(&f) {
             Ok(t) => t,
             Err(e) => {
@@ -76,9 +60,5 @@ pub fn run(
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -55,31 +55,17 @@ pub fn record_run(cfg: &Config, report: &RunReport) -> anyhow::Result<()> {
         Outcome::Partial => RunOutcome::Partial,
         Outcome::Failed => RunOutcome::Failed,
     };
-    let started =
-        humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
-    let mut rec = RunRecord::new(
-        kind,
-        started,
-        Duration::from_secs_f64(report.duration_s.max(0.0)),
-        outcome,
-    );
+    let started = humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
+    let mut rec = RunRecord::new(kind, started, Duration::from_secs_f64(report.duration_s.max(0.0)), outcome);
     rec.trigger_reason = Some(report.reason.clone());
     rec.stages = report
         .stages
         .iter()
-        .map(|s| StageDuration {
-            name: s.name.clone(),
-            duration_s: s.duration_s,
-            extra: Default::default(),
-        })
+        .map(|s| StageDuration { name: s.name.clone(), duration_s: s.duration_s, extra: Default::default() })
         .collect();
-    let failed: Vec<String> = report
-        .failures()
-        .map(|f| format!("{}: {}", f.description, f.message))
-        .collect();
+    let failed: Vec<String> = report.failures().map(|f| format!("{}: {}", f.description, f.message)).collect();
     if !failed.is_empty() {
-        rec.extra
-            .insert("failures".into(), serde_json::json!(failed));
+        rec.extra.insert("failures".into(), serde_json::json!(failed));
     }
     rec.extra.insert("host".into(), serde_json::json!(cfg.host));
     let loaded = History::append(&runs_path(cfg), rec).context("recording the run in runs.json")?;
@@ -145,8 +131,7 @@ impl Snapshot {
     /// Writes it atomically to the state dir.
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(self)?;
-        hecate_core::history::write_atomic(&snapshot_path(state_dir), &bytes)
-            .context("writing status.json")?;
+        hecate_core::history::write_atomic(&snapshot_path(state_dir), &bytes).context("writing status.json")?;
         Ok(())
     }
 
@@ -154,25 +139,15 @@ impl Snapshot {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let origin = if self.from_daemon {
-            "daemon"
-        } else {
-            "one-off poll (no daemon running)"
-        };
-        let _ = writeln!(
-            s,
-            "host {} — {:?} — as of {} ({origin})",
-            self.host, self.phase, self.updated_at
-        );
+        let origin = if self.from_daemon { "daemon" } else { "one-off poll (no daemon running)" };
+        let _ = writeln!(s, "host {} — {:?} — as of {} ({origin})", self.host, self.phase, self.updated_at);
         let _ = writeln!(s, "shutdown budget: {}", self.budget);
         for src in &self.sources {
             let _ = writeln!(s, "\nups {} ({})", src.name, src.kind);
             match (&src.reading, &src.error) {
                 (Some(r), _) => {
-                    let opt = |v: Option<f64>, unit: &str| {
-                        v.map(|v| format!("{v:.0}{unit}"))
-                            .unwrap_or_else(|| "n/a".into())
-                    };
+                    let opt =
+                        |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.0}{unit}")).unwrap_or_else(|| "n/a".into());
                     let _ = writeln!(
                         s,
                         "  status {}  charge {}  runtime {}  load {}",
@@ -236,12 +211,8 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
     let budget = budget(cfg);
     let mut sources = Vec::new();
     for p in &rt.power {
-        let timeout = *cfg
-            .daemon
-            .poll_interval
-            .max(hecate_core::duration::HumanDuration::from_secs(5));
-        let read =
-            tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await;
+        let timeout = *cfg.daemon.poll_interval.max(hecate_core::duration::HumanDuration::from_secs(5));
+        let read = tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await;
         let (reading, error) = match read {
             Ok(Ok(r)) => (Some(r), None),
             Ok(Err(e)) => (None, Some(e.to_string())),
@@ -249,9 +220,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         };
         let sample = match &reading {
             Some(r) => Sample::Reading(r.clone()),
-            None => Sample::NoData {
-                reason: error.clone().unwrap_or_default(),
-            },
+            None => Sample::NoData { reason: error.clone().unwrap_or_default() },
         };
         let decision = Policy::new(cfg.policy.clone()).observe(0.0, &sample, budget.seconds);
         sources.push(SourceStatus {

@@ -44,7 +44,12 @@ impl ClusterApiConfig for SimulatedClusterConfig {
     }
 }
 
-hecate_core::register_backend!(ClusterApi, "simulated", "in-memory Kubernetes API driven by simulated nodes (demo, tests)", SimulatedClusterConfig);
+hecate_core::register_backend!(
+    ClusterApi,
+    "simulated",
+    "in-memory Kubernetes API driven by simulated nodes (demo, tests)",
+    SimulatedClusterConfig
+);
 
 /// The runtime side of [`SimulatedClusterConfig`].
 #[derive(Debug)]

@@ -39,11 +39,19 @@ fn half_second() -> HumanDuration {
 #[typetag::serde(name = "simulated")]
 impl GitOpsConfig for SimulatedGitOpsConfig {
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn GitOpsBootstrap>, BackendError> {
-        Ok(Box::new(SimulatedGitOps { suspended: Mutex::new(self.operator_suspended.iter().cloned().collect()), cfg: self.clone() }))
+        Ok(Box::new(SimulatedGitOps {
+            suspended: Mutex::new(self.operator_suspended.iter().cloned().collect()),
+            cfg: self.clone(),
+        }))
     }
 }
 
-hecate_core::register_backend!(GitOps, "simulated", "in-memory Flux stand-in with an optional source deadlock (demo, tests)", SimulatedGitOpsConfig);
+hecate_core::register_backend!(
+    GitOps,
+    "simulated",
+    "in-memory Flux stand-in with an optional source deadlock (demo, tests)",
+    SimulatedGitOpsConfig
+);
 
 /// The runtime side of [`SimulatedGitOpsConfig`].
 #[derive(Debug)]

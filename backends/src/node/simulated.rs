@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
-use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, NodeRole, PowerState};
+use hecate_core::node::{
+    Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, NodeRole, PowerState,
+};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +75,12 @@ impl NodeControllerConfig for SimulatedNodeConfig {
     }
 }
 
-hecate_core::register_backend!(NodeController, "simulated", "in-memory node with scripted delays and failures (demo, tests)", SimulatedNodeConfig);
+hecate_core::register_backend!(
+    NodeController,
+    "simulated",
+    "in-memory node with scripted delays and failures (demo, tests)",
+    SimulatedNodeConfig
+);
 
 /// The runtime side of [`SimulatedNodeConfig`].
 #[derive(Debug)]
@@ -97,7 +104,10 @@ impl NodeController for SimulatedNode {
     async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError> {
         tokio::time::sleep(*self.cfg.step_duration).await;
         if self.cfg.unreachable {
-            return Err(BackendError::new(ErrorKind::Unreachable, format!("simulated node {} does not answer", self.node)));
+            return Err(BackendError::new(
+                ErrorKind::Unreachable,
+                format!("simulated node {} does not answer", self.node),
+            ));
         }
         if self.cfg.fail.contains(&op.capability()) {
             return Err(BackendError::new(ErrorKind::Failed, format!("injected failure: {op}")));
@@ -109,7 +119,10 @@ impl NodeController for SimulatedNode {
             .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no simulated machine {}", self.node)))?;
         let needs_os = matches!(op, NodeOp::Probe | NodeOp::StartUnit(_) | NodeOp::StopUnit(_) | NodeOp::UnitActive(_));
         if needs_os && !m.reachable(now) {
-            return Err(BackendError::new(ErrorKind::Unreachable, format!("{} is powered off or still booting", self.node)));
+            return Err(BackendError::new(
+                ErrorKind::Unreachable,
+                format!("{} is powered off or still booting", self.node),
+            ));
         }
         Ok(match op {
             NodeOp::Probe => NodeOpOutput::Done,

@@ -41,7 +41,8 @@ impl Notifier for LogNotifier {
     }
 
     async fn notify(&self, event: &Event) -> Result<(), BackendError> {
-        let line = serde_json::to_string(event).map_err(|e| BackendError::with_source(ErrorKind::Protocol, "cannot serialise event", e))?;
+        let line = serde_json::to_string(event)
+            .map_err(|e| BackendError::with_source(ErrorKind::Protocol, "cannot serialise event", e))?;
         tracing::info!(target: "hecate::event", "{line}");
         Ok(())
     }

@@ -106,8 +106,12 @@ impl PowerSourceConfig for SimulatedUpsConfig {
         for (i, s) in self.script.iter().enumerate() {
             match (s.event, s.percent) {
                 (SimEvent::Load, None) => p.push(format!("script[{i}]: event `load` needs `percent`")),
-                (SimEvent::Load, Some(v)) if !(v > 0.0 && v <= 200.0) => p.push(format!("script[{i}]: percent {v} must be in (0, 200]")),
-                (e, Some(_)) if e != SimEvent::Load => p.push(format!("script[{i}]: `percent` only goes with event `load`")),
+                (SimEvent::Load, Some(v)) if !(v > 0.0 && v <= 200.0) => {
+                    p.push(format!("script[{i}]: percent {v} must be in (0, 200]"))
+                }
+                (e, Some(_)) if e != SimEvent::Load => {
+                    p.push(format!("script[{i}]: `percent` only goes with event `load`"))
+                }
                 _ => {}
             }
         }
@@ -132,7 +136,12 @@ impl PowerSourceConfig for SimulatedUpsConfig {
     }
 }
 
-hecate_core::register_backend!(PowerSource, "simulated", "in-memory UPS: scripted battery model (demo, tests)", SimulatedUpsConfig);
+hecate_core::register_backend!(
+    PowerSource,
+    "simulated",
+    "in-memory UPS: scripted battery model (demo, tests)",
+    SimulatedUpsConfig
+);
 
 /// The runtime side of [`SimulatedUpsConfig`].
 #[derive(Debug)]

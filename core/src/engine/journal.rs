@@ -84,7 +84,10 @@ impl Journal {
                 }
                 resumed = true;
             } else {
-                let aside = path.with_extension(format!("jsonl.abandoned-{}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)));
+                let aside = path.with_extension(format!(
+                    "jsonl.abandoned-{}",
+                    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+                ));
                 std::fs::rename(&path, &aside).map_err(err)?;
                 tracing::warn!(old = %aside.display(), "an unfinished {kind} run was not resumed; its journal was moved aside");
             }
@@ -121,7 +124,8 @@ impl Journal {
     }
 
     fn append(&mut self, line: &Line) -> Result<(), JournalError> {
-        let mut s = serde_json::to_string(line).map_err(|e| JournalError { path: self.path.clone(), source: std::io::Error::other(e) })?;
+        let mut s = serde_json::to_string(line)
+            .map_err(|e| JournalError { path: self.path.clone(), source: std::io::Error::other(e) })?;
         s.push('\n');
         let r = self.file.write_all(s.as_bytes()).and_then(|()| self.file.sync_data());
         r.map_err(|source| JournalError { path: self.path.clone(), source })

@@ -169,7 +169,12 @@ impl Engine {
         let mut aborted = false;
         let total = plan.stages.len();
         for (i, stage) in plan.stages.iter().enumerate() {
-            (self.sink)(EngineEvent::StageStarted { index: i + 1, total, name: stage.name.clone(), steps: stage.steps.len() });
+            (self.sink)(EngineEvent::StageStarted {
+                index: i + 1,
+                total,
+                name: stage.name.clone(),
+                steps: stage.steps.len(),
+            });
             let t0 = Instant::now();
             let steps = self.run_stage(stage, journal.as_deref_mut()).await;
             let failed = steps.iter().filter(|s| !s.ok).count();
@@ -242,13 +247,23 @@ impl Engine {
         let mut attempts = None;
         let result = match tokio::time::timeout(*step.timeout, self.act(step, &mut attempts)).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError::new(ErrorKind::Timeout, format!("step did not finish within {}", step.timeout))),
+            Err(_) => {
+                Err(BackendError::new(ErrorKind::Timeout, format!("step did not finish within {}", step.timeout)))
+            }
         };
         let (ok, message) = match result {
             Ok(note) => (true, note),
             Err(e) => (false, crate::node::error_chain(&e)),
         };
-        StepOutcome { id: step.id.clone(), description: step.describe(), ok, message, duration_s: t0.elapsed().as_secs_f64(), attempts, resumed: false }
+        StepOutcome {
+            id: step.id.clone(),
+            description: step.describe(),
+            ok,
+            message,
+            duration_s: t0.elapsed().as_secs_f64(),
+            attempts,
+            resumed: false,
+        }
     }
 
     async fn act(&self, step: &Step, attempts: &mut Option<AttemptReport>) -> Result<String, BackendError> {
@@ -287,14 +302,18 @@ impl Engine {
                 Ok(String::new())
             }
             Action::Node { node, op } => {
-                let chain = rt.chain(node).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
                 let (res, report) = chain.run(op, rt.controller_timeout, *step.timeout).await;
                 let summary = report.summary();
                 *attempts = Some(report);
                 res.map(|_| summary)
             }
             Action::WaitReachable { node } => {
-                let chain = rt.chain(node).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
                 loop {
                     let (res, report) = chain.run(&NodeOp::Probe, rt.controller_timeout, rt.controller_timeout).await;
                     match res {
@@ -320,7 +339,8 @@ impl Engine {
                 loop {
                     match c.nodes().await {
                         Ok(list) => {
-                            let missing: Vec<&String> = nodes.iter().filter(|n| !list.iter().any(|x| &x.name == *n && x.ready)).collect();
+                            let missing: Vec<&String> =
+                                nodes.iter().filter(|n| !list.iter().any(|x| &x.name == *n && x.ready)).collect();
                             if missing.is_empty() {
                                 return Ok(format!("{} node(s) ready", nodes.len()));
                             }
@@ -332,7 +352,10 @@ impl Engine {
                 }
             }
             Action::UpsCommand { source, command, param } => {
-                let p = rt.power.iter().find(|p| &p.name == source).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no power source named {source}")))?;
+                let p =
+                    rt.power.iter().find(|p| &p.name == source).ok_or_else(|| {
+                        BackendError::new(ErrorKind::Config, format!("no power source named {source}"))
+                    })?;
                 p.source.lock().await.instant_command(command, param.as_deref()).await?;
                 Ok(format!("{command} accepted"))
             }
@@ -341,7 +364,10 @@ impl Engine {
 }
 
 fn cluster(rt: &Runtime) -> Result<&dyn crate::cluster::ClusterApi, BackendError> {
-    rt.cluster.as_ref().map(|c| c.1.as_ref()).ok_or_else(|| BackendError::new(ErrorKind::Config, "no cluster configured"))
+    rt.cluster
+        .as_ref()
+        .map(|c| c.1.as_ref())
+        .ok_or_else(|| BackendError::new(ErrorKind::Config, "no cluster configured"))
 }
 
 fn gitops(rt: &Runtime) -> Result<&dyn crate::gitops::GitOpsBootstrap, BackendError> {

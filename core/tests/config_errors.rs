@@ -1,0 +1,135 @@
+//! A config Hecate refuses names the file, the line and the field, and lists every problem.
+
+use std::path::Path;
+
+use hecate_core::config::{Config, ConfigError};
+
+// The core alone links no backends; a tiny power source lets these documents parse.
+mod stub {
+    use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig};
+    use hecate_core::{BackendError, BuildContext};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct StubUps {
+        pub name: String,
+        #[serde(default)]
+        pub poll_timeout: Option<hecate_core::duration::HumanDuration>,
+    }
+
+    #[typetag::serde(name = "stub_ups")]
+    impl PowerSourceConfig for StubUps {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn build(&self, _: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError> {
+            Err(BackendError::unsupported("stub"))
+        }
+    }
+
+    #[allow(dead_code)]
+    fn _unused(_: PowerReading) {}
+}
+
+fn load(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, Path::new("/etc/hecate/test.yaml")).map(|(c, _)| c)
+}
+
+fn err(yaml: &str) -> (ConfigError, String) {
+    let e = load(yaml).expect_err("config should be refused");
+    let s = e.to_string();
+    (e, s)
+}
+
+#[test]
+fn a_valid_config_loads() {
+    let c = load("host: a\npower_sources:\n  - { type: stub_ups, name: u1 }\n").unwrap();
+    assert_eq!(c.host, "a");
+    assert_eq!(c.power_sources.len(), 1);
+}
+
+#[test]
+fn unknown_type_names_file_line_and_field() {
+    let (e, s) = err("host: a\npower_sources:\n  - { type: nutt, name: u1 }\n");
+    assert_eq!(e.problems.len(), 1);
+    let p = &e.problems[0];
+    assert_eq!(p.line, Some(3), "{s}");
+    assert!(p.field.starts_with("power_sources[0]"), "{s}");
+    assert!(p.message.contains("nutt"), "{s}");
+    assert!(s.contains("/etc/hecate/test.yaml:3:"), "{s}");
+}
+
+#[test]
+fn misspelt_field_names_the_field_and_its_line() {
+    let (e, s) = err("host: a\npower_sources:\n  - type: stub_ups\n    name: u1\n    pol_timeout: 2s\n");
+    let p = &e.problems[0];
+    assert!(p.message.contains("unknown field `pol_timeout`"), "{s}");
+    assert!(p.line == Some(3) || p.line == Some(5), "{s}");
+    assert!(s.contains("/etc/hecate/test.yaml:"), "{s}");
+}
+
+#[test]
+fn misspelt_top_level_field() {
+    let (e, s) = err("host: a\npowr_sources: []\n");
+    assert_eq!(e.problems[0].line, Some(2), "{s}");
+    assert!(e.problems[0].message.contains("powr_sources"), "{s}");
+}
+
+#[test]
+fn bad_duration_is_refused_with_its_line_and_field() {
+    let (e, s) =
+        err("host: a\ndaemon:\n  poll_interval: 2 parsecs\npower_sources:\n  - { type: stub_ups, name: u1 }\n");
+    let p = &e.problems[0];
+    assert_eq!(p.line, Some(3), "{s}");
+    assert_eq!(p.field, "daemon.poll_interval", "{s}");
+    assert!(p.message.contains("invalid duration"), "{s}");
+}
+
+#[test]
+fn a_bare_number_is_not_a_duration() {
+    let (e, s) = err("host: a\ndaemon:\n  poll_interval: 2\npower_sources:\n  - { type: stub_ups, name: u1 }\n");
+    assert!(e.problems[0].message.contains("a unit is required"), "{s}");
+}
+
+#[test]
+fn validation_collects_every_problem_with_lines() {
+    let yaml = "\
+host: a
+daemon:
+  poll_interval: 0s
+power_sources:
+  - { type: stub_ups, name: u1 }
+  - { type: stub_ups, name: u1 }
+shutdown:
+  concurrency: 0
+  ups_off: { source: nope }
+";
+    let (e, s) = err(yaml);
+    let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+    assert!(fields.contains(&"daemon.poll_interval"), "{s}");
+    assert!(fields.contains(&"power_sources[1].name"), "{s}");
+    assert!(fields.contains(&"shutdown.concurrency"), "{s}");
+    assert!(fields.contains(&"shutdown.ups_off.source"), "{s}");
+    let line_of = |f: &str| e.problems.iter().find(|p| p.field == f).and_then(|p| p.line);
+    assert_eq!(line_of("daemon.poll_interval"), Some(3), "{s}");
+    assert_eq!(line_of("power_sources[1].name"), Some(6), "{s}");
+    assert_eq!(line_of("shutdown.concurrency"), Some(8), "{s}");
+    assert_eq!(line_of("shutdown.ups_off.source"), Some(9), "{s}");
+}
+
+#[test]
+fn a_yaml_syntax_error_has_a_line() {
+    let (e, s) = err("host: a\npower_sources: [\n");
+    assert!(e.problems[0].line.is_some(), "{s}");
+}
+
+#[test]
+fn policy_problems_are_reported() {
+    let (e, s) =
+        err("host: a\npolicy:\n  runtime_safety_factor: 0.5\npower_sources:\n  - { type: stub_ups, name: u1 }\n");
+    assert!(
+        e.problems.iter().any(|p| p.field.starts_with("policy") && p.message.contains("runtime_safety_factor")),
+        "{s}"
+    );
+}

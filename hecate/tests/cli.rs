@@ -1,0 +1,184 @@
+//! The command line, run as a user would run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn hecate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hecate")).args(args).env("RUST_LOG", "warn").output().expect("run hecate")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// configs/sim.yaml with its state dir moved into `dir` and the given replacements applied.
+fn sim_config(dir: &Path, replace: &[(&str, &str)]) -> PathBuf {
+    let mut yaml = std::fs::read_to_string(repo().join("configs/sim.yaml")).unwrap();
+    yaml = yaml.replace("state_dir: /tmp/hecate-sim", &format!("state_dir: {}", dir.join("state").display()));
+    // Each test gets its own simulated world: they run in separate processes anyway, but the
+    // name makes that explicit.
+    for (from, to) in replace {
+        assert!(yaml.contains(from), "sim.yaml no longer contains {from:?}");
+        yaml = yaml.replace(from, to);
+    }
+    let path = dir.join("hecate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let files: Vec<String> = std::fs::read_dir(repo().join("configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(!files.is_empty());
+    let mut args = vec!["config", "check"];
+    args.extend(files.iter().map(String::as_str));
+    let o = hecate(&args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(out.matches(": ok").count(), files.len(), "{out}");
+}
+
+#[test]
+fn a_bad_config_fails_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "host: a\npower_sources:\n  - { type: nutz, name: u }\n").unwrap();
+    let o = hecate(&["config", "check", path.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+    assert!(err.contains("power_sources[0]"), "{err}");
+    assert!(err.contains("nutz"), "{err}");
+
+    // The daemon refuses to start on it, with the same message.
+    let o = hecate(&["daemon", "--config", path.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("nutz"), "{err}");
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(dir.path(), &[]);
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for stage in
+        ["notify", "suspend-gitops", "drain-agents", "stop-agents", "stop-servers", "stop-init-server", "power-off"]
+    {
+        assert!(out.contains(stage), "missing stage {stage}: {out}");
+    }
+    assert!(out.contains("stop k3s on titan-0a"), "{out}");
+    assert!(out.contains("dry run"), "{out}");
+    assert!(!dir.path().join("state/runs.json").exists(), "a dry run must not record a run");
+    let stop_init = out.find("stop-init-server").unwrap();
+    let stop_agents = out.find("stop-agents").unwrap();
+    assert!(stop_agents < stop_init, "agents stop before the init server");
+}
+
+#[test]
+fn shutdown_execute_on_the_simulation_runs_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(dir.path(), &[]);
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap(), "--execute", "--reason", "test"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("✓ power off titan-1a"), "{out}");
+    // titan-1a's first controller cannot power off; the report names the fallback.
+    assert!(out.contains("simulated failed (failed: injected failure: power off), simulated ok"), "{out}");
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state/runs.json")).unwrap()).unwrap();
+    assert_eq!(runs[0]["kind"], "shutdown");
+    assert_eq!(runs[0]["outcome"], "success");
+    assert!(runs[0]["stages"].as_array().unwrap().len() >= 6);
+    assert!(!dir.path().join("state/journal-shutdown.jsonl").exists(), "a finished run leaves no journal");
+}
+
+#[test]
+fn schema_backends_version_completions() {
+    let o = hecate(&["config", "schema"]);
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).expect("schema is JSON");
+    assert!(schema.to_string().contains("oneOf"));
+    let o = hecate(&["backends", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(list.as_array().unwrap().iter().any(|b| b["type"] == "simulated" && b["role"] == "power_source"));
+    let o = hecate(&["--version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hecate "));
+    let o = hecate(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hecate"));
+}
+
+#[test]
+fn status_json_without_a_daemon_polls_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(dir.path(), &[]);
+    let o = hecate(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["from_daemon"], false);
+    assert_eq!(s["sources"][0]["name"], "sim-ups");
+    assert_eq!(s["sources"][0]["reading"]["status"], serde_json::json!(["OL"]));
+    assert!(s["budget"]["seconds"].as_f64().unwrap() > 0.0);
+    let o = hecate(&["status", "--config", cfg.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert!(out.contains("shutdown budget: 12.0 s: default_shutdown_budget"), "{out}");
+    assert!(out.contains("policy: online"), "{out}");
+}
+
+/// The daemon on a fast simulated outage: it triggers, shuts the cluster down, records the run,
+/// starts the cluster when mains return, and exits cleanly on SIGTERM.
+#[test]
+fn daemon_runs_a_full_outage_cycle_on_the_simulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(
+        dir.path(),
+        &[
+            ("poll_interval: 1s", "poll_interval: 200ms"),
+            ("battery_runtime: 36s", "battery_runtime: 12s"),
+            ("{ at: 48s, event: mains_back }", "{ at: 16s, event: mains_back }"),
+            ("default_shutdown_budget: 12s", "default_shutdown_budget: 4s"),
+            ("power_return_settle: 3s", "power_return_settle: 1s"),
+        ],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hecate"))
+        .args(["daemon", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs_path = dir.path().join("state/runs.json");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let kinds = loop {
+        let kinds: Vec<String> = std::fs::read_to_string(&runs_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v.as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        if kinds.len() >= 2 || Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break kinds;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status_json = std::fs::read_to_string(dir.path().join("state/status.json")).unwrap_or_default();
+    // SIGTERM: a clean exit.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(kinds, vec!["shutdown", "startup"], "{log}");
+    assert!(out.status.success(), "exit {:?}: {log}", out.status);
+    assert!(log.contains("shutdown triggered"), "{log}");
+    assert!(status_json.contains("\"from_daemon\": true"), "{status_json}");
+}
