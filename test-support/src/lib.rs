@@ -56,9 +56,7 @@ fn effective_uid() -> Option<u32> {
 pub(crate) fn require_executables(paths: &[&str]) {
     use std::os::unix::fs::PermissionsExt;
     for path in paths {
-        let ok = std::fs::metadata(path)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
+        let ok = std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
         assert!(ok, "{path} is missing or not executable: {SETUP_HINT}");
     }
 }
@@ -71,23 +69,14 @@ pub(crate) fn require_executables(paths: &[&str]) {
 /// another process, so the peers retry on a new port when binding fails.
 pub fn free_port(addr: Ipv4Addr) -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<(Ipv4Addr, u16)>> = Mutex::new(BTreeSet::new());
-    assert!(
-        addr.is_loopback(),
-        "free_port: {addr} is not a loopback address; test peers only listen on loopback"
-    );
+    assert!(addr.is_loopback(), "free_port: {addr} is not a loopback address; test peers only listen on loopback");
     for _ in 0..1000 {
-        let listener = TcpListener::bind((addr, 0))
-            .unwrap_or_else(|e| panic!("free_port: cannot bind {addr}:0: {e}"));
-        let port = listener
-            .local_addr()
-            .expect("free_port: bound listener has no local address")
-            .port();
+        let listener = TcpListener::bind((addr, 0)).unwrap_or_else(|e| panic!("free_port: cannot bind {addr}:0: {e}"));
+        let port = listener.local_addr().expect("free_port: bound listener has no local address").port();
         if RESERVED_PORTS.contains(&port) {
             continue;
         }
-        let mut handed_out = HANDED_OUT
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poison| poison.into_inner());
         if handed_out.insert((addr, port)) {
             return port;
         }
@@ -99,11 +88,7 @@ pub fn free_port(addr: Ipv4Addr) -> u16 {
 ///
 /// Panics after `timeout` with `what` and the last `Err` message, so a test that waits for
 /// something that never happens fails with a reason instead of hanging.
-pub fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> T {
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     match poll(timeout, || match probe() {
         Ok(value) => Step::Ready(value),
         Err(why) => Step::Wait(why),
@@ -155,16 +140,12 @@ pub(crate) fn write(path: &Path, contents: impl AsRef<[u8]>) {
 /// `tempfile` makes it 0700; the peers drop privileges to `nut` or run as `hecate`, so it is made
 /// 0755, and every parent must be searchable by others too.
 pub(crate) fn peer_temp_dir(prefix: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+    let dir =
+        tempfile::Builder::new().prefix(prefix).tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
     chmod(dir.path(), 0o755);
     for parent in dir.path().ancestors().skip(1) {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(parent)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
+        let mode = std::fs::metadata(parent).map(|m| m.permissions().mode()).unwrap_or(0);
         assert!(
             mode & 0o001 != 0,
             "{} (a parent of the temp dir) is not searchable by other users, so the unprivileged \
@@ -203,10 +184,9 @@ mod tests {
             if n >= 3 { Ok(n) } else { Err(format!("n={n}")) }
         });
         assert_eq!(got, 3);
-        let err = std::panic::catch_unwind(|| {
-            wait_until::<()>("never", Duration::from_millis(50), || Err("nope".into()))
-        })
-        .expect_err("must time out");
+        let err =
+            std::panic::catch_unwind(|| wait_until::<()>("never", Duration::from_millis(50), || Err("nope".into())))
+                .expect_err("must time out");
         let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("never") && msg.contains("nope"), "{msg}");
     }

@@ -65,10 +65,7 @@ impl Upsd {
         require_executables(&[UPSD, DUMMY_UPS, UPSRW]);
         let nut_gid = nut_gid();
         assert!(
-            !ups_name.is_empty()
-                && ups_name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !ups_name.is_empty() && ups_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "UPS name {ups_name:?} must be non-empty ASCII letters, digits, '-' or '_'"
         );
 
@@ -106,15 +103,7 @@ impl Upsd {
         chown_root_nut(&state, nut_gid);
         chmod(&state, 0o770);
 
-        let mut upsd = Upsd {
-            ups: ups_name.to_owned(),
-            port: 0,
-            etc,
-            state,
-            driver: None,
-            upsd: None,
-            dir,
-        };
+        let mut upsd = Upsd { ups: ups_name.to_owned(), port: 0, etc, state, driver: None, upsd: None, dir };
         upsd.restart_driver();
         upsd.start_upsd_on_free_port();
         upsd
@@ -221,11 +210,7 @@ impl Upsd {
         let _ = std::fs::remove_file(&socket);
         let mut command = Command::new(DUMMY_UPS);
         command.args(["-a", &self.ups, "-F", "-u", "nut"]);
-        let mut driver = Daemon::spawn(
-            "dummy-ups",
-            self.nut_env(command),
-            &self.dir.path().join("driver.log"),
-        );
+        let mut driver = Daemon::spawn("dummy-ups", self.nut_env(command), &self.dir.path().join("driver.log"));
         let ready = poll(START_TIMEOUT, || {
             if let Some(status) = driver.exited() {
                 Step::Fail(driver.describe_exit(status))
@@ -245,10 +230,7 @@ impl Upsd {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             self.port = free_port(Ipv4Addr::LOCALHOST);
-            write(
-                &self.etc.join("upsd.conf"),
-                format!("LISTEN 127.0.0.1 {}\nMAXAGE 15\n", self.port),
-            );
+            write(&self.etc.join("upsd.conf"), format!("LISTEN 127.0.0.1 {}\nMAXAGE 15\n", self.port));
             match self.spawn_upsd_and_wait() {
                 Ok(()) => return,
                 Err(why) if attempt < ATTEMPTS && lost_port_race(&why) => self.kill_upsd(),
@@ -283,10 +265,7 @@ impl Upsd {
     }
 
     fn nut_env(&self, mut command: Command) -> Command {
-        command
-            .env("NUT_CONFPATH", &self.etc)
-            .env("NUT_STATEPATH", &self.state)
-            .env("NUT_ALTPIDPATH", &self.state);
+        command.env("NUT_CONFPATH", &self.etc).env("NUT_STATEPATH", &self.state).env("NUT_ALTPIDPATH", &self.state);
         command
     }
 }
@@ -330,19 +309,14 @@ fn get_var(addr: SocketAddr, ups: &str, name: &str) -> Result<String, String> {
 
 /// Sends one request line and returns the first answer line, without its newline.
 fn request(addr: SocketAddr, line: &str) -> Result<String, String> {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(IO_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
         .map_err(|e| format!("set timeouts: {e}"))?;
-    (&stream)
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("send to {addr}: {e}"))?;
+    (&stream).write_all(line.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
+    BufReader::new(&stream).read_line(&mut answer).map_err(|e| format!("read from {addr}: {e}"))?;
     if answer.is_empty() {
         return Err(format!("{addr} closed the connection without answering"));
     }
@@ -351,10 +325,8 @@ fn request(addr: SocketAddr, line: &str) -> Result<String, String> {
 }
 
 fn nut_gid() -> u32 {
-    let out = Command::new("getent")
-        .args(["group", "nut"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run getent: {e}"));
+    let out =
+        Command::new("getent").args(["group", "nut"]).output().unwrap_or_else(|e| panic!("cannot run getent: {e}"));
     String::from_utf8_lossy(&out.stdout)
         .split(':')
         .nth(2)

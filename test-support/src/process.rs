@@ -20,21 +20,10 @@ impl Daemon {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("{what}: cannot open log {}: {e}", log.display()));
-        let err = out
-            .try_clone()
-            .unwrap_or_else(|e| panic!("{what}: cannot dup log handle: {e}"));
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
-        Daemon {
-            what: what.to_owned(),
-            child,
-            log: log.to_owned(),
-        }
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{what}: cannot dup log handle: {e}"));
+        command.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        let child = command.spawn().unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
+        Daemon { what: what.to_owned(), child, log: log.to_owned() }
     }
 
     /// The exit status if the process has ended.
@@ -44,12 +33,7 @@ impl Daemon {
 
     /// "`what` (pid N) exited with S; log tail: ..." for failure messages.
     pub(crate) fn describe_exit(&mut self, status: ExitStatus) -> String {
-        format!(
-            "{} (pid {}) exited with {status}; {}",
-            self.what,
-            self.child.id(),
-            log_tail(&self.log)
-        )
+        format!("{} (pid {}) exited with {status}; {}", self.what, self.child.id(), log_tail(&self.log))
     }
 
     /// Kills the process (SIGKILL, by the PID we spawned) and reaps it.

@@ -72,10 +72,7 @@ pub struct Call {
 impl Call {
     /// The command and its arguments joined with spaces, e.g. `systemctl stop k3s`.
     pub fn command_line(&self) -> String {
-        std::iter::once(self.command.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
+        std::iter::once(self.command.as_str()).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
     }
 
     fn parse(line: &str) -> Option<Call> {
@@ -110,10 +107,7 @@ impl SshNode {
     pub fn start(name: &str, addr: Ipv4Addr) -> SshNode {
         require_ssh_setup();
         assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
             "node name {name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"
         );
         std::fs::create_dir_all("/run/sshd").expect("create sshd's privilege separation dir");
@@ -124,23 +118,13 @@ impl SshNode {
             .arg(&key)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {SSH_KEYGEN}: {e}"));
-        assert!(
-            out.status.success(),
-            "ssh-keygen for node {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "ssh-keygen for node {name} failed: {}", String::from_utf8_lossy(&out.stderr));
         // the shims run as hecate (no sudo) or root and append here
         let calls = dir.path().join("calls.log");
         write(&calls, "");
         chmod(&calls, 0o666);
 
-        let mut node = SshNode {
-            name: name.to_owned(),
-            addr,
-            port: 0,
-            sshd: None,
-            dir,
-        };
+        let mut node = SshNode { name: name.to_owned(), addr, port: 0, sshd: None, dir };
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             node.port = free_port(addr);
@@ -194,8 +178,7 @@ impl SshNode {
     /// The known_hosts line for this node, `[addr]:port ssh-ed25519 KEY`.
     pub fn known_hosts_line(&self) -> String {
         let pub_path = self.dir.path().join("ssh_host_ed25519_key.pub");
-        let text = std::fs::read_to_string(&pub_path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", pub_path.display()));
+        let text = std::fs::read_to_string(&pub_path).unwrap_or_else(|e| panic!("read {}: {e}", pub_path.display()));
         let mut fields = text.split_whitespace();
         let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
             panic!("{} is not an ssh public key: {text:?}", pub_path.display());
@@ -211,14 +194,10 @@ impl SshNode {
     /// Every shim call recorded so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         let path = self.dir.path().join("calls.log");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         text.lines()
             .filter(|l| !l.is_empty())
-            .map(|l| {
-                Call::parse(l)
-                    .unwrap_or_else(|| panic!("malformed line in {}: {l:?}", path.display()))
-            })
+            .map(|l| Call::parse(l).unwrap_or_else(|| panic!("malformed line in {}: {l:?}", path.display())))
             .collect()
     }
 
@@ -318,15 +297,9 @@ Match User root
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let mut command = Command::new(SSHD);
-        command
-            .args(["-D", "-e", "-f"])
-            .arg(self.dir.path().join("sshd_config"));
+        command.args(["-D", "-e", "-f"]).arg(self.dir.path().join("sshd_config"));
         let log = self.dir.path().join("sshd.log");
-        self.sshd = Some(Daemon::spawn(
-            &format!("sshd for node {}", self.name),
-            command,
-            &log,
-        ));
+        self.sshd = Some(Daemon::spawn(&format!("sshd for node {}", self.name), command, &log));
         let addr = self.socket_addr();
         let result = poll(START_TIMEOUT, || {
             if let Some(sshd) = self.sshd.as_mut()
@@ -362,10 +335,7 @@ impl SshNodes {
     /// Starts `count` nodes named `{prefix}1`, `{prefix}2`, ... on 127.0.0.10, 127.0.0.11, ...
     /// (one address each, like real nodes), in parallel. At most 240 nodes.
     pub fn start(count: usize, prefix: &str) -> SshNodes {
-        assert!(
-            count <= 240,
-            "at most 240 nodes (127.0.0.10-249), not {count}"
-        );
+        assert!(count <= 240, "at most 240 nodes (127.0.0.10-249), not {count}");
         let specs: Vec<(String, Ipv4Addr)> = (0..count)
             .map(|i| {
                 let last = u8::try_from(10 + i).expect("count checked above");
@@ -380,10 +350,8 @@ impl SshNodes {
     pub fn start_named(specs: &[(&str, Ipv4Addr)]) -> SshNodes {
         require_ssh_setup();
         let started: Vec<std::thread::Result<SshNode>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = specs
-                .iter()
-                .map(|&(name, addr)| scope.spawn(move || SshNode::start(name, addr)))
-                .collect();
+            let handles: Vec<_> =
+                specs.iter().map(|&(name, addr)| scope.spawn(move || SshNode::start(name, addr))).collect();
             handles.into_iter().map(|h| h.join()).collect()
         });
         let mut nodes = Vec::with_capacity(started.len());
@@ -396,12 +364,7 @@ impl SshNodes {
         }
         if !failures.is_empty() {
             // the nodes that did start are dropped (killed) on the way out
-            panic!(
-                "{} of {} nodes did not start:\n{}",
-                failures.len(),
-                specs.len(),
-                failures.join("\n")
-            );
+            panic!("{} of {} nodes did not start:\n{}", failures.len(), specs.len(), failures.join("\n"));
         }
         let dir = peer_temp_dir("hecate-sshnodes-");
         let lines: String = nodes.iter().map(|n| n.known_hosts_line() + "\n").collect();
@@ -447,29 +410,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn check_shim_command(command: &str) {
-    assert!(
-        SHIM_COMMANDS.contains(&command),
-        "{command:?} is not a shimmed command; the shims are {SHIM_COMMANDS:?}"
-    );
+    assert!(SHIM_COMMANDS.contains(&command), "{command:?} is not a shimmed command; the shims are {SHIM_COMMANDS:?}");
 }
 
 /// Connects and reads sshd's `SSH-2.0-...` identification line.
 fn read_banner(addr: SocketAddr) -> Result<(), String> {
     let timeout = Duration::from_secs(2);
-    let stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| format!("set timeout: {e}"))?;
+    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| format!("set timeout: {e}"))?;
     let mut banner = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut banner)
-        .map_err(|e| format!("read banner from {addr}: {e}"))?;
-    if banner.starts_with("SSH-2.0-") {
-        Ok(())
-    } else {
-        Err(format!("{addr} answered {banner:?}, not an SSH banner"))
-    }
+    BufReader::new(&stream).read_line(&mut banner).map_err(|e| format!("read banner from {addr}: {e}"))?;
+    if banner.starts_with("SSH-2.0-") { Ok(()) } else { Err(format!("{addr} answered {banner:?}, not an SSH banner")) }
 }
 
 /// Whether this sshd knows `PerSourcePenalties` (OpenSSH >= 9.8), asked once per process by
@@ -478,20 +429,9 @@ fn sshd_has_per_source_penalties(node_dir: &Path) -> bool {
     static KNOWN: OnceLock<bool> = OnceLock::new();
     *KNOWN.get_or_init(|| {
         let probe = node_dir.join("sshd_config.probe");
-        write(
-            &probe,
-            format!(
-                "HostKey {}/ssh_host_ed25519_key\nPerSourcePenalties no\n",
-                node_dir.display()
-            ),
-        );
-        let ok = Command::new(SSHD)
-            .arg("-t")
-            .arg("-f")
-            .arg(&probe)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        write(&probe, format!("HostKey {}/ssh_host_ed25519_key\nPerSourcePenalties no\n", node_dir.display()));
+        let ok =
+            Command::new(SSHD).arg("-t").arg("-f").arg(&probe).output().map(|o| o.status.success()).unwrap_or(false);
         let _ = std::fs::remove_file(&probe);
         ok
     })
@@ -506,10 +446,7 @@ fn require_ssh_setup() {
         require_executables(&[SSHD, SSH_KEYGEN, "/usr/bin/ssh", "/usr/bin/sudo"]);
         let dir = Path::new(SSH_SETUP_DIR);
         let mut problems = Vec::new();
-        for (path, want) in [
-            (dir.join("shim/_shim"), SHIM_SOURCE),
-            (dir.join("shim-root/sudo"), SUDO_ROOT_SOURCE),
-        ] {
+        for (path, want) in [(dir.join("shim/_shim"), SHIM_SOURCE), (dir.join("shim-root/sudo"), SUDO_ROOT_SOURCE)] {
             match std::fs::read_to_string(&path) {
                 Ok(have) if have == want => {}
                 Ok(_) => problems.push(format!(
@@ -535,19 +472,12 @@ fn require_ssh_setup() {
                 problems.push(format!("{} is missing", path.display()));
             }
         }
-        let user = Command::new("getent")
-            .args(["passwd", TEST_USER])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let user =
+            Command::new("getent").args(["passwd", TEST_USER]).output().map(|o| o.status.success()).unwrap_or(false);
         if !user {
             problems.push(format!("no user {TEST_USER:?}"));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     });
     if let Err(problems) = result {
         panic!("the ssh test setup is not done ({problems}): {SETUP_HINT}");
@@ -560,28 +490,19 @@ mod tests {
 
     #[test]
     fn parses_shim_and_fake_sudo_lines() {
-        let call = Call::parse(
-            "1732500000.123456789 node=n1 user=root sudo_user=hecate cmd=systemctl stop k3s",
-        )
-        .expect("valid line");
+        let call = Call::parse("1732500000.123456789 node=n1 user=root sudo_user=hecate cmd=systemctl stop k3s")
+            .expect("valid line");
         assert_eq!(call.node, "n1");
         assert_eq!(call.user, "root");
         assert_eq!(call.sudo_user.as_deref(), Some("hecate"));
         assert_eq!(call.command_line(), "systemctl stop k3s");
-        assert_eq!(
-            call.timestamp,
-            UNIX_EPOCH + Duration::new(1_732_500_000, 123_456_789)
-        );
+        assert_eq!(call.timestamp, UNIX_EPOCH + Duration::new(1_732_500_000, 123_456_789));
 
-        let call = Call::parse("1732500000.5 node=n1 user=root sudo_user= cmd=poweroff ")
-            .expect("valid line");
+        let call = Call::parse("1732500000.5 node=n1 user=root sudo_user= cmd=poweroff ").expect("valid line");
         assert_eq!(call.sudo_user, None);
         assert_eq!(call.command, "poweroff");
         assert!(call.args.is_empty());
-        assert_eq!(
-            call.timestamp,
-            UNIX_EPOCH + Duration::new(1_732_500_000, 500_000_000)
-        );
+        assert_eq!(call.timestamp, UNIX_EPOCH + Duration::new(1_732_500_000, 500_000_000));
 
         assert!(Call::parse("garbage").is_none());
     }

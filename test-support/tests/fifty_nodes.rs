@@ -23,21 +23,11 @@ fn fifty_nodes_start_and_answer_in_parallel() {
         .iter()
         .map(|node| {
             Command::new("ssh")
-                .args([
-                    "-F",
-                    "none",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "ConnectTimeout=20",
-                ])
+                .args(["-F", "none", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
                 .arg("-i")
                 .arg(node.identity_file())
                 .arg("-o")
-                .arg(format!(
-                    "UserKnownHostsFile={}",
-                    nodes.known_hosts().display()
-                ))
+                .arg(format!("UserKnownHostsFile={}", nodes.known_hosts().display()))
                 .args(["-o", "StrictHostKeyChecking=yes"])
                 .arg("-p")
                 .arg(node.port().to_string())

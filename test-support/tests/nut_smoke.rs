@@ -11,15 +11,11 @@ use hecate_test_support::{RESERVED_PORTS, Upsd, wait_until};
 /// A NUT session independent of the harness's own client: sends each line, returns each answer.
 fn nut_session(addr: SocketAddr, lines: &[&str]) -> Vec<String> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect upsd");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set read timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set read timeout");
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut answers = Vec::new();
     for line in lines {
-        (&stream)
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send to upsd");
+        (&stream).write_all(format!("{line}\n").as_bytes()).expect("send to upsd");
         let mut answer = String::new();
         reader.read_line(&mut answer).expect("read from upsd");
         answers.push(answer.trim_end().to_owned());
@@ -29,11 +25,8 @@ fn nut_session(addr: SocketAddr, lines: &[&str]) -> Vec<String> {
 
 /// `upsc UPS@addr var`: NUT's own client, a third opinion.
 fn upsc(ups: &Upsd, var: &str) -> String {
-    let out = Command::new("upsc")
-        .arg(format!("{}@{}", ups.ups_name(), ups.addr()))
-        .arg(var)
-        .output()
-        .expect("run upsc");
+    let out =
+        Command::new("upsc").arg(format!("{}@{}", ups.ups_name(), ups.addr())).arg(var).output().expect("run upsc");
     assert!(out.status.success(), "upsc failed: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -64,20 +57,10 @@ fn users_and_initial_vars_are_as_documented() {
     let ups = Upsd::start_with_vars("rack2", &[("battery.charge", "55"), ("ups.status", "OB")]);
     assert_eq!(ups.get_var("battery.charge").as_deref(), Ok("55"));
     assert_eq!(ups.get_var("ups.status").as_deref(), Ok("OB"));
-    assert_eq!(
-        ups.get_var("no.such.var"),
-        Err("ERR VAR-NOT-SUPPORTED".to_owned())
-    );
+    assert_eq!(ups.get_var("no.such.var"), Err("ERR VAR-NOT-SUPPORTED".to_owned()));
 
     let session = |user: &str, password: &str, command: &str| {
-        nut_session(
-            ups.addr(),
-            &[
-                &format!("USERNAME {user}"),
-                &format!("PASSWORD {password}"),
-                command,
-            ],
-        )
+        nut_session(ups.addr(), &[&format!("USERNAME {user}"), &format!("PASSWORD {password}"), command])
     };
     // the monitoring user may LOGIN (upsmon primary) but not SET; admin the other way round
     let login = "LOGIN rack2";
@@ -88,19 +71,12 @@ fn users_and_initial_vars_are_as_documented() {
     assert_eq!(session(mon, monpass, set)[2], "ERR ACCESS-DENIED");
     assert_eq!(session(admin, adminpass, login)[2], "ERR ACCESS-DENIED");
     assert_eq!(session(admin, adminpass, set)[2], "OK");
-    wait_until(
-        "SET VAR to take effect",
-        Duration::from_secs(15),
-        || match ups.get_var("battery.charge") {
-            Ok(v) if v == "60" => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    wait_until("SET VAR to take effect", Duration::from_secs(15), || match ups.get_var("battery.charge") {
+        Ok(v) if v == "60" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
     // a wrong password is refused, so the users file really is in use
-    assert_eq!(
-        session(mon, "not-the-password", login)[2],
-        "ERR ACCESS-DENIED"
-    );
+    assert_eq!(session(mon, "not-the-password", login)[2], "ERR ACCESS-DENIED");
 }
 
 #[test]
@@ -108,8 +84,8 @@ fn killed_upsd_refuses_connections_until_restarted() {
     let mut ups = Upsd::start("dies");
     let addr = ups.addr();
     ups.kill_upsd();
-    let err = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .expect_err("nothing may listen after kill_upsd");
+    let err =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect_err("nothing may listen after kill_upsd");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     assert!(ups.get_var("ups.status").is_err());
 
@@ -122,22 +98,15 @@ fn killed_upsd_refuses_connections_until_restarted() {
 fn killed_driver_makes_data_stale() {
     let mut ups = Upsd::start("stale");
     ups.kill_driver();
-    let err = wait_until(
-        "upsd to notice the driver is gone",
-        Duration::from_secs(30),
-        || match ups.get_var("ups.status") {
+    let err =
+        wait_until("upsd to notice the driver is gone", Duration::from_secs(30), || match ups.get_var("ups.status") {
             Err(e) if e.starts_with("ERR ") => Ok(e),
             other => Err(format!("ups.status still reads {other:?}")),
-        },
-    );
-    assert!(
-        err == "ERR DATA-STALE" || err == "ERR DRIVER-NOT-CONNECTED",
-        "unexpected answer {err}"
-    );
+        });
+    assert!(err == "ERR DATA-STALE" || err == "ERR DRIVER-NOT-CONNECTED", "unexpected answer {err}");
     ups.restart_driver();
     wait_until("data to come back", Duration::from_secs(30), || {
-        ups.get_var("ups.status")
-            .and_then(|s| if s == "OL" { Ok(()) } else { Err(s) })
+        ups.get_var("ups.status").and_then(|s| if s == "OL" { Ok(()) } else { Err(s) })
     });
 }
 

@@ -11,25 +11,13 @@ use hecate_test_support::{RESERVED_PORTS, SshNode, SshNodes};
 /// `ssh -i KEY -o UserKnownHostsFile=KH -o StrictHostKeyChecking=yes -p PORT USER@ADDR COMMAND`
 fn ssh(node: &SshNode, user: &str, known_hosts: &Path, command: &str) -> Output {
     Command::new("ssh")
-        .args([
-            "-F",
-            "none",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
+        .args(["-F", "none", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
         .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
         .arg("-i")
         .arg(node.identity_file())
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
+        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"])
         .arg("-p")
         .arg(node.port().to_string())
         .arg(format!("{user}@{}", node.addr()))
@@ -45,10 +33,7 @@ fn hecate(node: &SshNode, command: &str) -> Output {
 
 #[test]
 fn sudo_systemctl_is_recorded_on_the_right_node() {
-    let nodes = SshNodes::start_named(&[
-        ("alpha", Ipv4Addr::new(127, 0, 0, 2)),
-        ("beta", Ipv4Addr::new(127, 0, 0, 3)),
-    ]);
+    let nodes = SshNodes::start_named(&[("alpha", Ipv4Addr::new(127, 0, 0, 2)), ("beta", Ipv4Addr::new(127, 0, 0, 3))]);
     let (alpha, beta) = (&nodes[0], &nodes[1]);
     assert_eq!(alpha.addr(), Ipv4Addr::new(127, 0, 0, 2));
     assert!(!RESERVED_PORTS.contains(&alpha.port()));
@@ -69,10 +54,7 @@ fn sudo_systemctl_is_recorded_on_the_right_node() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "active");
     let calls = beta.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(
-        (calls[0].user.as_str(), calls[0].sudo_user.as_deref()),
-        ("hecate", None)
-    );
+    assert_eq!((calls[0].user.as_str(), calls[0].sudo_user.as_deref()), ("hecate", None));
     assert_eq!(calls[0].node, "beta");
 
     // the combined known_hosts file vouches for both nodes
@@ -95,20 +77,13 @@ fn set_exit_fails_the_command_and_reset_restores_it() {
     let out = hecate(&node, "sudo -n systemctl stop k3s");
     assert!(out.status.success(), "{out:?}");
     let lines: Vec<String> = node.calls().iter().map(|c| c.command_line()).collect();
-    assert_eq!(
-        lines,
-        ["systemctl stop k3s", "poweroff", "systemctl stop k3s"]
-    );
+    assert_eq!(lines, ["systemctl stop k3s", "poweroff", "systemctl stop k3s"]);
 }
 
 #[test]
 fn sudo_is_limited_to_the_shims() {
     let node = SshNode::start("locked", Ipv4Addr::new(127, 0, 0, 5));
-    for command in [
-        "sudo -n /usr/bin/id",
-        "sudo -n /usr/bin/systemctl status",
-        "sudo -n -s true",
-    ] {
+    for command in ["sudo -n /usr/bin/id", "sudo -n /usr/bin/systemctl status", "sudo -n -s true"] {
         let out = hecate(&node, command);
         assert!(!out.status.success(), "{command} must be refused: {out:?}");
     }
@@ -118,22 +93,12 @@ fn sudo_is_limited_to_the_shims() {
 #[test]
 fn root_sessions_get_the_fake_sudo() {
     let node = SshNode::start("rooted", Ipv4Addr::new(127, 0, 0, 6));
-    let out = ssh(
-        &node,
-        "root",
-        &node.known_hosts(),
-        "sudo -n systemctl stop k3s",
-    );
+    let out = ssh(&node, "root", &node.known_hosts(), "sudo -n systemctl stop k3s");
     assert!(out.status.success(), "{out:?}");
     let calls = node.calls();
     let lines: Vec<String> = calls.iter().map(|c| c.command_line()).collect();
     assert_eq!(lines, ["sudo -n systemctl stop k3s", "systemctl stop k3s"]);
-    assert!(
-        calls
-            .iter()
-            .all(|c| c.user == "root" && c.sudo_user.is_none()),
-        "{calls:?}"
-    );
+    assert!(calls.iter().all(|c| c.user == "root" && c.sudo_user.is_none()), "{calls:?}");
 }
 
 #[test]
@@ -163,15 +128,11 @@ fn stopped_node_refuses_connections_until_restarted() {
     let addr = node.socket_addr();
     node.stop();
     assert!(!node.is_running());
-    let err = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .expect_err("a stopped node must refuse connections");
+    let err =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect_err("a stopped node must refuse connections");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     let out = hecate(&node, "sudo -n systemctl stop k3s");
-    assert_eq!(
-        out.status.code(),
-        Some(255),
-        "ssh must fail to connect: {out:?}"
-    );
+    assert_eq!(out.status.code(), Some(255), "ssh must fail to connect: {out:?}");
     assert!(node.calls().is_empty());
 
     node.restart();
