@@ -80,8 +80,7 @@ pub mod duration_serde {
             if let Ok(secs) = v.parse::<f64>() {
                 return self.visit_f64(secs);
             }
-            humantime::parse_duration(v)
-                .map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))
+            humantime::parse_duration(v).map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
@@ -96,9 +95,7 @@ pub mod duration_serde {
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
             Duration::try_from_secs_f64(v).map_err(|_| {
-                E::custom(format!(
-                    "invalid duration {v}: must be a finite, non-negative number of seconds"
-                ))
+                E::custom(format!("invalid duration {v}: must be a finite, non-negative number of seconds"))
             })
         }
     }
@@ -188,16 +185,11 @@ impl PolicyConfig {
             problems.push("runtime_median_polls must be at least 1".to_string());
         }
         if !(self.slope_memory_pct.is_finite() && self.slope_memory_pct > 0.0) {
-            problems.push(format!(
-                "slope_memory_pct must be a positive number, got {}",
-                self.slope_memory_pct
-            ));
+            problems.push(format!("slope_memory_pct must be a positive number, got {}", self.slope_memory_pct));
         }
         if !(self.slope_min_drop_pct.is_finite() && self.slope_min_drop_pct >= 1.0) {
-            problems.push(format!(
-                "slope_min_drop_pct must be a number of at least 1, got {}",
-                self.slope_min_drop_pct
-            ));
+            problems
+                .push(format!("slope_min_drop_pct must be a number of at least 1, got {}", self.slope_min_drop_pct));
         }
         problems
     }
@@ -334,6 +326,8 @@ pub struct Decision {
 
 /// Most on-battery stretches the slope fit remembers; older ones weigh next to nothing anyway.
 const MAX_SEGMENTS: usize = 32;
+/// The recent slope forgets this many times faster than `slope_memory_pct` says.
+const RECENT_MEMORY_DIVISOR: f64 = 4.0;
 /// Load assumed when the UPS never reports `ups.load`: any constant works, since the slope is then
 /// simply against time; 100 keeps the units those of a reported load.
 const ASSUMED_LOAD_PCT: f64 = 100.0;
@@ -458,11 +452,8 @@ impl Policy {
             _ => t,
         };
         self.last_t = Some(t);
-        let threshold = if budget_s.is_finite() {
-            self.cfg.runtime_safety_factor * budget_s.max(0.0)
-        } else {
-            f64::INFINITY
-        };
+        let threshold =
+            if budget_s.is_finite() { self.cfg.runtime_safety_factor * budget_s.max(0.0) } else { f64::INFINITY };
 
         let a = match sample {
             Sample::Reading(r) if r.status.on_battery() => self.assess_on_battery(t, r, threshold),
@@ -471,17 +462,12 @@ impl Policy {
                 let why = if r.status.is_empty() {
                     "empty ups.status".to_string()
                 } else {
-                    format!(
-                        "ups.status {:?} has neither OL nor OB",
-                        r.status.to_string()
-                    )
+                    format!("ups.status {:?} has neither OL nor OB", r.status.to_string())
                 };
                 let mut a = self.assess_blind(t, &why);
                 if r.status.has(&StatusFlag::ForcedShutdown) {
-                    a.immediate = Some((
-                        TriggerCause::ForcedShutdown,
-                        format!("ups reports forced shutdown (FSD, {why})"),
-                    ));
+                    a.immediate =
+                        Some((TriggerCause::ForcedShutdown, format!("ups reports forced shutdown (FSD, {why})")));
                 }
                 a
             }
@@ -499,16 +485,9 @@ impl Policy {
 
         let reason;
         if let Some(latch) = &self.latch {
-            reason = format!(
-                "shutdown triggered at t={:.0} s ({}): {}",
-                latch.t, latch.cause, latch.reason
-            );
+            reason = format!("shutdown triggered at t={:.0} s ({}): {}", latch.t, latch.cause, latch.reason);
         } else if let Some((cause, why)) = a.immediate {
-            self.latch = Some(Latch {
-                t,
-                cause,
-                reason: why.clone(),
-            });
+            self.latch = Some(Latch { t, cause, reason: why.clone() });
             reason = why;
         } else {
             let db = self.cfg.debounce_polls;
@@ -562,20 +541,13 @@ impl Policy {
                         self.streak.min(db)
                     )
                 };
-                self.latch = Some(Latch {
-                    t,
-                    cause,
-                    reason: why.clone(),
-                });
+                self.latch = Some(Latch { t, cause, reason: why.clone() });
                 reason = why;
             } else {
                 let cmp = if low { "<" } else { "≥" };
                 let mut text = match (a.counting, a.estimate) {
                     (Counting::Online, Some((est, _))) => {
-                        format!(
-                            "on mains: runtime if power failed now {est:.0} s ({})",
-                            a.context
-                        )
+                        format!("on mains: runtime if power failed now {est:.0} s ({})", a.context)
                     }
                     (Counting::Online, None) => {
                         format!("on mains: runtime unknown ({})", a.context)
@@ -583,10 +555,7 @@ impl Policy {
                     (_, Some(_)) if a.contradicted_low_battery => format!(
                         "on battery: ups reports low battery (LB) but {est_text} {cmp} {threshold_text}; counted as a low poll"
                     ),
-                    (_, Some(_)) => format!(
-                        "{}: {est_text} {cmp} {threshold_text}",
-                        state_prefix(a.state, self.mains)
-                    ),
+                    (_, Some(_)) => format!("{}: {est_text} {cmp} {threshold_text}", state_prefix(a.state, self.mains)),
                     (_, None) => format!("{}: {est_text}", state_prefix(a.state, self.mains)),
                 };
                 if a.counting == Counting::Hold && a.state == PowerState::Unknown {
@@ -597,9 +566,7 @@ impl Policy {
                     if a.counting == Counting::Online {
                         text.push_str(&format!(
                             ", cancelled after mains is back for {} polls ({}/{})",
-                            self.cfg.mains_back_polls,
-                            self.online_streak,
-                            self.cfg.mains_back_polls
+                            self.cfg.mains_back_polls, self.online_streak, self.cfg.mains_back_polls
                         ));
                     }
                 }
@@ -649,15 +616,9 @@ impl Policy {
         let contradicted_low_battery = low_battery
             && matches!(estimate, Some((est, source)) if est >= threshold && source != EstimateSource::Countdown);
         let immediate = if r.status.has(&StatusFlag::ForcedShutdown) {
-            Some((
-                TriggerCause::ForcedShutdown,
-                format!("ups reports forced shutdown (FSD, status {})", r.status),
-            ))
+            Some((TriggerCause::ForcedShutdown, format!("ups reports forced shutdown (FSD, status {})", r.status)))
         } else if low_battery && !contradicted_low_battery {
-            let mut why = format!(
-                "ups reports low battery while on battery (status {})",
-                r.status
-            );
+            let mut why = format!("ups reports low battery while on battery (status {})", r.status);
             if let Some(c) = charge {
                 why.push_str(&format!(", charge {c:.0} %"));
             }
@@ -688,12 +649,10 @@ impl Policy {
         let firmware = self.firmware.estimate(t);
         let own = valid_charge(r.charge_pct).and_then(|c| self.battery.runtime_from(c, load));
         let (estimate, context) = self.combine(t, firmware, own, r);
-        let immediate = r.status.has(&StatusFlag::ForcedShutdown).then(|| {
-            (
-                TriggerCause::ForcedShutdown,
-                format!("ups reports forced shutdown (FSD, status {})", r.status),
-            )
-        });
+        let immediate = r
+            .status
+            .has(&StatusFlag::ForcedShutdown)
+            .then(|| (TriggerCause::ForcedShutdown, format!("ups reports forced shutdown (FSD, status {})", r.status)));
         Assessment {
             state: PowerState::Online,
             firmware,
@@ -731,10 +690,9 @@ impl Policy {
                 ),
             ),
             // on battery with no estimate ever made: nothing says there is any time left
-            (None, Counting::Evaluate) if self.mains == Mains::OnBattery => (
-                Some((0.0, EstimateSource::Countdown)),
-                format!("{why}, {last_seen} and no runtime was ever known"),
-            ),
+            (None, Counting::Evaluate) if self.mains == Mains::OnBattery => {
+                (Some((0.0, EstimateSource::Countdown)), format!("{why}, {last_seen} and no runtime was ever known"))
+            }
             _ => (None, format!("{why}, {last_seen}")),
         };
         Assessment {
@@ -763,20 +721,16 @@ impl Policy {
                 Some((own, EstimateSource::ChargeSlope)),
                 format!("own estimate from charge slope; firmware says {fw:.0} s"),
             ),
-            (Some(fw), Some(own)) => (
-                Some((fw, EstimateSource::Firmware)),
-                format!("firmware; own estimate from charge slope {own:.0} s"),
-            ),
+            (Some(fw), Some(own)) => {
+                (Some((fw, EstimateSource::Firmware)), format!("firmware; own estimate from charge slope {own:.0} s"))
+            }
             (Some(fw), None) => {
                 let why = if valid_charge(r.charge_pct).is_none() {
                     "no battery.charge"
                 } else {
                     "charge slope not known yet"
                 };
-                (
-                    Some((fw, EstimateSource::Firmware)),
-                    format!("firmware; {why}"),
-                )
+                (Some((fw, EstimateSource::Firmware)), format!("firmware; {why}"))
             }
             (None, Some(own)) => (
                 Some((own, EstimateSource::ChargeSlope)),
@@ -793,10 +747,7 @@ impl Policy {
                         t - anchor.t
                     ),
                 ),
-                None => (
-                    None,
-                    "no battery.runtime and no charge slope yet".to_string(),
-                ),
+                None => (None, "no battery.runtime and no charge slope yet".to_string()),
             },
         }
     }
@@ -813,8 +764,7 @@ fn state_prefix(state: PowerState, mains: Mains) -> &'static str {
 }
 
 fn valid_charge(v: Option<f64>) -> Option<f64> {
-    v.filter(|c| c.is_finite() && *c >= 0.0)
-        .map(|c| c.min(100.0))
+    v.filter(|c| c.is_finite() && *c >= 0.0).map(|c| c.min(100.0))
 }
 
 fn valid_runtime(v: Option<f64>) -> Option<f64> {
@@ -836,11 +786,7 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    })
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
 }
 
 /// The firmware's runtime through a running median, each reading aged by the time since it was
@@ -854,11 +800,7 @@ struct RuntimeFilter {
 
 impl RuntimeFilter {
     fn new(cap: usize) -> Self {
-        Self {
-            cap,
-            on_battery: false,
-            readings: VecDeque::with_capacity(cap),
-        }
+        Self { cap, on_battery: false, readings: VecDeque::with_capacity(cap) }
     }
 
     fn clear(&mut self) {
@@ -877,13 +819,7 @@ impl RuntimeFilter {
     }
 
     fn estimate(&self, t: f64) -> Option<f64> {
-        let aged = self.readings.iter().map(|&(ti, rt)| {
-            if self.on_battery {
-                rt - (t - ti).max(0.0)
-            } else {
-                rt
-            }
-        });
+        let aged = self.readings.iter().map(|&(ti, rt)| if self.on_battery { rt - (t - ti).max(0.0) } else { rt });
         median(aged).map(|v| v.max(0.0))
     }
 }
@@ -929,7 +865,10 @@ impl Sums {
 /// One on-battery stretch of the fit: its own offset, the shared slope.
 #[derive(Debug, Clone, Default)]
 struct Segment {
+    /// The fit with `slope_memory_pct` memory.
     sums: Sums,
+    /// The same points with a quarter of that memory: the recent slope.
+    recent: Sums,
     points: usize,
     first_c: Option<f64>,
     min_c: f64,
@@ -937,8 +876,7 @@ struct Segment {
 
 impl Segment {
     fn drop_pct(&self) -> f64 {
-        self.first_c
-            .map_or(0.0, |first| (first - self.min_c).max(0.0))
+        self.first_c.map_or(0.0, |first| (first - self.min_c).max(0.0))
     }
 }
 
@@ -986,29 +924,29 @@ impl BatteryModel {
                 self.segments.pop_front();
             }
         }
-        let run = self.run.get_or_insert(Run {
-            x: 0.0,
-            last_t: t,
-            seen: 0,
-            raw: VecDeque::new(),
-        });
+        let run = self.run.get_or_insert(Run { x: 0.0, last_t: t, seen: 0, raw: VecDeque::new() });
         let dt = (t - run.last_t).max(0.0);
         run.last_t = t;
         run.x += load * dt;
 
         // forget by the charge consumed since, so the fit follows the battery as it is now
-        if let Some(k) = slope {
-            let f = (-(k.abs() * load * dt) / self.memory_pct).exp();
-            if f < 1.0 {
-                let mut max_w: f64 = 0.0;
-                for s in &mut self.segments {
-                    s.sums.scale(f);
-                    max_w = max_w.max(s.sums.w);
-                }
-                if max_w > 0.0 && max_w < 1e-150 {
-                    // only the ratios matter: keep the numbers representable
-                    self.segments.iter_mut().for_each(|s| s.sums.scale(1e150));
-                }
+        if let Some((k, _)) = slope {
+            let consumed = k.abs() * load * dt;
+            let f = (-consumed / self.memory_pct).exp();
+            let f_recent = (-consumed / (self.memory_pct / RECENT_MEMORY_DIVISOR)).exp();
+            let (mut max_w, mut max_recent): (f64, f64) = (0.0, 0.0);
+            for s in &mut self.segments {
+                s.sums.scale(f);
+                s.recent.scale(f_recent);
+                max_w = max_w.max(s.sums.w);
+                max_recent = max_recent.max(s.recent.w);
+            }
+            // only the ratios matter: keep the numbers representable
+            if max_w > 0.0 && max_w < 1e-150 {
+                self.segments.iter_mut().for_each(|s| s.sums.scale(1e150));
+            }
+            if max_recent > 0.0 && max_recent < 1e-150 {
+                self.segments.iter_mut().for_each(|s| s.recent.scale(1e150));
             }
         }
 
@@ -1024,11 +962,7 @@ impl BatteryModel {
         // the first points of a stretch get narrower windows, never lopsided ones (a lopsided
         // median of a falling charge would bias the slope)
         let newest = run.seen - 1; // index in the run of the newest reading
-        let centre = if newest >= 2 * h {
-            Some(newest - h)
-        } else {
-            newest.is_multiple_of(2).then_some(newest / 2)
-        };
+        let centre = if newest >= 2 * h { Some(newest - h) } else { newest.is_multiple_of(2).then_some(newest / 2) };
         let Some(i) = centre else { return };
         let half = newest - i;
         let first = run.seen - run.raw.len(); // index in the run of raw[0]
@@ -1041,6 +975,7 @@ impl BatteryModel {
         };
         if let Some(seg) = self.segments.back_mut() {
             seg.sums.add(xi, cm);
+            seg.recent.add(xi, cm);
             seg.points += 1;
             if seg.first_c.is_none() {
                 seg.first_c = Some(cm);
@@ -1050,33 +985,50 @@ impl BatteryModel {
         }
     }
 
-    /// Charge per unit of load × time (negative while discharging), once trusted.
-    fn slope(&self) -> Option<f64> {
+    /// Charge per unit of load × time (negative while discharging), once trusted, and whether it
+    /// is the recent slope.
+    ///
+    /// The fit with the full memory is steady but slow to follow a change the load does not
+    /// explain (a load step when `ups.load` is not reported, a battery that fades). The fit with a
+    /// quarter of the memory follows within a few percent of charge but, spanning few whole-percent
+    /// steps, is off by up to about one step over its span (1 / memory in relative terms). Its
+    /// slope, reduced by that error, is a lower bound of how fast the battery drains now: when
+    /// even that bound is steeper than the steady slope, the steady slope is out of date and the
+    /// recent one is used.
+    fn slope(&self) -> Option<(f64, bool)> {
         let drop: f64 = self.segments.iter().map(Segment::drop_pct).sum();
         if drop < self.min_drop_pct {
             return None;
         }
-        let (mut sxx, mut sxc) = (0.0, 0.0);
-        for s in self.segments.iter().filter(|s| s.points >= 2) {
-            if let Some((xx, xc)) = s.sums.centered() {
-                sxx += xx;
-                sxc += xc;
+        let pooled = |sums: fn(&Segment) -> &Sums| {
+            let (mut sxx, mut sxc) = (0.0, 0.0);
+            for s in self.segments.iter().filter(|s| s.points >= 2) {
+                if let Some((xx, xc)) = sums(s).centered() {
+                    sxx += xx;
+                    sxc += xc;
+                }
             }
+            let k = sxc / sxx;
+            (sxx > 0.0 && k.is_finite() && k < 0.0).then_some(k)
+        };
+        let steady = pooled(|s| &s.sums)?;
+        let recent_memory = self.memory_pct / RECENT_MEMORY_DIVISOR;
+        match pooled(|s| &s.recent) {
+            Some(recent) if recent / (1.0 + 1.0 / recent_memory) < steady => Some((recent, true)),
+            _ => Some((steady, false)),
         }
-        let k = sxc / sxx;
-        (sxx > 0.0 && k.is_finite() && k < 0.0).then_some(k)
     }
 
     /// Runtime left at this load from the given charge.
     fn runtime_from(&self, charge: f64, load: f64) -> Option<f64> {
-        let k = self.slope()?;
+        let (k, _) = self.slope()?;
         let rate = k.abs() * load;
         (rate > 0.0).then(|| (charge / rate).max(0.0))
     }
 
     /// Runtime left now in the current on-battery stretch.
     fn runtime_now(&self, load: f64) -> Option<f64> {
-        let k = self.slope()?;
+        let (k, recent) = self.slope()?;
         let run = self.run.as_ref()?;
         // the newest readings through the median filter, centred on the middle one
         let m = run.raw.len().min(2 * self.half_window + 1);
@@ -1090,8 +1042,9 @@ impl BatteryModel {
         let fitted = self
             .segments
             .back()
-            .filter(|s| s.points >= 1 && s.sums.w > 0.0)
-            .map(|s| s.sums.c / s.sums.w + k * (run.x - s.sums.x / s.sums.w));
+            .map(|s| if recent { s.recent } else { s.sums })
+            .filter(|sums| sums.w > 0.0)
+            .map(|sums| sums.c / sums.w + k * (run.x - sums.x / sums.w));
         let charge = match fitted {
             Some(f) if f.is_finite() => f.clamp(lower, upper.max(lower)),
             _ => (reading - consumed_since).max(0.0),

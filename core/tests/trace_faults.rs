@@ -1,0 +1,113 @@
+//! The corpus again, with faults real UPSes show added to every trace: the firmware runtime
+//! missing, frozen or doubled, charge glitches, a slower poll. The physics is unchanged, so the
+//! policy must still never let the battery run out before the shutdown ends (judged with the
+//! slowest shutdown score.py can draw).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hecate_core::policy::PolicyConfig;
+use hecate_core::power::Sample;
+use hecate_core::trace::{self, Trace};
+
+const BUDGET_S: f64 = 298.1;
+const SLOWEST_SHUTDOWN_S: f64 = 300.0;
+
+fn traces_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HECATE_TRACES_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
+}
+
+fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
+    fs::read_to_string(path)
+        .expect("trace readable")
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().next().and_then(|v| v.parse().ok())))
+        .collect()
+}
+
+fn each_reading(trace: &mut Trace, mut f: impl FnMut(f64, &mut hecate_core::power::PowerReading)) {
+    for row in &mut trace.rows {
+        if let Sample::Reading(r) = &mut row.sample {
+            f(row.t, r);
+        }
+    }
+}
+
+fn check(name: &str, poll_s: f64, fault: impl Fn(&mut Trace)) {
+    let dir = traces_dir();
+    assert!(dir.is_dir(), "trace corpus not found at {}", dir.display());
+    let mut missed = Vec::new();
+    let mut unnecessary = Vec::new();
+    for file in trace::trace_files(&dir).expect("corpus listing") {
+        let mut tr = Trace::load(&file).expect("corpus trace parses");
+        fault(&mut tr);
+        let r = trace::replay(&tr, &PolicyConfig::default(), BUDGET_S, poll_s);
+        let truth = truth(&file);
+        let hyp = truth["battery_exhausted_if_no_return"].expect("ground truth");
+        let file_name = file.file_name().expect("file name").to_string_lossy().into_owned();
+        match (truth["battery_exhausted"], truth["power_return"], r.triggered_at) {
+            (Some(_), _, None) => missed.push(file_name),
+            (Some(_), _, Some(t)) if t > hyp - SLOWEST_SHUTDOWN_S => missed.push(format!("{file_name} at {t}")),
+            (None, Some(ret), Some(t)) if t < ret && ret <= hyp - SLOWEST_SHUTDOWN_S => {
+                unnecessary.push(format!("{file_name} at {t}: {}", r.reason.unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    println!("{name}: missed {missed:?}, unnecessary {unnecessary:?}");
+    assert!(missed.is_empty() && unnecessary.is_empty(), "{name}: missed {missed:#?}, unnecessary {unnecessary:#?}");
+}
+
+#[test]
+fn firmware_runtime_missing() {
+    check("no battery.runtime", 2.0, |tr| each_reading(tr, |_, r| r.runtime_s = None));
+}
+
+#[test]
+fn firmware_runtime_frozen_on_battery() {
+    check("frozen battery.runtime", 2.0, |tr| {
+        let mut frozen = None;
+        each_reading(tr, |_, r| {
+            if r.status.on_battery() {
+                r.runtime_s = *frozen.get_or_insert(r.runtime_s);
+            } else {
+                frozen = None;
+            }
+        })
+    });
+}
+
+#[test]
+fn firmware_runtime_twice_the_truth() {
+    check("optimistic battery.runtime", 2.0, |tr| each_reading(tr, |_, r| r.runtime_s = r.runtime_s.map(|v| v * 2.0)));
+}
+
+#[test]
+fn charge_glitches_for_single_polls() {
+    check("charge glitches", 2.0, |tr| {
+        each_reading(tr, |t, r| {
+            if (t as u64) % 97 == 0 {
+                r.charge_pct = Some(0.0);
+            } else if (t as u64) % 89 == 0 {
+                r.charge_pct = Some(100.0);
+            }
+        })
+    });
+}
+
+#[test]
+fn load_not_reported() {
+    check("no ups.load", 2.0, |tr| each_reading(tr, |_, r| r.load_pct = None));
+}
+
+#[test]
+fn slower_polls() {
+    check("5 s polls", 5.0, |_| {});
+    check("1 s polls", 1.0, |_| {});
+}
