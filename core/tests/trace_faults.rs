@@ -92,9 +92,9 @@ fn firmware_runtime_twice_the_truth() {
 fn charge_glitches_for_single_polls() {
     check("charge glitches", 2.0, |tr| {
         each_reading(tr, |t, r| {
-            if (t as u64) % 97 == 0 {
+            if (t as u64).is_multiple_of(97) {
                 r.charge_pct = Some(0.0);
-            } else if (t as u64) % 89 == 0 {
+            } else if (t as u64).is_multiple_of(89) {
                 r.charge_pct = Some(100.0);
             }
         })
