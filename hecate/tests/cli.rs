@@ -182,3 +182,50 @@ fn daemon_runs_a_full_outage_cycle_on_the_simulation() {
     assert!(log.contains("shutdown triggered"), "{log}");
     assert!(status_json.contains("\"from_daemon\": true"), "{status_json}");
 }
+
+/// `/metrics` serves the documented names, with units in them, while the daemon runs.
+#[test]
+fn daemon_serves_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = hecate_test_support::free_port(std::net::Ipv4Addr::LOCALHOST);
+    let listen = format!("metrics_listen: 127.0.0.1:{port}");
+    let cfg =
+        sim_config(dir.path(), &[("metrics_listen: null", &listen), ("poll_interval: 1s", "poll_interval: 200ms")]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hecate"))
+        .args(["daemon", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+            let mut b = String::new();
+            s.read_to_string(&mut b).ok()?;
+            Some(b)
+        });
+        match got {
+            Some(b) if b.contains("hecate_ups_battery_charge_ratio") => break b,
+            _ if Instant::now() > deadline => break String::new(),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    for name in [
+        "hecate_ups_status{flag=\"OL\",ups=\"sim-ups\"} 1",
+        "hecate_ups_battery_charge_ratio{ups=\"sim-ups\"}",
+        "hecate_ups_load_ratio{ups=\"sim-ups\"} 0.4",
+        "hecate_ups_runtime_firmware_seconds",
+        "hecate_shutdown_threshold_seconds",
+        "hecate_shutdown_budget_seconds 12",
+        "hecate_shutdown_triggered 0",
+        "hecate_ups_data_ok{ups=\"sim-ups\"} 1",
+    ] {
+        assert!(body.contains(name), "missing {name} in:\n{body}");
+    }
+}
