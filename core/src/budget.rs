@@ -32,11 +32,7 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self {
-            default_shutdown_budget: Duration::from_secs(300),
-            window: 10,
-            min_runs: 3,
-        }
+        Self { default_shutdown_budget: Duration::from_secs(300), window: 10, min_runs: 3 }
     }
 }
 
@@ -89,16 +85,9 @@ impl fmt::Display for Budget {
         match &self.source {
             BudgetSource::History { runs } => {
                 let plural = if *runs == 1 { "" } else { "s" };
-                write!(
-                    f,
-                    "{:.1} s: max of last {runs} successful shutdown{plural} in the run history",
-                    self.seconds
-                )
+                write!(f, "{:.1} s: max of last {runs} successful shutdown{plural} in the run history", self.seconds)
             }
-            BudgetSource::Default {
-                successful_runs,
-                needed,
-            } => {
+            BudgetSource::Default { successful_runs, needed } => {
                 let plural = if *successful_runs == 1 { "" } else { "s" };
                 write!(
                     f,
@@ -134,16 +123,10 @@ pub fn estimate(runs: &[RunRecord], cfg: &BudgetConfig) -> Budget {
     if ok.len() < needed {
         return Budget {
             seconds: cfg.default_shutdown_budget.as_secs_f64(),
-            source: BudgetSource::Default {
-                successful_runs: ok.len(),
-                needed,
-            },
+            source: BudgetSource::Default { successful_runs: ok.len(), needed },
         };
     }
     let recent = &ok[ok.len().saturating_sub(window)..];
     let seconds = recent.iter().map(|(_, _, d)| *d).fold(0.0, f64::max);
-    Budget {
-        seconds,
-        source: BudgetSource::History { runs: recent.len() },
-    }
+    Budget { seconds, source: BudgetSource::History { runs: recent.len() } }
 }

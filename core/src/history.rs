@@ -133,12 +133,7 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// A record with no optional fields.
-    pub fn new(
-        kind: RunKind,
-        started_at: SystemTime,
-        duration: Duration,
-        outcome: RunOutcome,
-    ) -> Self {
+    pub fn new(kind: RunKind, started_at: SystemTime, duration: Duration, outcome: RunOutcome) -> Self {
         Self {
             kind,
             started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
@@ -176,11 +171,7 @@ pub enum HistoryError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> HistoryError + 'a {
-    move |source| HistoryError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| HistoryError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// The runs in `runs.json`, oldest first.
@@ -215,21 +206,12 @@ impl History {
             Err(e) => return Err(io_err("cannot read", path)(e)),
         };
         if text.trim().is_empty() {
-            let warning = format!(
-                "run history {} is empty; starting a new one",
-                path.display()
-            );
+            let warning = format!("run history {} is empty; starting a new one", path.display());
             tracing::warn!("{warning}");
-            return Ok(Loaded {
-                history: History::default(),
-                warning: Some(warning),
-            });
+            return Ok(Loaded { history: History::default(), warning: Some(warning) });
         }
         match serde_json::from_str::<Vec<RunRecord>>(&text) {
-            Ok(runs) => Ok(Loaded {
-                history: History { runs },
-                warning: None,
-            }),
+            Ok(runs) => Ok(Loaded { history: History { runs }, warning: None }),
             Err(e) => Self::set_aside(path, e.to_string()),
         }
     }
@@ -244,10 +226,7 @@ impl History {
             aside.display()
         );
         tracing::warn!("{warning}");
-        Ok(Loaded {
-            history: History::default(),
-            warning: Some(warning),
-        })
+        Ok(Loaded { history: History::default(), warning: Some(warning) })
     }
 
     /// Writes the history to `path` atomically (see the module docs).
@@ -280,21 +259,15 @@ impl History {
 
 /// `<path><suffix>` (suffix appended to the file name).
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "runs.json".into());
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "runs.json".into());
     name.push(suffix);
     path.with_file_name(name)
 }
 
 /// `runs.json.corrupt-20260104T021109Z`, with `-2`, `-3`… if that name is taken.
 fn corrupt_path(path: &Path, now: SystemTime) -> PathBuf {
-    let stamp: String = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect();
+    let stamp: String =
+        humantime::format_rfc3339_seconds(now).to_string().chars().filter(|c| *c != '-' && *c != ':').collect();
     let base = sibling(path, &format!(".corrupt-{stamp}"));
     let mut candidate = base.clone();
     let mut n = 2;
@@ -314,26 +287,18 @@ fn parent_dir(path: &Path) -> &Path {
 
 fn sync_parent(path: &Path) -> Result<(), HistoryError> {
     let dir = parent_dir(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("cannot sync directory", dir))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a temporary
 /// file in the same directory, fsynced, renamed over `path`, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HistoryError> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = sibling(path, &format!(".tmp-{}-{nanos}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err("cannot create", &tmp))?;
-        file.write_all(bytes)
-            .map_err(io_err("cannot write", &tmp))?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io_err("cannot create", &tmp))?;
+        file.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
         file.sync_all().map_err(io_err("cannot sync", &tmp))?;
         drop(file);
         fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
@@ -382,23 +347,14 @@ mod tests {
             .filter(|n| n.starts_with("runs.json.corrupt-"))
             .collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
-        assert_eq!(
-            fs::read_to_string(dir.path().join(&aside[0])).unwrap(),
-            "[{\"kind\": \"shutdown\", truncated"
-        );
+        assert_eq!(fs::read_to_string(dir.path().join(&aside[0])).unwrap(), "[{\"kind\": \"shutdown\", truncated");
 
         // a second corrupt file in the same second gets its own name
         fs::write(&path, "not json").unwrap();
         History::load(&path).unwrap();
         let count = fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("runs.json.corrupt-")
-            })
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("runs.json.corrupt-"))
             .count();
         assert_eq!(count, 2);
     }
@@ -421,10 +377,7 @@ mod tests {
         write_atomic(&path, b"old").unwrap();
         write_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("runs.json")]);
     }
 
@@ -441,13 +394,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "old");
         let leftovers = fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .contains(".tmp-")
-            })
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
             .count();
         assert_eq!(leftovers, 0);
     }

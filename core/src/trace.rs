@@ -97,11 +97,7 @@ impl Column {
 impl Trace {
     /// Parses trace text. Errors name the 1-based line.
     pub fn parse(text: &str) -> Result<Self, TraceError> {
-        let err = |line: usize, message: String| TraceError::Parse {
-            path: None,
-            line,
-            message,
-        };
+        let err = |line: usize, message: String| TraceError::Parse { path: None, line, message };
         let mut lines = text
             .lines()
             .enumerate()
@@ -109,16 +105,10 @@ impl Trace {
             .filter(|(_, l)| !l.trim_start().starts_with('#') && !l.trim().is_empty());
 
         let Some((header_line, header)) = lines.next() else {
-            return Err(err(
-                text.lines().count().max(1),
-                "no header row (expected t,ups.status,...)".into(),
-            ));
+            return Err(err(text.lines().count().max(1), "no header row (expected t,ups.status,...)".into()));
         };
         let names = split_csv(header).map_err(|m| err(header_line, m))?;
-        let columns: Vec<Column> = names
-            .iter()
-            .map(|n| Column::from_header(n.trim()))
-            .collect();
+        let columns: Vec<Column> = names.iter().map(|n| Column::from_header(n.trim())).collect();
         let require = |want: &str| {
             if names.iter().any(|n| n.trim() == want) {
                 Ok(())
@@ -133,22 +123,14 @@ impl Trace {
         for (line, raw) in lines {
             let cells = split_csv(raw).map_err(|m| err(line, m))?;
             if cells.len() != columns.len() {
-                return Err(err(
-                    line,
-                    format!(
-                        "{} fields where the header has {}",
-                        cells.len(),
-                        columns.len()
-                    ),
-                ));
+                return Err(err(line, format!("{} fields where the header has {}", cells.len(), columns.len())));
             }
             let mut t = None;
             let mut status = String::new();
             let mut reading = PowerReading::default();
             for ((column, name), cell) in columns.iter().zip(&names).zip(&cells) {
                 let cell = cell.trim();
-                let number =
-                    || parse_number(cell).map_err(|m| err(line, format!("{}: {m}", name.trim())));
+                let number = || parse_number(cell).map_err(|m| err(line, format!("{}: {m}", name.trim())));
                 match column {
                     Column::Time => t = number()?,
                     Column::Status => status = cell.to_string(),
@@ -167,15 +149,10 @@ impl Trace {
             if let Some(prev) = rows.last()
                 && t < prev.t
             {
-                return Err(err(
-                    line,
-                    format!("t goes backwards ({t} after {})", prev.t),
-                ));
+                return Err(err(line, format!("t goes backwards ({t} after {})", prev.t)));
             }
             let sample = if status.is_empty() {
-                Sample::NoData {
-                    reason: "empty ups.status in trace".into(),
-                }
+                Sample::NoData { reason: "empty ups.status in trace".into() }
             } else {
                 reading.status = UpsStatus::parse(&status);
                 Sample::Reading(reading)
@@ -187,16 +164,11 @@ impl Trace {
 
     /// Reads and parses a trace file.
     pub fn load(path: &Path) -> Result<Self, TraceError> {
-        let text = fs::read_to_string(path).map_err(|source| TraceError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            TraceError::Parse { line, message, .. } => TraceError::Parse {
-                path: Some(path.to_path_buf()),
-                line,
-                message,
-            },
+            TraceError::Parse { line, message, .. } => {
+                TraceError::Parse { path: Some(path.to_path_buf()), line, message }
+            }
             other => other,
         })
     }
@@ -210,10 +182,7 @@ impl Trace {
 
 /// The `*.csv` files in a directory, sorted by name.
 pub fn trace_files(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let io = |source| TraceError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| TraceError::Io { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -282,35 +251,26 @@ pub struct ReplayResult {
 /// clock: polls at t = 0, p, 2p, … up to the last row, each seeing the row at or just before its
 /// time (polls before the first row see nothing and are skipped). Stops at the first trigger.
 /// A `poll_interval_s` that is not a positive number replays every row instead.
-pub fn replay(
-    trace: &Trace,
-    cfg: &PolicyConfig,
-    budget_s: f64,
-    poll_interval_s: f64,
-) -> ReplayResult {
+pub fn replay(trace: &Trace, cfg: &PolicyConfig, budget_s: f64, poll_interval_s: f64) -> ReplayResult {
     let mut policy = Policy::new(cfg.clone());
     let Some(last) = trace.rows.last() else {
         return ReplayResult::default();
     };
-    let polls: Box<dyn Iterator<Item = (f64, &TraceRow)>> =
-        if poll_interval_s.is_finite() && poll_interval_s > 0.0 {
-            let end = last.t;
-            Box::new(
-                (0u64..)
-                    .map(move |i| i as f64 * poll_interval_s)
-                    .take_while(move |t| *t <= end)
-                    .filter_map(|t| trace.at(t).map(|row| (t, row))),
-            )
-        } else {
-            Box::new(trace.rows.iter().map(|row| (row.t, row)))
-        };
+    let polls: Box<dyn Iterator<Item = (f64, &TraceRow)>> = if poll_interval_s.is_finite() && poll_interval_s > 0.0 {
+        let end = last.t;
+        Box::new(
+            (0u64..)
+                .map(move |i| i as f64 * poll_interval_s)
+                .take_while(move |t| *t <= end)
+                .filter_map(|t| trace.at(t).map(|row| (t, row))),
+        )
+    } else {
+        Box::new(trace.rows.iter().map(|row| (row.t, row)))
+    };
     for (t, row) in polls {
         let decision = policy.observe(t, &row.sample, budget_s);
         if decision.triggered {
-            return ReplayResult {
-                triggered_at: decision.triggered_at.or(Some(t)),
-                reason: Some(decision.reason),
-            };
+            return ReplayResult { triggered_at: decision.triggered_at.or(Some(t)), reason: Some(decision.reason) };
         }
     }
     ReplayResult::default()
@@ -322,10 +282,7 @@ mod tests {
 
     #[test]
     fn splits_quoted_fields() {
-        assert_eq!(
-            split_csv(r#"1,"OB, DISCHRG","say ""hi""""#).unwrap(),
-            vec!["1", "OB, DISCHRG", r#"say "hi""#]
-        );
+        assert_eq!(split_csv(r#"1,"OB, DISCHRG","say ""hi""""#).unwrap(), vec!["1", "OB, DISCHRG", r#"say "hi""#]);
         assert!(split_csv(r#"1,"open"#).is_err());
     }
 }

@@ -26,27 +26,16 @@ fn unknown_fields_and_values_survive_a_rewrite() {
         RunOutcome::Success,
     );
     record.trigger_reason = Some("on battery: estimated runtime 301 s".into());
-    record.stages.push(StageDuration {
-        name: "drain".into(),
-        duration_s: 100.0,
-        extra: Default::default(),
-    });
+    record.stages.push(StageDuration { name: "drain".into(), duration_s: 100.0, extra: Default::default() });
     let after = History::append(&path, record.clone()).unwrap();
     assert_eq!(after.history.runs.len(), 2);
 
-    let reread: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let reread: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let expected: serde_json::Value = serde_json::from_str(original).unwrap();
-    assert_eq!(
-        reread[0], expected[0],
-        "the old record is written back unchanged"
-    );
+    assert_eq!(reread[0], expected[0], "the old record is written back unchanged");
     assert_eq!(reread[1]["kind"], "shutdown");
     assert_eq!(reread[1]["started_at"], "2026-05-28T20:26:40Z");
-    assert_eq!(
-        reread[1]["trigger_reason"],
-        "on battery: estimated runtime 301 s"
-    );
+    assert_eq!(reread[1]["trigger_reason"], "on battery: estimated runtime 301 s");
     assert!(reread[1].get("extra").is_none());
     assert_eq!(History::load(&path).unwrap().history.runs[1], record);
     assert!(record.started_at_time().is_some());
@@ -57,19 +46,11 @@ fn appends_to_a_missing_file_create_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("runs.json");
     for i in 0..3 {
-        let r = RunRecord::new(
-            RunKind::Startup,
-            UNIX_EPOCH,
-            Duration::from_secs(i),
-            RunOutcome::Partial,
-        );
+        let r = RunRecord::new(RunKind::Startup, UNIX_EPOCH, Duration::from_secs(i), RunOutcome::Partial);
         History::append(&path, r).unwrap();
     }
     let runs = History::load(&path).unwrap().history.runs;
-    assert_eq!(
-        runs.iter().map(|r| r.duration_s).collect::<Vec<_>>(),
-        [0.0, 1.0, 2.0]
-    );
+    assert_eq!(runs.iter().map(|r| r.duration_s).collect::<Vec<_>>(), [0.0, 1.0, 2.0]);
 }
 
 #[test]

@@ -56,27 +56,18 @@ fn step() -> impl Strategy<Value = f64> {
 }
 
 fn config() -> impl Strategy<Value = PolicyConfig> {
-    (
-        0u32..6,
-        0u32..6,
-        0u32..8,
-        0u32..20,
-        0.0f64..50.0,
-        0.0f64..10.0,
-        any::<bool>(),
+    (0u32..6, 0u32..6, 0u32..8, 0u32..20, 0.0f64..50.0, 0.0f64..10.0, any::<bool>()).prop_map(
+        |(debounce, mains_back, spike, median, memory, drop, blind)| PolicyConfig {
+            runtime_safety_factor: 1.1,
+            debounce_polls: debounce,
+            mains_back_polls: mains_back,
+            spike_filter_polls: spike,
+            runtime_median_polls: median,
+            slope_memory_pct: memory,
+            slope_min_drop_pct: drop,
+            blind_countdown_when_online: blind,
+        },
     )
-        .prop_map(
-            |(debounce, mains_back, spike, median, memory, drop, blind)| PolicyConfig {
-                runtime_safety_factor: 1.1,
-                debounce_polls: debounce,
-                mains_back_polls: mains_back,
-                spike_filter_polls: spike,
-                runtime_median_polls: median,
-                slope_memory_pct: memory,
-                slope_min_drop_pct: drop,
-                blind_countdown_when_online: blind,
-            },
-        )
 }
 
 proptest! {

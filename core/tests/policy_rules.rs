@@ -1,8 +1,6 @@
 //! One test per rule of the shutdown trigger, on synthetic polls.
 
-use hecate_core::policy::{
-    Decision, EstimateSource, Policy, PolicyConfig, PowerState, TriggerCause,
-};
+use hecate_core::policy::{Decision, EstimateSource, Policy, PolicyConfig, PowerState, TriggerCause};
 use hecate_core::power::{PowerReading, Sample, UpsStatus};
 
 const BUDGET: f64 = 300.0;
@@ -21,9 +19,7 @@ fn reading(status: &str, charge: Option<f64>, runtime: Option<f64>, load: Option
 }
 
 fn no_data() -> Sample {
-    Sample::NoData {
-        reason: "connection refused".into(),
-    }
+    Sample::NoData { reason: "connection refused".into() }
 }
 
 /// A UPS whose charge falls in proportion to load × time and reaches 0 when the battery is empty;
@@ -38,12 +34,7 @@ struct Ups {
 
 impl Ups {
     fn new(full_runtime_s: f64, load: f64) -> Self {
-        Self {
-            charge: 100.0,
-            k: 100.0 / (full_runtime_s * load),
-            load,
-            firmware_factor: 1.0,
-        }
+        Self { charge: 100.0, k: 100.0 / (full_runtime_s * load), load, firmware_factor: 1.0 }
     }
 
     fn remaining(&self) -> f64 {
@@ -75,10 +66,7 @@ impl Run {
     }
 
     fn with(cfg: PolicyConfig) -> Self {
-        Self {
-            policy: Policy::new(cfg),
-            t: 0.0,
-        }
+        Self { policy: Policy::new(cfg), t: 0.0 }
     }
 
     fn poll(&mut self, sample: &Sample) -> Decision {
@@ -104,11 +92,7 @@ impl Run {
                 return (d, ups.remaining());
             }
             ups.drain(POLL);
-            assert!(
-                ups.charge > 0.0,
-                "battery ran out without a trigger: {}",
-                d.reason
-            );
+            assert!(ups.charge > 0.0, "battery ran out without a trigger: {}", d.reason);
         }
         panic!("no trigger");
     }
@@ -129,12 +113,7 @@ fn forced_shutdown_triggers_at_once_even_on_mains() {
 fn low_battery_on_battery_triggers_at_once() {
     let mut run = Run::new();
     run.polls(5, &reading("OL", Some(100.0), None, Some(40.0)));
-    let d = run.poll(&reading(
-        "OB DISCHRG LB",
-        Some(9.0),
-        Some(100.0),
-        Some(40.0),
-    ));
+    let d = run.poll(&reading("OB DISCHRG LB", Some(9.0), Some(100.0), Some(40.0)));
     assert!(d.triggered, "{}", d.reason);
     assert_eq!(d.cause, Some(TriggerCause::LowBattery));
     assert!(d.reason.contains("low battery"), "{}", d.reason);
@@ -143,10 +122,7 @@ fn low_battery_on_battery_triggers_at_once() {
 #[test]
 fn low_battery_while_on_mains_does_not_trigger() {
     let mut run = Run::new();
-    let d = run.polls(
-        10,
-        &reading("OL CHRG LB", Some(5.0), Some(60.0), Some(40.0)),
-    );
+    let d = run.polls(10, &reading("OL CHRG LB", Some(5.0), Some(60.0), Some(40.0)));
     assert!(!d.triggered, "{}", d.reason);
     assert_eq!(d.state, PowerState::Online);
 }
@@ -172,10 +148,7 @@ fn a_poll_above_the_threshold_restarts_the_count() {
     let low = reading("OB DISCHRG", None, Some(200.0), Some(50.0));
     let high = reading("OB DISCHRG", None, Some(2000.0), Some(50.0));
     // with a 1-poll median the firmware value follows every reading
-    let mut run = Run::with(PolicyConfig {
-        runtime_median_polls: 1,
-        ..PolicyConfig::default()
-    });
+    let mut run = Run::with(PolicyConfig { runtime_median_polls: 1, ..PolicyConfig::default() });
     run.polls(2, &low);
     assert_eq!(run.poll(&high).streak, 0);
     let d = run.polls(2, &low);
@@ -203,12 +176,7 @@ fn brief_mains_between_battery_polls_does_not_cancel() {
     run.polls(2, &low);
     let d = run.polls(2, &mains);
     assert_eq!(d.streak, 2);
-    assert!(
-        d.reason
-            .contains("cancelled after mains is back for 3 polls (2/3)"),
-        "{}",
-        d.reason
-    );
+    assert!(d.reason.contains("cancelled after mains is back for 3 polls (2/3)"), "{}", d.reason);
     assert!(run.poll(&low).triggered);
 }
 
@@ -221,12 +189,7 @@ fn once_triggered_nothing_cancels_it_until_reset() {
     assert!(d.triggered);
     assert_eq!(d.state, PowerState::Triggered);
     assert_eq!(d.triggered_at, Some(4.0));
-    assert!(
-        d.reason
-            .starts_with("shutdown triggered at t=4 s (low runtime)"),
-        "{}",
-        d.reason
-    );
+    assert!(d.reason.starts_with("shutdown triggered at t=4 s (low runtime)"), "{}", d.reason);
     let d = run.polls(5, &no_data());
     assert!(d.triggered);
 
@@ -259,16 +222,8 @@ fn lost_data_on_battery_counts_down_and_triggers() {
     assert_eq!(d.cause, Some(TriggerCause::BlindCountdown));
     let elapsed = d.t - start;
     // crosses 330 s after 70 s, then two more polls of debounce
-    assert!(
-        (70.0..=76.0).contains(&elapsed),
-        "triggered after {elapsed} s: {}",
-        d.reason
-    );
-    assert!(
-        d.reason.contains("no data while on battery"),
-        "{}",
-        d.reason
-    );
+    assert!((70.0..=76.0).contains(&elapsed), "triggered after {elapsed} s: {}", d.reason);
+    assert!(d.reason.contains("no data while on battery"), "{}", d.reason);
 }
 
 #[test]
@@ -291,16 +246,9 @@ fn lost_data_on_mains_counts_down_from_the_last_runtime_only_when_configured() {
     let d = run.polls(100, &no_data());
     assert!(d.triggered, "{}", d.reason);
     assert_eq!(d.cause, Some(TriggerCause::BlindCountdown));
-    assert!(
-        d.reason.contains("no data since last seen online"),
-        "{}",
-        d.reason
-    );
+    assert!(d.reason.contains("no data since last seen online"), "{}", d.reason);
 
-    let mut run = Run::with(PolicyConfig {
-        blind_countdown_when_online: false,
-        ..PolicyConfig::default()
-    });
+    let mut run = Run::with(PolicyConfig { blind_countdown_when_online: false, ..PolicyConfig::default() });
     run.polls(5, &mains);
     let d = run.polls(1000, &no_data());
     assert!(!d.triggered, "{}", d.reason);
@@ -325,24 +273,10 @@ fn optimistic_firmware_is_caught_by_the_charge_slope() {
     run.polls(10, &ups.sample("OL"));
     let (d, left) = run.until_trigger(&mut ups, "OB DISCHRG");
     assert_eq!(d.cause, Some(TriggerCause::LowRuntime));
-    assert_eq!(
-        d.estimate_source,
-        Some(EstimateSource::ChargeSlope),
-        "{}",
-        d.reason
-    );
+    assert_eq!(d.estimate_source, Some(EstimateSource::ChargeSlope), "{}", d.reason);
     assert!(d.firmware_runtime_s.unwrap() > THRESHOLD, "{d:?}");
-    assert!(
-        (300.0..THRESHOLD + 5.0).contains(&left),
-        "triggered with {left:.0} s left: {}",
-        d.reason
-    );
-    assert!(
-        d.reason
-            .contains("own estimate from charge slope; firmware says"),
-        "{}",
-        d.reason
-    );
+    assert!((300.0..THRESHOLD + 5.0).contains(&left), "triggered with {left:.0} s left: {}", d.reason);
+    assert!(d.reason.contains("own estimate from charge slope; firmware says"), "{}", d.reason);
 }
 
 #[test]
@@ -352,10 +286,7 @@ fn firmware_runtime_missing_uses_the_charge_slope() {
     let mut decisions = 0;
     let (d, left) = loop {
         let sample = match ups.sample("OB DISCHRG") {
-            Sample::Reading(r) => Sample::Reading(PowerReading {
-                runtime_s: None,
-                ..r
-            }),
+            Sample::Reading(r) => Sample::Reading(PowerReading { runtime_s: None, ..r }),
             s => s,
         };
         let d = run.poll(&sample);
@@ -368,16 +299,8 @@ fn firmware_runtime_missing_uses_the_charge_slope() {
     };
     assert_eq!(d.firmware_runtime_s, None);
     assert_eq!(d.estimate_source, Some(EstimateSource::ChargeSlope));
-    assert!(
-        (300.0..THRESHOLD + 5.0).contains(&left),
-        "triggered with {left:.0} s left: {}",
-        d.reason
-    );
-    assert!(
-        d.reason.contains("firmware reports no battery.runtime"),
-        "{}",
-        d.reason
-    );
+    assert!((300.0..THRESHOLD + 5.0).contains(&left), "triggered with {left:.0} s left: {}", d.reason);
+    assert!(d.reason.contains("firmware reports no battery.runtime"), "{}", d.reason);
 }
 
 #[test]
@@ -400,10 +323,7 @@ fn a_single_poll_runtime_spike_is_ignored() {
 #[test]
 fn low_battery_that_persists_triggers_even_against_the_estimate() {
     let mut run = Run::new();
-    run.polls(
-        5,
-        &reading("OB DISCHRG", Some(80.0), Some(1500.0), Some(40.0)),
-    );
+    run.polls(5, &reading("OB DISCHRG", Some(80.0), Some(1500.0), Some(40.0)));
     let lb = reading("OB DISCHRG LB", Some(80.0), Some(1500.0), Some(40.0));
     assert!(!run.polls(2, &lb).triggered);
     let d = run.poll(&lb);
@@ -420,34 +340,17 @@ fn a_load_step_shortens_the_estimate_at_once() {
         run.poll(&ups.sample("OB DISCHRG"));
         ups.drain(POLL);
     }
-    let before = run
-        .poll(&ups.sample("OB DISCHRG"))
-        .own_estimate_s
-        .expect("slope known after 400 s");
-    assert!(
-        (before / ups.remaining() - 1.0).abs() < 0.05,
-        "{before} vs {}",
-        ups.remaining()
-    );
+    let before = run.poll(&ups.sample("OB DISCHRG")).own_estimate_s.expect("slope known after 400 s");
+    assert!((before / ups.remaining() - 1.0).abs() < 0.05, "{before} vs {}", ups.remaining());
     ups.load = 75.0;
     let mut after = 0.0;
     for _ in 0..4 {
         ups.drain(POLL);
-        after = run
-            .poll(&ups.sample("OB DISCHRG"))
-            .own_estimate_s
-            .unwrap_or(f64::NAN);
+        after = run.poll(&ups.sample("OB DISCHRG")).own_estimate_s.unwrap_or(f64::NAN);
     }
-    assert!(
-        (after / ups.remaining() - 1.0).abs() < 0.08,
-        "{after} vs {}",
-        ups.remaining()
-    );
+    assert!((after / ups.remaining() - 1.0).abs() < 0.08, "{after} vs {}", ups.remaining());
     let (_, left) = run.until_trigger(&mut ups, "OB DISCHRG");
-    assert!(
-        (300.0..THRESHOLD + 5.0).contains(&left),
-        "triggered with {left:.0} s left"
-    );
+    assert!((300.0..THRESHOLD + 5.0).contains(&left), "triggered with {left:.0} s left");
 }
 
 #[test]
@@ -470,10 +373,7 @@ fn flapping_mains_keeps_what_the_battery_has_lost() {
             assert!(!d.triggered);
         }
     };
-    assert!(
-        (300.0..THRESHOLD + 5.0).contains(&left),
-        "triggered with {left:.0} s left"
-    );
+    assert!((300.0..THRESHOLD + 5.0).contains(&left), "triggered with {left:.0} s left");
 }
 
 #[test]
@@ -492,16 +392,9 @@ fn a_second_outage_starts_from_the_charge_left() {
     // the second outage: the slope learnt in the first one applies from its first poll
     let d = run.poll(&ups.sample("OB DISCHRG"));
     let own = d.own_estimate_s.expect("slope known from the first outage");
-    assert!(
-        (own / ups.remaining() - 1.0).abs() < 0.05,
-        "{own} vs {}",
-        ups.remaining()
-    );
+    assert!((own / ups.remaining() - 1.0).abs() < 0.05, "{own} vs {}", ups.remaining());
     let (_, left) = run.until_trigger(&mut ups, "OB DISCHRG");
-    assert!(
-        (300.0..THRESHOLD + 5.0).contains(&left),
-        "triggered with {left:.0} s left"
-    );
+    assert!((300.0..THRESHOLD + 5.0).contains(&left), "triggered with {left:.0} s left");
 }
 
 #[test]
@@ -513,12 +406,7 @@ fn reason_states_the_rule_and_the_numbers() {
         "on battery: estimated runtime 1200 s (firmware; charge slope not known yet) ≥ 1.10 × budget 300 s = 330 s"
     );
     let d = run.poll(&reading("OL", Some(90.0), Some(1200.0), Some(50.0)));
-    assert!(
-        d.reason
-            .starts_with("on mains: runtime if power failed now 1200 s"),
-        "{}",
-        d.reason
-    );
+    assert!(d.reason.starts_with("on mains: runtime if power failed now 1200 s"), "{}", d.reason);
 }
 
 #[test]
@@ -529,20 +417,12 @@ fn config_rejects_unknown_fields_and_defaults_the_rest() {
     assert_eq!(cfg.mains_back_polls, 3);
     assert!(serde_json::from_str::<PolicyConfig>(r#"{"debounce": 4}"#).is_err());
     assert!(PolicyConfig::default().validate().is_empty());
-    let bad = PolicyConfig {
-        runtime_safety_factor: 0.5,
-        debounce_polls: 0,
-        ..PolicyConfig::default()
-    };
+    let bad = PolicyConfig { runtime_safety_factor: 0.5, debounce_polls: 0, ..PolicyConfig::default() };
     assert_eq!(bad.validate().len(), 2);
     // a policy on a bad config still works on sane values
     let mut policy = Policy::new(bad);
     assert_eq!(policy.config().debounce_polls, 1);
-    assert!(
-        policy
-            .observe(0.0, &reading("OB", None, Some(10.0), None), BUDGET)
-            .triggered
-    );
+    assert!(policy.observe(0.0, &reading("OB", None, Some(10.0), None), BUDGET).triggered);
 }
 
 #[test]

@@ -34,12 +34,7 @@ fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
         .lines()
         .filter_map(|l| l.strip_prefix('#'))
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| {
-            (
-                k.trim().to_string(),
-                v.split_whitespace().next().and_then(|v| v.parse().ok()),
-            )
-        })
+        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().next().and_then(|v| v.parse().ok())))
         .collect()
 }
 
@@ -63,18 +58,12 @@ fn judge(truth: &BTreeMap<String, Option<f64>>, t: Option<f64>) -> Verdict {
     let ret = truth["power_return"];
     match ex {
         None => match (ret, t) {
-            (Some(ret), Some(t)) if t < ret && ret <= hyp - SLOWEST_SHUTDOWN_S => {
-                Verdict::Unnecessary
-            }
-            (Some(ret), Some(t)) if t < ret && ret <= hyp - FASTEST_SHUTDOWN_S => {
-                Verdict::PossiblyUnnecessary
-            }
+            (Some(ret), Some(t)) if t < ret && ret <= hyp - SLOWEST_SHUTDOWN_S => Verdict::Unnecessary,
+            (Some(ret), Some(t)) if t < ret && ret <= hyp - FASTEST_SHUTDOWN_S => Verdict::PossiblyUnnecessary,
             _ => Verdict::Fine,
         },
         Some(ex) => match t {
-            Some(t) if t <= hyp - SLOWEST_SHUTDOWN_S => Verdict::Ok {
-                margin_s: ex - (t + SLOWEST_SHUTDOWN_S),
-            },
+            Some(t) if t <= hyp - SLOWEST_SHUTDOWN_S => Verdict::Ok { margin_s: ex - (t + SLOWEST_SHUTDOWN_S) },
             _ => Verdict::Missed,
         },
     }
@@ -95,12 +84,7 @@ fn every_corpus_trace_triggers_in_time_and_never_needlessly() {
 
     let cfg = PolicyConfig::default();
     let files = trace::trace_files(&dir).unwrap();
-    assert!(
-        files.len() >= 45,
-        "only {} traces in {}",
-        files.len(),
-        dir.display()
-    );
+    assert!(files.len() >= 45, "only {} traces in {}", files.len(), dir.display());
 
     let mut jsonl = String::new();
     let mut bad = Vec::new();
@@ -110,16 +94,12 @@ fn every_corpus_trace_triggers_in_time_and_never_needlessly() {
         let trace = Trace::load(file).unwrap();
         let result = trace::replay(&trace, &cfg, budget.seconds, POLL_S);
         jsonl.push_str(
-            &serde_json::json!({"trace": name, "triggered_at": result.triggered_at, "reason": result.reason}).to_string(),
+            &serde_json::json!({"trace": name, "triggered_at": result.triggered_at, "reason": result.reason})
+                .to_string(),
         );
         jsonl.push('\n');
         let verdict = judge(&truth(file), result.triggered_at);
-        println!(
-            "{name}: {:?} at {:?}: {}",
-            verdict,
-            result.triggered_at,
-            result.reason.unwrap_or_default()
-        );
+        println!("{name}: {:?} at {:?}: {}", verdict, result.triggered_at, result.reason.unwrap_or_default());
         match verdict {
             Verdict::Ok { margin_s } => margins.push(margin_s),
             Verdict::Fine | Verdict::PossiblyUnnecessary => {}
@@ -151,12 +131,8 @@ fn every_corpus_trace_triggers_in_time_and_never_needlessly() {
         .arg(&results)
         .output()
         .expect("python3 is needed to run the corpus's score.py");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "score.py output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("score.py output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     println!("score.py: {report}");
     assert_eq!(report["missed"], 0, "{report:#}");
     assert_eq!(report["unnecessary"], 0, "{report:#}");

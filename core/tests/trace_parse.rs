@@ -14,9 +14,7 @@ fn comments_are_ignored_and_columns_are_found_by_name() {
                 ,2,,,\n";
     let trace = Trace::parse(text).unwrap();
     assert_eq!(trace.rows.len(), 3);
-    let Sample::Reading(r) = &trace.rows[1].sample else {
-        panic!("{:?}", trace.rows[1])
-    };
+    let Sample::Reading(r) = &trace.rows[1].sample else { panic!("{:?}", trace.rows[1]) };
     assert!(r.status.on_battery());
     assert_eq!(r.load_pct, Some(41.0));
     assert_eq!(r.runtime_s, None);
@@ -29,31 +27,13 @@ fn comments_are_ignored_and_columns_are_found_by_name() {
 #[test]
 fn errors_name_the_line() {
     let err = |text: &str| Trace::parse(text).unwrap_err().to_string();
-    assert_eq!(
-        err("# c\nt,ups.status\n0,OL\nx,OL\n"),
-        "line 4: t: \"x\" is not a number"
-    );
-    assert_eq!(
-        err("t,ups.status,battery.charge\n0,OL\n"),
-        "line 2: 2 fields where the header has 3"
-    );
-    assert_eq!(
-        err("t,battery.charge\n0,1\n"),
-        "line 1: header has no \"ups.status\" column"
-    );
-    assert_eq!(
-        err("t,ups.status\n5,OL\n4,OL\n"),
-        "line 3: t goes backwards (4 after 5)"
-    );
+    assert_eq!(err("# c\nt,ups.status\n0,OL\nx,OL\n"), "line 4: t: \"x\" is not a number");
+    assert_eq!(err("t,ups.status,battery.charge\n0,OL\n"), "line 2: 2 fields where the header has 3");
+    assert_eq!(err("t,battery.charge\n0,1\n"), "line 1: header has no \"ups.status\" column");
+    assert_eq!(err("t,ups.status\n5,OL\n4,OL\n"), "line 3: t goes backwards (4 after 5)");
     assert_eq!(err("t,ups.status\n,OL\n"), "line 2: t is empty");
-    assert_eq!(
-        err("# only comments\n"),
-        "line 1: no header row (expected t,ups.status,...)"
-    );
-    assert!(matches!(
-        Trace::parse("t,ups.status\n0,\"OL\n"),
-        Err(TraceError::Parse { line: 2, .. })
-    ));
+    assert_eq!(err("# only comments\n"), "line 1: no header row (expected t,ups.status,...)");
+    assert!(matches!(Trace::parse("t,ups.status\n0,\"OL\n"), Err(TraceError::Parse { line: 2, .. })));
 }
 
 #[test]
@@ -62,16 +42,8 @@ fn load_names_the_file() {
     let path = dir.path().join("bad.csv");
     std::fs::write(&path, "t,ups.status\n0,OL\n1,OL,extra\n").unwrap();
     let e = Trace::load(&path).unwrap_err().to_string();
-    assert!(
-        e.ends_with("bad.csv: line 3: 3 fields where the header has 2"),
-        "{e}"
-    );
-    assert!(
-        Trace::load(&dir.path().join("missing.csv"))
-            .unwrap_err()
-            .to_string()
-            .starts_with("cannot read")
-    );
+    assert!(e.ends_with("bad.csv: line 3: 3 fields where the header has 2"), "{e}");
+    assert!(Trace::load(&dir.path().join("missing.csv")).unwrap_err().to_string().starts_with("cannot read"));
     std::fs::write(dir.path().join("b.csv"), "").unwrap();
     std::fs::write(dir.path().join("a.csv"), "").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "").unwrap();
@@ -106,19 +78,9 @@ fn replay_polls_on_a_virtual_clock_and_stops_at_the_first_trigger() {
     assert_eq!(r.triggered_at, Some(7.0));
     assert!(r.reason.unwrap().contains("low battery"));
     // sparse rows: a 2 s poll takes the row at or just before its time
-    let sparse =
-        Trace::parse("t,ups.status,battery.runtime\n0,OL,3000\n5,OB LB,100\n9,OB LB,90\n").unwrap();
-    assert_eq!(
-        trace::replay(&sparse, &cfg, 300.0, 2.0).triggered_at,
-        Some(6.0)
-    );
+    let sparse = Trace::parse("t,ups.status,battery.runtime\n0,OL,3000\n5,OB LB,100\n9,OB LB,90\n").unwrap();
+    assert_eq!(trace::replay(&sparse, &cfg, 300.0, 2.0).triggered_at, Some(6.0));
     // a non-positive interval replays every row
-    assert_eq!(
-        trace::replay(&sparse, &cfg, 300.0, 0.0).triggered_at,
-        Some(5.0)
-    );
-    assert_eq!(
-        trace::replay(&Trace::default(), &cfg, 300.0, 2.0).triggered_at,
-        None
-    );
+    assert_eq!(trace::replay(&sparse, &cfg, 300.0, 0.0).triggered_at, Some(5.0));
+    assert_eq!(trace::replay(&Trace::default(), &cfg, 300.0, 2.0).triggered_at, None);
 }
