@@ -6,10 +6,12 @@
 //! `default_shutdown_budget` is used instead.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
 
 use crate::history::{RunKind, RunOutcome, RunRecord};
 
@@ -18,10 +20,8 @@ use crate::history::{RunKind, RunOutcome, RunRecord};
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
     /// The budget used while the run history holds fewer than `min_runs` successful shutdowns, as
-    /// a duration such as `"5m"` or `"300s"` (a bare number is seconds). Default 5 minutes.
-    #[serde(with = "crate::policy::duration_serde")]
-    #[schemars(with = "String")]
-    pub default_shutdown_budget: Duration,
+    /// a duration with a unit such as `5m` or `300s`. Default 5 minutes.
+    pub default_shutdown_budget: HumanDuration,
     /// How many of the most recent successful shutdowns the budget is the maximum of. At least 1.
     /// Default 10.
     pub window: usize,
@@ -32,7 +32,7 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { default_shutdown_budget: Duration::from_secs(300), window: 10, min_runs: 3 }
+        Self { default_shutdown_budget: HumanDuration::from_secs(300), window: 10, min_runs: 3 }
     }
 }
 

@@ -45,62 +45,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::power::{PowerReading, Sample, StatusFlag};
 
-/// Serde for a [`std::time::Duration`] written as a humantime string (`"5m 30s"`, `"300s"`).
-///
-/// Reads a string through [`humantime::parse_duration`] or a bare number of seconds; writes the
-/// [`humantime::format_duration`] form. Use with `#[serde(with = "crate::policy::duration_serde")]`.
-pub mod duration_serde {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    /// Writes the duration as a humantime string.
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    /// Reads a humantime string or a non-negative number of seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_any(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration such as \"5m 30s\" or a number of seconds")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            let v = v.trim();
-            if let Ok(secs) = v.parse::<f64>() {
-                return self.visit_f64(secs);
-            }
-            humantime::parse_duration(v).map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v).map_err(|_| {
-                E::custom(format!("invalid duration {v}: must be a finite, non-negative number of seconds"))
-            })
-        }
-    }
-}
-
 /// How the shutdown trigger decides. Every field has a default; unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]

@@ -53,11 +53,13 @@ fn too_few_runs_fall_back_to_the_default() {
 #[test]
 fn config_reads_durations_and_rejects_unknown_fields() {
     let cfg: BudgetConfig = serde_json::from_str(r#"{"default_shutdown_budget": "6m 30s"}"#).unwrap();
-    assert_eq!(cfg.default_shutdown_budget, Duration::from_secs(390));
+    assert_eq!(*cfg.default_shutdown_budget, Duration::from_secs(390));
     assert_eq!((cfg.window, cfg.min_runs), (10, 3));
-    let cfg: BudgetConfig = serde_json::from_str(r#"{"default_shutdown_budget": 120}"#).unwrap();
-    assert_eq!(cfg.default_shutdown_budget, Duration::from_secs(120));
+    let cfg: BudgetConfig = serde_json::from_str(r#"{"default_shutdown_budget": "120s"}"#).unwrap();
+    assert_eq!(*cfg.default_shutdown_budget, Duration::from_secs(120));
     assert_eq!(serde_json::to_value(&cfg).unwrap()["default_shutdown_budget"], "2m");
+    // A bare number is ambiguous (seconds? minutes?): refused, as everywhere in the config.
+    assert!(serde_json::from_str::<BudgetConfig>(r#"{"default_shutdown_budget": 120}"#).is_err());
     assert!(serde_json::from_str::<BudgetConfig>(r#"{"default_shutdown_budget": "soon"}"#).is_err());
     assert!(serde_json::from_str::<BudgetConfig>(r#"{"default_shutdown_budget": -5}"#).is_err());
     assert!(serde_json::from_str::<BudgetConfig>(r#"{"windw": 5}"#).is_err());

@@ -1,5 +1,8 @@
 //! A config Hecate refuses names the file, the line and the field, and lists every problem.
 
+// Tests panic on purpose: an unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use hecate_core::config::{Config, ConfigError};

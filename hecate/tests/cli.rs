@@ -1,5 +1,8 @@
 //! The command line, run as a user would run it.
 
+// Tests panic on purpose: an unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

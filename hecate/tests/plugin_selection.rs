@@ -2,6 +2,9 @@
 //! drives it through the shutdown plan in the plan's order. The journal lets an interrupted run
 //! resume without repeating finished steps.
 
+// Tests panic on purpose: an unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
 mod third_party {
     //! Stands for a third-party crate: it only uses Hecate's public traits.
     use std::sync::Mutex;

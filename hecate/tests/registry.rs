@@ -1,6 +1,9 @@
 //! The exact set of backends linked into the binary. A backend whose registration the linker
 //! dropped (or that was never added to its `mod` list) fails here instead of at 3 a.m.
 
+// Tests panic on purpose: an unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
 use hecate_core::registry::{BackendRole, backends};
 
 #[test]
@@ -9,6 +12,7 @@ fn registered_backends_are_exactly_the_expected_set() {
     let mut got: Vec<(BackendRole, &str)> = backends().iter().map(|b| (b.role, b.type_name)).collect();
     got.sort();
     let mut want = vec![
+        (BackendRole::PowerSource, "nut"),
         (BackendRole::PowerSource, "simulated"),
         (BackendRole::NodeController, "simulated"),
         (BackendRole::ClusterApi, "simulated"),
