@@ -1,3 +1,4 @@
 //! Power sources.
 
+pub mod nut;
 pub mod simulated;

@@ -1,0 +1,332 @@
+//! A small async NUT client: one TCP connection to upsd, one request at a time, each bounded by a
+//! timeout.
+//!
+//! Cancel safety: a request marks the connection *broken* until its whole answer has been read.
+//! If the future is dropped half-way (the daemon's own poll timeout) or the request times out, the
+//! stream may still hold the rest of that answer, which the next request would take for its own;
+//! [`NutClient::is_broken`] tells the owner to open a new connection instead.
+
+use std::fmt;
+use std::time::Duration;
+
+use hecate_core::{BackendError, ErrorKind};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::protocol::{ErrAnswer, request_line, split_words};
+
+/// Longest answer line accepted. upsd's own lines fit in a few hundred bytes; the cap keeps a
+/// confused peer from growing a buffer without bound.
+const MAX_LINE: usize = 16 * 1024;
+/// Most `VAR` lines accepted in one `LIST VAR` answer; real UPSes have at most a few hundred.
+const MAX_VARS: usize = 10_000;
+/// How much of an unparsable answer goes into an error message.
+const SHOWN_ANSWER_CHARS: usize = 80;
+
+/// A secret string (a password): its `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn display_endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// How one exchange went wrong.
+enum Failure {
+    /// upsd answered `ERR ...`: the exchange is complete and the connection still in step.
+    Refused(ErrAnswer),
+    /// I/O error, end of stream, or an answer that could not be followed: what is left in the
+    /// stream is unknown.
+    Broken(BackendError),
+}
+
+/// One connection to upsd.
+#[derive(Debug)]
+pub struct NutClient {
+    stream: BufReader<TcpStream>,
+    peer: String,
+    timeout: Duration,
+    /// Set while a request is in flight and left set if it did not finish cleanly.
+    broken: bool,
+}
+
+impl NutClient {
+    /// Connects to upsd at `host:port` (a name is resolved), giving up after `timeout`.
+    pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, BackendError> {
+        let peer = display_endpoint(host, port);
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+            Err(_) => {
+                return Err(BackendError::new(
+                    ErrorKind::Timeout,
+                    format!("connecting to upsd at {peer}: no answer within {}", humantime::format_duration(timeout)),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(BackendError::with_source(
+                    ErrorKind::Unreachable,
+                    format!("cannot connect to upsd at {peer}: {e}"),
+                    e,
+                ));
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // Requests are single short lines, each waiting for its answer: Nagle only adds delay.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        tracing::debug!(%peer, "connected to upsd");
+        Ok(Self { stream: BufReader::new(stream), peer, timeout, broken: false })
+    }
+
+    /// The `host:port` this client talks to.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Whether a request was interrupted or failed mid-answer, so the connection must be dropped.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Sends `USERNAME` and `PASSWORD`. upsd stores both without checking them: a wrong password
+    /// only shows when a request that needs rights (`INSTCMD`) answers `ERR ACCESS-DENIED`.
+    pub async fn authenticate(&mut self, username: &str, password: &Secret) -> Result<(), BackendError> {
+        let line = self.encode(&["USERNAME", username], "USERNAME")?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.expect_ok(&line)).await;
+        self.end("USERNAME", outcome)?;
+        // The label, not the line, goes into messages and logs: the line holds the password.
+        let line = self.encode(&["PASSWORD", password.expose()], "PASSWORD")?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.expect_ok(&line)).await;
+        self.end("PASSWORD", outcome)
+    }
+
+    /// `LIST VAR <ups>`: every variable of the UPS as (name, value), in upsd's order.
+    pub async fn list_vars(&mut self, ups: &str) -> Result<Vec<(String, String)>, BackendError> {
+        let label = format!("LIST VAR {ups}");
+        let line = self.encode(&["LIST", "VAR", ups], &label)?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.list_vars_exchange(&line, ups)).await;
+        self.end(&label, outcome)
+    }
+
+    /// `GET VAR <ups> <var>`: one variable's value.
+    pub async fn get_var(&mut self, ups: &str, var: &str) -> Result<String, BackendError> {
+        let label = format!("GET VAR {ups} {var}");
+        let line = self.encode(&["GET", "VAR", ups, var], &label)?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.get_var_exchange(&line, ups, var)).await;
+        self.end(&label, outcome)
+    }
+
+    /// `INSTCMD <ups> <command> [<param>]`. Needs [`NutClient::authenticate`] first, as a user
+    /// with `instcmds` rights for the command in upsd.users.
+    pub async fn instcmd(&mut self, ups: &str, command: &str, param: Option<&str>) -> Result<(), BackendError> {
+        let mut words = vec!["INSTCMD", ups, command];
+        words.extend(param);
+        let label = words.join(" ");
+        let line = self.encode(&words, &label)?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.expect_ok(&line)).await;
+        self.end(&label, outcome)
+    }
+
+    /// `LOGOUT`, then closes the connection.
+    pub async fn logout(mut self) -> Result<(), BackendError> {
+        let line = self.encode(&["LOGOUT"], "LOGOUT")?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.expect_ok(&line)).await;
+        self.end("LOGOUT", outcome)
+    }
+
+    fn encode(&self, words: &[&str], label: &str) -> Result<String, BackendError> {
+        request_line(words).map_err(|e| {
+            BackendError::with_source(
+                ErrorKind::Config,
+                format!("cannot send {label} to upsd at {}: {e}", self.peer),
+                e,
+            )
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), BackendError> {
+        if self.broken {
+            return Err(BackendError::new(
+                ErrorKind::Protocol,
+                format!("connection to upsd at {} is out of step after an interrupted request", self.peer),
+            ));
+        }
+        self.broken = true;
+        Ok(())
+    }
+
+    fn end<T>(
+        &mut self,
+        label: &str,
+        outcome: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
+    ) -> Result<T, BackendError> {
+        match outcome {
+            Err(_) => Err(BackendError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "upsd at {} did not answer {label} within {}",
+                    self.peer,
+                    humantime::format_duration(self.timeout)
+                ),
+            )),
+            Ok(Ok(value)) => {
+                self.broken = false;
+                Ok(value)
+            }
+            Ok(Err(Failure::Refused(err))) => {
+                self.broken = false;
+                let detail = err.detail.as_deref().map(|d| format!(" {d}")).unwrap_or_default();
+                Err(BackendError::new(
+                    err.kind(),
+                    format!("upsd at {} refused {label}: {} (ERR {}{detail})", self.peer, err.meaning(), err.code),
+                ))
+            }
+            Ok(Err(Failure::Broken(e))) => Err(e),
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<(), Failure> {
+        self.stream.get_mut().write_all(line.as_bytes()).await.map_err(|e| self.lost(e))
+    }
+
+    /// Reads one answer line and splits it into words.
+    async fn recv(&mut self) -> Result<Vec<String>, Failure> {
+        let mut buf = Vec::new();
+        let read = (&mut self.stream).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await;
+        match read {
+            Err(e) => return Err(self.lost(e)),
+            Ok(0) => {
+                return Err(Failure::Broken(BackendError::new(
+                    ErrorKind::Unreachable,
+                    format!("upsd at {} closed the connection", self.peer),
+                )));
+            }
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') {
+            return Err(Failure::Broken(if buf.len() > MAX_LINE {
+                self.garbled(format!("an answer line longer than {MAX_LINE} bytes"))
+            } else {
+                BackendError::new(
+                    ErrorKind::Unreachable,
+                    format!("upsd at {} closed the connection mid-line", self.peer),
+                )
+            }));
+        }
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        // Lossy: one odd byte in, say, a model name must not cost the whole reading.
+        let text = String::from_utf8_lossy(&buf);
+        split_words(&text).map_err(|e| Failure::Broken(self.garbled(format!("{} ({e})", shown(&text)))))
+    }
+
+    /// Sends `line` and expects `OK` (or `OK <anything>`, such as `OK TRACKING <id>`).
+    async fn expect_ok(&mut self, line: &str) -> Result<(), Failure> {
+        self.send(line).await?;
+        let words = self.recv().await?;
+        match words.first().map(String::as_str) {
+            Some("OK") => Ok(()),
+            _ => Err(self.unexpected(words)),
+        }
+    }
+
+    async fn list_vars_exchange(&mut self, line: &str, ups: &str) -> Result<Vec<(String, String)>, Failure> {
+        self.send(line).await?;
+        let first = self.recv().await?;
+        if !matches!(as_strs(&first).as_slice(), ["BEGIN", "LIST", "VAR", u] if *u == ups) {
+            return Err(self.unexpected(first));
+        }
+        let mut vars = Vec::new();
+        loop {
+            let words = self.recv().await?;
+            match as_strs(&words).as_slice() {
+                ["END", "LIST", "VAR", u] if *u == ups => return Ok(vars),
+                ["VAR", u, name, value] if *u == ups => {
+                    if vars.len() >= MAX_VARS {
+                        return Err(Failure::Broken(self.garbled(format!("more than {MAX_VARS} variables"))));
+                    }
+                    vars.push((name.to_string(), value.to_string()));
+                }
+                _ => return Err(self.unexpected(words)),
+            }
+        }
+    }
+
+    async fn get_var_exchange(&mut self, line: &str, ups: &str, var: &str) -> Result<String, Failure> {
+        self.send(line).await?;
+        let words = self.recv().await?;
+        match as_strs(&words).as_slice() {
+            ["VAR", u, name, value] if *u == ups && *name == var => Ok(value.to_string()),
+            _ => Err(self.unexpected(words)),
+        }
+    }
+
+    /// An answer that is either `ERR ...` or not what the request expects.
+    fn unexpected(&self, words: Vec<String>) -> Failure {
+        match ErrAnswer::from_words(&words) {
+            Some(err) => Failure::Refused(err),
+            None => {
+                let line = words.join(" ");
+                Failure::Broken(self.garbled(format!("unexpected answer {}", shown(&line))))
+            }
+        }
+    }
+
+    fn garbled(&self, what: String) -> BackendError {
+        BackendError::new(ErrorKind::Protocol, format!("upsd at {} sent {what}", self.peer))
+    }
+
+    fn lost(&self, e: std::io::Error) -> Failure {
+        Failure::Broken(BackendError::with_source(
+            ErrorKind::Unreachable,
+            format!("connection to upsd at {} lost: {e}", self.peer),
+            e,
+        ))
+    }
+}
+
+fn as_strs(words: &[String]) -> Vec<&str> {
+    words.iter().map(String::as_str).collect()
+}
+
+/// The start of an answer, debug-quoted, for an error message.
+fn shown(text: &str) -> String {
+    let mut head: String = text.chars().take(SHOWN_ANSWER_CHARS).collect();
+    if head.len() < text.len() {
+        head.push('…');
+    }
+    format!("{head:?}")
+}

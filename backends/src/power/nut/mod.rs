@@ -1,0 +1,451 @@
+//! `nut`: a UPS served by Network UPS Tools' `upsd`, polled over its TCP protocol with Hecate's
+//! own small client (the `rups` crate's `INSTCMD` omits the UPS name, which upsd 2.8 rejects).
+//!
+//! One connection is kept open and reused by every poll (`LIST VAR <ups>` fetches all values in
+//! one round trip). A connection that dies is replaced; after a failed attempt the next ones wait
+//! 0.5 s, doubling up to 30 s, and meanwhile `read()` fails at once instead of holding up the
+//! daemon's poll. A failure is always *no data*, never *online*.
+
+pub mod client;
+pub mod protocol;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hecate_core::duration::HumanDuration;
+use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
+use hecate_core::{BackendError, BuildContext, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use self::client::{NutClient, Secret, display_endpoint};
+
+/// upsd's registered port.
+pub const DEFAULT_PORT: u16 = 3493;
+
+/// A UPS served by NUT's `upsd`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NutConfig {
+    /// The source's name, unique within the config (used in logs, metrics and status).
+    pub name: String,
+    /// The UPS's name on upsd: the `[section]` of its ups.conf, the `atlasups` of
+    /// `upsc atlasups@host`.
+    pub ups: String,
+    /// Where upsd listens: `host:port`, `host`, or `[ipv6]:port`. The port defaults to 3493.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// A user from upsd.users. Reading needs none; instant commands (such as cutting the UPS's
+    /// load at the end of a shutdown) need a user with `instcmds` rights for them. Requires
+    /// `password_file`. upsd only checks the password when a command is sent, so a wrong one
+    /// shows then, not at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A file holding the password of `username`: its whole content, a trailing line break
+    /// ignored. Read once when Hecate starts; keep it readable by Hecate only (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Time limit on connecting and on each request. A request that runs out of time drops the
+    /// connection; the next poll opens a new one.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_endpoint() -> String {
+    format!("127.0.0.1:{DEFAULT_PORT}")
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+/// Splits an endpoint into host and port: `host:port`, `host` (port 3493), `1.2.3.4:port`,
+/// `[::1]:port`, `[::1]` or `::1`.
+pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let s = endpoint.trim();
+    if s.is_empty() {
+        return Err("`endpoint` must not be empty".into());
+    }
+    if s.contains("://") {
+        return Err(format!("`endpoint` `{s}` is host:port, without a scheme (e.g. `10.0.0.5:3493`)"));
+    }
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok((ip.to_string(), DEFAULT_PORT));
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => Ok((ip.to_string(), DEFAULT_PORT)),
+            Err(_) => Err(format!("`endpoint` `{s}`: `{inner}` is not an IPv6 address")),
+        };
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(p) if p > 0 => (host, p),
+            _ => {
+                return Err(format!("`endpoint` `{s}`: port `{port}` is not a number from 1 to 65535"));
+            }
+        },
+        None => (s, DEFAULT_PORT),
+    };
+    if host.is_empty() || host.contains([':', '[', ']']) || host.chars().any(char::is_whitespace) {
+        return Err(format!("`endpoint` `{s}`: `{host}` is not a host name or address (write IPv6 as `[::1]:3493`)"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[typetag::serde(name = "nut")]
+impl PowerSourceConfig for NutConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.name.trim().is_empty() {
+            p.push("`name` must not be empty".into());
+        }
+        if self.ups.is_empty() {
+            p.push("`ups` must not be empty".into());
+        } else if let Some((ups, _)) = self.ups.split_once('@') {
+            p.push(format!("`ups` takes the UPS name alone (`{ups}`), not `{}`; put the host in `endpoint`", self.ups));
+        } else if self.ups.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.push(format!("`ups` {:?} must not contain spaces or control characters", self.ups));
+        }
+        if let Err(e) = parse_endpoint(&self.endpoint) {
+            p.push(e);
+        }
+        if let Some(user) = &self.username
+            && (user.is_empty() || user.chars().any(char::is_control))
+        {
+            p.push("`username` must be non-empty, without control characters".into());
+        }
+        match (&self.username, &self.password_file) {
+            (Some(_), None) => p.push("`username` needs `password_file`".into()),
+            (None, Some(_)) => p.push("`password_file` is only used with `username`".into()),
+            _ => {}
+        }
+        if self.timeout.is_zero() {
+            p.push("`timeout` must be greater than zero".into());
+        }
+        p
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError> {
+        Ok(Box::new(NutUps::new(self)?))
+    }
+}
+
+hecate_core::register_backend!(PowerSource, "nut", "NUT upsd over TCP (LIST VAR polling, INSTCMD)", NutConfig);
+
+/// Reads a password file. Errors name the file, never its content.
+fn read_password(file: &std::path::Path) -> Result<Secret, BackendError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        BackendError::with_source(ErrorKind::Config, format!("cannot read password_file {}: {e}", file.display()), e)
+    })?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(BackendError::new(ErrorKind::Config, format!("password_file {} is empty", file.display())));
+    }
+    if password.contains(['\n', '\r', '\0']) {
+        return Err(BackendError::new(
+            ErrorKind::Config,
+            format!("password_file {} holds more than one line; upsd passwords are one line", file.display()),
+        ));
+    }
+    warn_if_world_readable(file);
+    Ok(Secret::new(password))
+}
+
+fn warn_if_world_readable(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            file = %file.display(),
+            "password_file is readable by every user; chmod 600 it"
+        );
+    }
+}
+
+/// A upsd user and its password.
+#[derive(Debug)]
+struct Credentials {
+    username: String,
+    password: Secret,
+}
+
+/// When the next connection attempt may be made, after failed ones.
+#[derive(Debug)]
+struct Backoff {
+    next_delay: Duration,
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// Kind and message of the failure that started the wait, repeated while waiting.
+    last: Option<(ErrorKind, String)>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const CAP: Duration = Duration::from_secs(30);
+
+    fn failed(&mut self, peer: &str, err: &BackendError) {
+        let delay = self.next_delay;
+        self.retry_at = Some(Instant::now() + delay);
+        self.next_delay = (delay * 2).min(Self::CAP);
+        self.failures += 1;
+        self.last = Some((err.kind, err.message.clone()));
+        tracing::debug!(
+            %peer,
+            retry_in = %humantime::format_duration(delay),
+            failures = self.failures,
+            "upsd connection failed; backing off"
+        );
+    }
+
+    fn succeeded(&mut self, peer: &str) {
+        if self.failures > 0 {
+            tracing::info!(%peer, failures = self.failures, "upsd answers again");
+        }
+        *self = Self::default();
+    }
+
+    /// An error if the next attempt must still wait.
+    fn check(&self, peer: &str) -> Result<(), BackendError> {
+        let now = Instant::now();
+        match (self.retry_at, &self.last) {
+            (Some(at), Some((kind, message))) if now < at => Err(BackendError::new(
+                *kind,
+                format!(
+                    "not reconnecting to upsd at {peer} for another {} after {} failed attempts; last: {message}",
+                    humantime::format_duration(round_ms(at - now)),
+                    self.failures
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next_delay: Self::FIRST, retry_at: None, failures: 0, last: None }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// One request the runtime makes.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    ListVars,
+    InstCmd { command: &'a str, param: Option<&'a str> },
+}
+
+enum Done {
+    Vars(Vec<(String, String)>),
+    Accepted,
+}
+
+/// The runtime side of [`NutConfig`]: a persistent upsd connection.
+#[derive(Debug)]
+pub struct NutUps {
+    name: String,
+    ups: String,
+    host: String,
+    port: u16,
+    peer: String,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    conn: Option<NutClient>,
+    connections_opened: u64,
+    backoff: Backoff,
+}
+
+impl NutUps {
+    /// The runtime object for `cfg`: reads the password file, opens no connection yet.
+    pub fn new(cfg: &NutConfig) -> Result<Self, BackendError> {
+        let (host, port) = parse_endpoint(&cfg.endpoint).map_err(|e| BackendError::new(ErrorKind::Config, e))?;
+        let credentials = match (&cfg.username, &cfg.password_file) {
+            (Some(username), Some(file)) => {
+                Some(Credentials { username: username.clone(), password: read_password(file)? })
+            }
+            (Some(_), None) => {
+                return Err(BackendError::new(ErrorKind::Config, "`username` needs `password_file`"));
+            }
+            _ => None,
+        };
+        Ok(Self {
+            name: cfg.name.clone(),
+            ups: cfg.ups.clone(),
+            peer: display_endpoint(&host, port),
+            host,
+            port,
+            credentials,
+            timeout: *cfg.timeout,
+            conn: None,
+            connections_opened: 0,
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// How many connections to upsd this source has opened. It stays at 1 while one persistent
+    /// connection serves every poll.
+    pub fn connections_opened(&self) -> u64 {
+        self.connections_opened
+    }
+
+    /// The upsd endpoint, as `host:port`.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The open connection, reused when it is in step, otherwise a new one (unless backing off).
+    async fn session(&mut self) -> Result<&mut NutClient, BackendError> {
+        let client = match self.conn.take() {
+            Some(c) if !c.is_broken() => c,
+            stale => {
+                if stale.is_some() {
+                    // The caller dropped a request half-way (its own timeout): its answer may
+                    // still arrive on that stream, so it cannot carry the next request.
+                    tracing::debug!(peer = %self.peer, "dropping connection with an interrupted request");
+                }
+                self.backoff.check(&self.peer)?;
+                match self.open().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.backoff.failed(&self.peer, &e);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(self.conn.insert(client))
+    }
+
+    async fn open(&mut self) -> Result<NutClient, BackendError> {
+        self.connections_opened += 1;
+        let mut client = NutClient::connect(&self.host, self.port, self.timeout).await?;
+        if let Some(c) = &self.credentials {
+            client.authenticate(&c.username, &c.password).await?;
+        }
+        Ok(client)
+    }
+
+    /// Runs one request. A read that finds the kept connection dead (upsd restarted since the
+    /// last poll) is tried once more on a new connection, so a restart costs no poll. An
+    /// instant command is not: whether the dead connection delivered it is unknown, and the
+    /// engine decides about repeating it.
+    async fn call(&mut self, op: Op<'_>) -> Result<Done, BackendError> {
+        let mut may_retry = matches!(op, Op::ListVars);
+        let ups = self.ups.clone();
+        loop {
+            let reused = self.conn.as_ref().is_some_and(|c| !c.is_broken());
+            let client = self.session().await?;
+            let result = match op {
+                Op::ListVars => client.list_vars(&ups).await.map(Done::Vars),
+                Op::InstCmd { command, param } => client.instcmd(&ups, command, param).await.map(|()| Done::Accepted),
+            };
+            let broken = client.is_broken();
+            match result {
+                Err(e) if broken => {
+                    self.conn = None;
+                    let found_dead = reused && e.kind == ErrorKind::Unreachable;
+                    if found_dead && may_retry {
+                        tracing::debug!(peer = %self.peer, error = %e, "kept connection is dead; reconnecting");
+                        may_retry = false;
+                        continue;
+                    }
+                    if !found_dead {
+                        self.backoff.failed(&self.peer, &e);
+                    }
+                    return Err(e);
+                }
+                // Answered, even if with `ERR`: upsd is there and the connection in step.
+                other => {
+                    self.backoff.succeeded(&self.peer);
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a `LIST VAR` answer as a [`PowerReading`]. A missing, empty or `WAIT` `ups.status`
+/// is no data. Other values are optional; one that is not a number is left out.
+pub fn reading_from_vars(vars: &[(String, String)]) -> Result<PowerReading, BackendError> {
+    let get = |name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let status = match get("ups.status").map(str::trim) {
+        None => {
+            return Err(BackendError::new(ErrorKind::NoData, "upsd reports no ups.status"));
+        }
+        Some("") => {
+            return Err(BackendError::new(ErrorKind::NoData, "upsd reports an empty ups.status"));
+        }
+        Some(s) if s.split_whitespace().any(|w| w == "WAIT") => {
+            return Err(BackendError::new(
+                ErrorKind::NoData,
+                "ups.status is WAIT: upsd is waiting for data from the driver",
+            ));
+        }
+        Some(s) => UpsStatus::parse(s),
+    };
+    let number = |name: &str| {
+        let raw = get(name)?;
+        match raw.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => {
+                tracing::debug!(var = name, value = raw, "not a number; left out");
+                None
+            }
+        }
+    };
+    Ok(PowerReading {
+        status,
+        charge_pct: number("battery.charge"),
+        runtime_s: number("battery.runtime"),
+        load_pct: number("ups.load"),
+        input_voltage: number("input.voltage"),
+        output_voltage: number("output.voltage"),
+        battery_voltage: number("battery.voltage"),
+    })
+}
+
+#[async_trait]
+impl PowerSource for NutUps {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&mut self) -> Result<PowerReading, BackendError> {
+        match self.call(Op::ListVars).await? {
+            Done::Vars(vars) => reading_from_vars(&vars).map_err(|e| BackendError {
+                message: format!("ups {} at {}: {}", self.ups, self.peer, e.message),
+                ..e
+            }),
+            Done::Accepted => Err(BackendError::new(ErrorKind::Protocol, "internal: LIST VAR answered like a command")),
+        }
+    }
+
+    async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError> {
+        if self.credentials.is_none() {
+            return Err(BackendError::new(
+                ErrorKind::Config,
+                format!(
+                    "instant command {command} for ups {} needs `username` and `password_file` (a upsd user with instcmds rights)",
+                    self.ups
+                ),
+            ));
+        }
+        self.call(Op::InstCmd { command, param }).await?;
+        tracing::info!(ups = %self.ups, peer = %self.peer, command, param, "upsd accepted instant command");
+        Ok(())
+    }
+}

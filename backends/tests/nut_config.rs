@@ -1,0 +1,110 @@
+//! The `nut` config: YAML keys and defaults, validation collecting every problem, building with
+//! a password file, the registry row, and configs/nut.yaml staying valid.
+
+use std::path::{Path, PathBuf};
+
+use hecate_backends::power::nut::{NutConfig, parse_endpoint};
+use hecate_core::config::Config;
+use hecate_core::power::PowerSourceConfig;
+use hecate_core::{BuildContext, ErrorKind};
+
+fn ctx() -> BuildContext {
+    BuildContext { host: "test".into(), state_dir: std::env::temp_dir() }
+}
+
+fn parse(yaml: &str) -> Result<Box<dyn PowerSourceConfig>, String> {
+    serde_saphyr::from_str::<Box<dyn PowerSourceConfig>>(yaml).map_err(|e| e.to_string())
+}
+
+fn nut(yaml: &str) -> NutConfig {
+    serde_saphyr::from_str::<NutConfig>(yaml).unwrap_or_else(|e| panic!("{yaml:?}: {e}"))
+}
+
+#[test]
+fn minimal_yaml_gets_defaults() {
+    let cfg = parse("type: nut\nname: atlas\nups: atlasups\n").unwrap();
+    assert_eq!(cfg.name(), "atlas");
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["type"], "nut");
+    assert_eq!(json["endpoint"], "127.0.0.1:3493");
+    assert_eq!(json["timeout"], "5s");
+    assert!(json.get("username").is_none());
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    // TLS is not implemented yet: a `tls:` key must fail loudly, not be silently ignored.
+    let err = parse("type: nut\nname: a\nups: u\ntls: true\n").unwrap_err();
+    assert!(err.contains("tls"), "{err}");
+}
+
+#[test]
+fn validate_reports_every_problem() {
+    let cfg = nut("name: ''\nups: atlasups@10.0.0.5\nendpoint: 'tcp://10.0.0.5'\nusername: hecate\ntimeout: 0s\n");
+    let problems = cfg.validate();
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    let all = problems.join("\n");
+    for needle in ["`name`", "`ups`", "scheme", "password_file", "`timeout`"] {
+        assert!(all.contains(needle), "no {needle} in {all}");
+    }
+    let cfg = nut("name: a\nups: u\npassword_file: /x\n");
+    assert_eq!(cfg.validate().len(), 1, "{:?}", cfg.validate());
+}
+
+#[test]
+fn endpoints() {
+    let ok = |s: &str| parse_endpoint(s).unwrap();
+    assert_eq!(ok("10.0.0.5"), ("10.0.0.5".into(), 3493));
+    assert_eq!(ok("10.0.0.5:4000"), ("10.0.0.5".into(), 4000));
+    assert_eq!(ok("ups.lan"), ("ups.lan".into(), 3493));
+    assert_eq!(ok("ups.lan:3494"), ("ups.lan".into(), 3494));
+    assert_eq!(ok("[::1]:4000"), ("::1".into(), 4000));
+    assert_eq!(ok("[::1]"), ("::1".into(), 3493));
+    assert_eq!(ok("::1"), ("::1".into(), 3493));
+    for bad in ["", "host:", "host:0", "host:99999", "host:abc", "a b:1", "[zz]", "http://h:1"] {
+        assert!(parse_endpoint(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+fn with_password(dir: &Path, content: &str) -> NutConfig {
+    let file: PathBuf = dir.join("nut.pass");
+    std::fs::write(&file, content).expect("write the password file");
+    nut(&format!("name: a\nups: u\nusername: hecate\npassword_file: {}\n", file.display()))
+}
+
+#[test]
+fn build_reads_the_password_file_and_hides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = with_password(dir.path(), "s3cret-pass\n").build(&ctx()).unwrap();
+    let debug = format!("{source:?}");
+    assert!(!debug.contains("s3cret-pass"), "{debug}");
+    assert!(debug.contains("***"), "{debug}");
+
+    let err = with_password(dir.path(), "").build(&ctx()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    let err = with_password(dir.path(), "alpha\nbravo\n").build(&ctx()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(!err.to_string().contains("alpha"), "{err}");
+
+    let missing = nut("name: a\nups: u\nusername: h\npassword_file: /nonexistent/nut.pass\n");
+    let err = missing.build(&ctx()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.message.contains("/nonexistent/nut.pass"), "{err}");
+}
+
+#[test]
+fn registered_as_a_power_source() {
+    hecate_backends::link();
+    let rows = hecate_core::registry::backends();
+    let row = rows.iter().find(|b| b.type_name == "nut").expect("nut is registered");
+    assert_eq!(row.role, hecate_core::registry::BackendRole::PowerSource);
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/nut.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (cfg, _warnings) = Config::from_yaml(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!cfg.power_sources.is_empty());
+}

@@ -1,0 +1,414 @@
+//! The `nut` backend against a FAKE upsd, for what the real upsd + dummy-ups cannot show:
+//! dummy-ups knows no `load.off.delay` or `shutdown.return` (upsd answers `ERR CMD-NOT-SUPPORTED`),
+//! and a real upsd cannot be told to stall, to send garbage, or to drop a connection on cue.
+//! Everything the real peer can show is tested against it in nut_upsd.rs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hecate_backends::power::nut::{NutConfig, NutUps};
+use hecate_core::ErrorKind;
+use hecate_core::duration::HumanDuration;
+use hecate_core::power::{PowerSource, StatusFlag};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Bounds every test, so a hang fails instead of blocking the suite.
+const TEST_LIMIT: Duration = Duration::from_secs(20);
+
+/// What the fake does with one request line.
+enum Reply {
+    /// Sends these lines.
+    Lines(Vec<String>),
+    /// Sends these lines after a delay.
+    After(Duration, Vec<String>),
+    /// Sends nothing, and keeps the connection open.
+    Silence,
+    /// Closes the connection without answering.
+    Close,
+}
+
+type Script = dyn Fn(usize, &str) -> Reply + Send + Sync;
+
+/// A FAKE upsd standing in where dummy-ups cannot (see the file comment): a tokio listener on
+/// 127.0.0.1 with a kernel-chosen port that records every line it receives and answers from a
+/// script given (connection number from 0, line).
+struct FakeUpsd {
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    accepted: Arc<AtomicUsize>,
+    written: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpsd {
+    async fn start(script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound listener has an address");
+        assert!(
+            !hecate_test_support::RESERVED_PORTS.contains(&addr.port()),
+            "kernel picked reserved port {}",
+            addr.port()
+        );
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let written = Arc::new(AtomicUsize::new(0));
+        let script: Arc<Script> = Arc::new(script);
+        let task = tokio::spawn({
+            let (lines, accepted, written) = (lines.clone(), accepted.clone(), written.clone());
+            async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let conn = accepted.fetch_add(1, Ordering::SeqCst);
+                    let (lines, script, written) = (lines.clone(), script.clone(), written.clone());
+                    tokio::spawn(async move {
+                        let (read, mut write) = stream.into_split();
+                        let mut read = BufReader::new(read).lines();
+                        while let Ok(Some(line)) = read.next_line().await {
+                            lines.lock().expect("lines lock").push(line.clone());
+                            let out = match script(conn, &line) {
+                                Reply::Lines(out) => out,
+                                Reply::After(delay, out) => {
+                                    tokio::time::sleep(delay).await;
+                                    out
+                                }
+                                Reply::Silence => continue,
+                                Reply::Close => return,
+                            };
+                            for l in out {
+                                if write.write_all(format!("{l}\n").as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                written.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, lines, accepted, written, task }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines lock").clone()
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// How many answer lines it has written, on all connections.
+    fn written(&self) -> usize {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Polls until it has written `n` answer lines.
+    async fn wait_written(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.written() < n {
+            assert!(Instant::now() < deadline, "fake wrote {} of {n} lines", self.written());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for FakeUpsd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lines(ls: &[&str]) -> Reply {
+    Reply::Lines(ls.iter().map(|l| l.to_string()).collect())
+}
+
+/// A `LIST VAR atlasups` answer.
+fn var_list(vars: &[(&str, &str)]) -> Vec<String> {
+    let mut out = vec!["BEGIN LIST VAR atlasups".to_string()];
+    out.extend(
+        vars.iter().map(|(n, v)| format!("VAR atlasups {n} \"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))),
+    );
+    out.push("END LIST VAR atlasups".into());
+    out
+}
+
+/// What upsd answers to the requests the backend makes, with these variables.
+fn upsd_like(vars: &'static [(&'static str, &'static str)]) -> impl Fn(usize, &str) -> Reply {
+    move |_, line| {
+        let word = line.split_whitespace().next().unwrap_or_default();
+        match word {
+            "USERNAME" | "PASSWORD" | "INSTCMD" => lines(&["OK"]),
+            "LIST" if line == "LIST VAR atlasups" => Reply::Lines(var_list(vars)),
+            "LOGOUT" => lines(&["OK Goodbye"]),
+            _ => lines(&["ERR UNKNOWN-COMMAND"]),
+        }
+    }
+}
+
+const ONLINE: &[(&str, &str)] = &[("ups.status", "OL"), ("battery.charge", "100")];
+
+fn config(fake: &FakeUpsd, password: Option<(&Path, &str)>, timeout: Duration) -> NutConfig {
+    let (username, password_file) = match password {
+        Some((dir, pass)) => {
+            let file = dir.join("nut.pass");
+            std::fs::write(&file, format!("{pass}\n")).expect("write the password file");
+            (Some("admin".to_string()), Some(file))
+        }
+        None => (None, None),
+    };
+    NutConfig {
+        name: "atlas".into(),
+        ups: "atlasups".into(),
+        endpoint: fake.addr.to_string(),
+        username,
+        password_file,
+        timeout: HumanDuration(timeout),
+    }
+}
+
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_LIMIT, f).await.expect("test took longer than its limit")
+}
+
+#[tokio::test]
+async fn instcmd_with_parameter_is_sent_after_username_and_password() {
+    bounded(async {
+        let fake = FakeUpsd::start(upsd_like(ONLINE)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&fake, Some((dir.path(), "s3cret")), Duration::from_secs(5));
+        let mut ups = NutUps::new(&cfg).unwrap();
+
+        ups.instant_command("load.off.delay", Some("120")).await.unwrap();
+        ups.instant_command("shutdown.return", None).await.unwrap();
+
+        assert_eq!(
+            fake.lines(),
+            [
+                "USERNAME admin",
+                "PASSWORD s3cret",
+                "INSTCMD atlasups load.off.delay 120",
+                "INSTCMD atlasups shutdown.return",
+            ]
+        );
+        assert_eq!(fake.accepted(), 1);
+        let debug = format!("{ups:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn password_with_spaces_and_quotes_is_quoted() {
+    bounded(async {
+        let fake = FakeUpsd::start(upsd_like(ONLINE)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&fake, Some((dir.path(), r#"pa ss"w"#)), Duration::from_secs(5));
+        let mut ups = NutUps::new(&cfg).unwrap();
+        ups.instant_command("load.off", None).await.unwrap();
+        assert_eq!(fake.lines()[1], r#"PASSWORD "pa ss\"w""#);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instcmd_without_credentials_is_a_config_error_and_sends_nothing() {
+    bounded(async {
+        let fake = FakeUpsd::start(upsd_like(ONLINE)).await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+        let err = ups.instant_command("load.off", None).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config, "{err}");
+        assert_eq!(fake.accepted(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instcmd_err_answers_map_to_kinds() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "INSTCMD atlasups beeper.mute" => lines(&["ERR CMD-NOT-SUPPORTED"]),
+            "INSTCMD atlasups load.off" => lines(&["ERR ACCESS-DENIED"]),
+            "INSTCMD atlasups load.on" => lines(&["ERR INSTCMD-FAILED"]),
+            "INSTCMD atlasups shutdown.stayoff" => lines(&["OK TRACKING 1bd31808"]),
+            _ => lines(&["OK"]),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5));
+        let mut ups = NutUps::new(&cfg).unwrap();
+        for (cmd, kind) in
+            [("beeper.mute", ErrorKind::Unsupported), ("load.off", ErrorKind::Auth), ("load.on", ErrorKind::Failed)]
+        {
+            let err = ups.instant_command(cmd, None).await.unwrap_err();
+            assert_eq!(err.kind, kind, "{cmd}: {err}");
+        }
+        ups.instant_command("shutdown.stayoff", None).await.unwrap();
+        // ERR answers leave the connection in step: all on one.
+        assert_eq!(fake.accepted(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unanswered_request_times_out_within_the_configured_timeout() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, _: &str| Reply::Silence).await;
+        let timeout = Duration::from_millis(300);
+        let mut ups = NutUps::new(&config(&fake, None, timeout)).unwrap();
+        let start = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), ups.read())
+            .await
+            .expect("read must give up by itself")
+            .unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+        assert!(took >= timeout && took < Duration::from_secs(3), "{took:?}");
+        assert!(err.message.contains("LIST VAR atlasups"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_answers_are_protocol_errors() {
+    let cases: &[&[&str]] = &[
+        &["HELLO WORLD"],
+        &["BEGIN LIST VAR atlasups", "VAR atlasups ups.status \"OL"],
+        &["BEGIN LIST VAR otherups", "END LIST VAR otherups"],
+        &["BEGIN LIST VAR atlasups", "VAR atlasups ups.status", "END LIST VAR atlasups"],
+        &["BEGIN LIST VAR atlasups", "VAR atlasups ups.status \"OL\" extra"],
+    ];
+    for case in cases {
+        bounded(async {
+            let answer: Vec<String> = case.iter().map(|l| l.to_string()).collect();
+            let fake = FakeUpsd::start(move |_, _: &str| Reply::Lines(answer.clone())).await;
+            let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(2))).unwrap();
+            let err = ups.read().await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Protocol, "{case:?}: {err}");
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn values_map_to_the_reading() {
+    bounded(async {
+        let fake = FakeUpsd::start(upsd_like(&[
+            ("device.model", r#"Smart "UPS" \ 1500"#),
+            ("ups.status", "OB DISCHRG LB"),
+            ("battery.charge", "41.5"),
+            ("battery.runtime", "n/a"),
+            ("ups.load", " 23 "),
+            ("input.voltage", "0.0"),
+            ("output.voltage", "NaN"),
+            ("battery.voltage", "24.6"),
+        ]))
+        .await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+        let r = ups.read().await.unwrap();
+        assert!(r.status.on_battery() && !r.status.online());
+        assert!(r.status.has(&StatusFlag::LowBattery));
+        assert!(r.status.has(&StatusFlag::Discharging));
+        assert_eq!(r.charge_pct, Some(41.5));
+        assert_eq!(r.runtime_s, None, "unparsable numbers are left out");
+        assert_eq!(r.load_pct, Some(23.0));
+        assert_eq!(r.input_voltage, Some(0.0));
+        assert_eq!(r.output_voltage, None, "NaN is not a reading");
+        assert_eq!(r.battery_voltage, Some(24.6));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wait_or_missing_status_is_no_data() {
+    for vars in [&[("ups.status", "WAIT")][..], &[("battery.charge", "100")][..], &[("ups.status", "")][..]] {
+        bounded(async {
+            let vars: &'static [(&'static str, &'static str)] = vars;
+            let fake = FakeUpsd::start(upsd_like(vars)).await;
+            let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+            let err = ups.read().await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::NoData, "{vars:?}: {err}");
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn backs_off_after_a_failed_connection_and_fails_fast_meanwhile() {
+    bounded(async {
+        // Accepts, then hangs up on every request: a upsd that is there and not working.
+        let fake = FakeUpsd::start(|_, _: &str| Reply::Close).await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+
+        let err = ups.read().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
+        assert_eq!(fake.accepted(), 1);
+
+        let start = Instant::now();
+        let err = ups.read().await.unwrap_err();
+        assert!(start.elapsed() < Duration::from_millis(200), "{:?}", start.elapsed());
+        assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
+        assert!(err.message.contains("not reconnecting"), "{err}");
+        assert_eq!(fake.accepted(), 1, "no new connection while backing off");
+
+        // After the first delay (0.5 s) the next read tries again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fake.accepted() < 2 {
+            assert!(Instant::now() < deadline, "never tried again");
+            let _ = ups.read().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_kept_connection_is_replaced_within_the_same_read() {
+    bounded(async {
+        // Connection 0 answers one poll and then hangs up, as a restarted upsd would look.
+        let polls = Arc::new(AtomicUsize::new(0));
+        let fake = FakeUpsd::start(move |conn, _: &str| {
+            if conn == 0 && polls.fetch_add(1, Ordering::SeqCst) >= 1 {
+                Reply::Close
+            } else {
+                Reply::Lines(var_list(ONLINE))
+            }
+        })
+        .await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+        assert!(ups.read().await.unwrap().status.online());
+        assert!(ups.read().await.unwrap().status.online());
+        assert_eq!(fake.accepted(), 2);
+        assert_eq!(ups.connections_opened(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cancelled_read_never_leaves_its_answer_for_the_next_one() {
+    bounded(async {
+        // The first answer is late and says on battery; every later one is prompt and online.
+        let fake = FakeUpsd::start(|conn, _: &str| {
+            if conn == 0 {
+                Reply::After(Duration::from_millis(300), var_list(&[("ups.status", "OB")]))
+            } else {
+                Reply::Lines(var_list(ONLINE))
+            }
+        })
+        .await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+        // The daemon's own poll timeout drops the read half-way.
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), ups.read()).await;
+        assert!(cancelled.is_err());
+        // The late answer (BEGIN, VAR, END) reaches the old connection before the next read.
+        fake.wait_written(3).await;
+        let r = ups.read().await.unwrap();
+        assert!(r.status.online(), "stale answer read: {r:?}");
+        assert_eq!(fake.accepted(), 2);
+    })
+    .await;
+}

@@ -1,0 +1,193 @@
+//! The `nut` backend against a real NUT `upsd` fed by `dummy-ups` (hecate_test_support::Upsd),
+//! on a free loopback port. Needs root and the peers installed (scripts/install-test-deps.sh).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hecate_backends::power::nut::client::NutClient;
+use hecate_backends::power::nut::{NutConfig, NutUps};
+use hecate_core::duration::HumanDuration;
+use hecate_core::power::{PowerReading, PowerSource};
+use hecate_core::{BackendError, ErrorKind};
+use hecate_test_support::Upsd;
+
+const UPS: &str = "atlasups";
+/// How long a test waits for something upsd does by itself (notice a dead driver, restart).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn config(upsd: &Upsd, login: Option<(&Path, &str, &str)>) -> NutConfig {
+    let (username, password_file) = match login {
+        Some((dir, user, pass)) => {
+            let file = dir.join("nut.pass");
+            std::fs::write(&file, format!("{pass}\n")).expect("write the password file");
+            (Some(user.to_string()), Some(file))
+        }
+        None => (None, None),
+    };
+    NutConfig {
+        name: "atlas".into(),
+        ups: UPS.into(),
+        endpoint: upsd.addr().to_string(),
+        username,
+        password_file,
+        timeout: HumanDuration::from_secs(5),
+    }
+}
+
+/// Reads until `done` accepts the outcome, polling every 100 ms up to [`DEADLINE`]; returns
+/// every outcome seen on the way.
+async fn read_until(
+    ups: &mut NutUps,
+    what: &str,
+    mut done: impl FnMut(&Result<PowerReading, BackendError>) -> bool,
+) -> Vec<Result<PowerReading, BackendError>> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let outcome = ups.read().await;
+        let finished = done(&outcome);
+        seen.push(outcome);
+        if finished {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "waited {DEADLINE:?} for {what}; last: {:?}", seen.last());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn reads_online_values() {
+    let upsd = Upsd::start(UPS);
+    let mut ups = NutUps::new(&config(&upsd, None)).unwrap();
+    let r = ups.read().await.unwrap();
+    assert!(r.status.online(), "{r:?}");
+    assert_eq!(r.charge_pct, Some(100.0));
+    assert_eq!(r.runtime_s, Some(3600.0));
+    assert_eq!(r.load_pct, Some(23.0));
+    assert_eq!(r.input_voltage, Some(230.0));
+    assert_eq!(r.output_voltage, Some(230.0));
+    assert_eq!(r.battery_voltage, None, "dummy data has no battery.voltage");
+}
+
+#[tokio::test]
+async fn changes_are_seen_through_the_same_connection() {
+    let upsd = Upsd::start(UPS);
+    let mut ups = NutUps::new(&config(&upsd, None)).unwrap();
+    assert!(ups.read().await.unwrap().status.online());
+
+    upsd.set_var("ups.status", "OB DISCHRG");
+    upsd.set_var("battery.runtime", "1200");
+    let r = ups.read().await.unwrap();
+    assert!(r.status.on_battery() && !r.status.online(), "{r:?}");
+    assert_eq!(r.runtime_s, Some(1200.0));
+    assert_eq!(ups.connections_opened(), 1, "one persistent connection");
+}
+
+#[tokio::test]
+async fn killed_upsd_is_never_online_and_a_restart_is_picked_up() {
+    let mut upsd = Upsd::start(UPS);
+    let mut ups = NutUps::new(&config(&upsd, None)).unwrap();
+    assert!(ups.read().await.unwrap().status.online());
+
+    upsd.kill_upsd();
+    for _ in 0..3 {
+        let err = ups.read().await.expect_err("upsd is dead");
+        assert!(matches!(err.kind, ErrorKind::NoData | ErrorKind::Unreachable), "{err}");
+    }
+
+    upsd.restart_upsd();
+    let seen = read_until(&mut ups, "a reading after the restart", Result::is_ok).await;
+    for outcome in &seen[..seen.len() - 1] {
+        let err = outcome.as_ref().expect_err("only the last outcome is a reading");
+        assert!(matches!(err.kind, ErrorKind::NoData | ErrorKind::Unreachable), "{err}");
+    }
+    assert!(seen.last().unwrap().as_ref().unwrap().status.online());
+    assert!(ups.connections_opened() >= 2);
+}
+
+#[tokio::test]
+async fn killed_driver_is_no_data() {
+    let mut upsd = Upsd::start(UPS);
+    let mut ups = NutUps::new(&config(&upsd, None)).unwrap();
+    assert!(ups.read().await.unwrap().status.online());
+
+    upsd.kill_driver();
+    // upsd 2.8.0 first reports `ups.status` WAIT (no data too), then DRIVER-NOT-CONNECTED, or
+    // DATA-STALE once the data ages; a read racing the kill may still see the last values.
+    let seen = read_until(&mut ups, "an ERR answer after the driver died", |r| {
+        r.as_ref().is_err_and(|e| e.message.contains("DATA-STALE") || e.message.contains("DRIVER-NOT-CONNECTED"))
+    })
+    .await;
+    for outcome in &seen {
+        if let Err(e) = outcome {
+            assert_eq!(e.kind, ErrorKind::NoData, "{e}");
+        }
+    }
+    assert_eq!(ups.connections_opened(), 1, "an ERR answer keeps the connection");
+}
+
+#[tokio::test]
+async fn load_off_is_accepted_for_the_admin() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let login = (dir.path(), upsd.admin_user(), upsd.admin_password());
+    let mut ups = NutUps::new(&config(&upsd, Some(login))).unwrap();
+    ups.instant_command("load.off", None).await.unwrap();
+
+    // dummy-ups knows no other command; upsd says so before it looks at rights.
+    let err = ups.instant_command("load.off.delay", Some("120")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    assert!(err.message.contains("CMD-NOT-SUPPORTED"), "{err}");
+    // Reads share the connection with the commands.
+    assert!(ups.read().await.unwrap().status.online());
+    assert_eq!(ups.connections_opened(), 1);
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_auth_error() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let login = (dir.path(), upsd.admin_user(), "not-the-password");
+    let mut ups = NutUps::new(&config(&upsd, Some(login))).unwrap();
+    // upsd stores USERNAME/PASSWORD unchecked, and reads need no rights...
+    assert!(ups.read().await.unwrap().status.online());
+    // ...so the wrong password shows when a command needs it.
+    let err = ups.instant_command("load.off", None).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_ups_is_a_config_error() {
+    let upsd = Upsd::start(UPS);
+    let mut cfg = config(&upsd, None);
+    cfg.ups = "nosuchups".into();
+    let mut ups = NutUps::new(&cfg).unwrap();
+    let err = ups.read().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config, "{err}");
+}
+
+#[tokio::test]
+async fn client_get_var_and_logout() {
+    let upsd = Upsd::start(UPS);
+    let addr = upsd.addr();
+    let mut client = NutClient::connect(&addr.ip().to_string(), addr.port(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(client.get_var(UPS, "ups.status").await.unwrap(), "OL");
+    assert_eq!(client.get_var(UPS, "device.model").await.unwrap(), "Hecate Test UPS 1500");
+    let err = client.get_var(UPS, "no.such.var").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    let vars = client.list_vars(UPS).await.unwrap();
+    assert!(vars.iter().any(|(n, v)| n == "battery.charge" && v == "100"));
+    client.logout().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_connection_is_unreachable() {
+    // A port upsd listened on and no longer does.
+    let mut upsd = Upsd::start(UPS);
+    let cfg = config(&upsd, None);
+    upsd.kill_upsd();
+    let mut ups = NutUps::new(&cfg).unwrap();
+    let err = ups.read().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
+}
