@@ -8,6 +8,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 # upsd + dummy-ups + upsrw, sshd + ssh + ssh-keygen, sudo, and what the scripts and shims call
 PACKAGES=(nut-server nut-client openssh-server openssh-client sudo iproute2 python3 procps passwd coreutils)
+# systemd-analyze (verifies the units) and git (the self-update test): hecate/tests/install.rs
+PACKAGES+=(systemd git)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
