@@ -1,6 +1,7 @@
 //! Notifications: one event type, serialised the same way for every notifier.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,7 @@ use crate::BuildContext;
 use crate::error::BackendError;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A UPS went on battery.
@@ -34,6 +35,26 @@ impl EventKind {
     /// Whether an operator should be woken for this.
     pub fn is_urgent(self) -> bool {
         matches!(self, Self::ShutdownTriggered | Self::StepFailed | Self::ForwarderFallback)
+    }
+
+    /// The `snake_case` name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnBattery => "on_battery",
+            Self::PowerRestored => "power_restored",
+            Self::ShutdownTriggered => "shutdown_triggered",
+            Self::StageFinished => "stage_finished",
+            Self::ShutdownDone => "shutdown_done",
+            Self::StartupDone => "startup_done",
+            Self::StepFailed => "step_failed",
+            Self::ForwarderFallback => "forwarder_fallback",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -70,6 +91,37 @@ impl Event {
         self.details.insert(key.to_string(), value.into());
         self
     }
+
+    /// The event as one line of JSON: what every notifier sends, so receivers parse one format.
+    pub fn to_json(&self) -> String {
+        // Strings, an enum and a map of JSON values always serialise.
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("an event always serialises: {e}"))
+    }
+}
+
+/// How delivery treats one notifier: each try's time limit, how long an event is worth retrying,
+/// and which events it wants. Backends usually take these from their config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPolicy {
+    /// Time limit of one try; a try that runs out is abandoned and counts as failed.
+    pub attempt_timeout: Duration,
+    /// How long after it was queued an event is still retried.
+    pub retry_for: Duration,
+    /// The kinds this notifier wants; empty means every kind.
+    pub events: Vec<EventKind>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self { attempt_timeout: Duration::from_secs(10), retry_for: Duration::from_secs(120), events: Vec::new() }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Whether this notifier wants events of `kind`.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.events.is_empty() || self.events.contains(&kind)
+    }
 }
 
 /// Configuration of a notifier, selected in YAML by `type:`.
@@ -88,6 +140,11 @@ pub trait NotifierConfig: fmt::Debug + Send + Sync {
 pub trait Notifier: Send + Sync + fmt::Debug {
     /// The notifier's name for logs.
     fn name(&self) -> &str;
-    /// Delivers one event.
+    /// Delivers one event: one try. Retries, time limits and queueing are the core's
+    /// ([`crate::delivery`]), so a backend only sends.
     async fn notify(&self, event: &Event) -> Result<(), BackendError>;
+    /// How delivery treats this notifier.
+    fn policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy::default()
+    }
 }

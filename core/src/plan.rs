@@ -50,6 +50,9 @@ pub enum Action {
         kind: EventKind,
         /// The message.
         message: String,
+        /// Structured details for the event (the trigger's numbers).
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        details: serde_json::Map<String, serde_json::Value>,
     },
     /// Suspend GitOps reconciliation.
     GitOpsSuspend,
@@ -163,6 +166,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Adds details to the events the plan's notify steps of `kind` send, such as the numbers
+    /// behind a shutdown trigger.
+    pub fn add_event_details(&mut self, kind: EventKind, details: &serde_json::Map<String, serde_json::Value>) {
+        for step in self.stages.iter_mut().flat_map(|s| &mut s.steps) {
+            if let Action::Notify { kind: k, details: d, .. } = &mut step.action
+                && *k == kind
+            {
+                d.extend(details.clone());
+            }
+        }
+    }
+
     /// Every step, in order.
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.stages.iter().flat_map(|s| s.steps.iter())
@@ -218,7 +233,11 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         1,
         vec![step(
             "notify/shutdown-triggered".into(),
-            Action::Notify { kind: EventKind::ShutdownTriggered, message: format!("shutdown started: {reason}") },
+            Action::Notify {
+                kind: EventKind::ShutdownTriggered,
+                message: format!("shutdown started: {reason}"),
+                details: Default::default(),
+            },
             notify_via.clone(),
             HumanDuration::from_secs(10),
         )],
@@ -433,7 +452,11 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
         1,
         vec![step(
             "notify/startup-done".into(),
-            Action::Notify { kind: EventKind::StartupDone, message: format!("startup finished: {reason}") },
+            Action::Notify {
+                kind: EventKind::StartupDone,
+                message: format!("startup finished: {reason}"),
+                details: Default::default(),
+            },
             rt.notifier_names(),
             HumanDuration::from_secs(10),
         )],

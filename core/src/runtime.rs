@@ -10,10 +10,11 @@ use tokio::sync::Mutex;
 
 use crate::cluster::ClusterApi;
 use crate::config::Config;
+use crate::delivery::{Delivery, DeliveryOptions, Refusal};
 use crate::error::BackendError;
 use crate::gitops::GitOpsBootstrap;
 use crate::node::{Capability, ControllerChain, NodeInfo};
-use crate::notify::{Event, Notifier};
+use crate::notify::Event;
 use crate::power::PowerSource;
 
 /// What every backend's `build()` is told about the host.
@@ -49,8 +50,8 @@ pub struct Runtime {
     pub cluster: Option<(String, Box<dyn ClusterApi>)>,
     /// GitOps, if configured.
     pub gitops: Option<(String, Box<dyn GitOpsBootstrap>)>,
-    /// Notifiers.
-    pub notifiers: Vec<Box<dyn Notifier>>,
+    /// Notifiers, behind their queues: sending an event never waits for one.
+    pub notifiers: Delivery,
     /// Time limit of one controller's try (shutdown and startup share the shorter one).
     pub controller_timeout: Duration,
 }
@@ -121,7 +122,7 @@ impl Runtime {
             nodes,
             cluster,
             gitops,
-            notifiers,
+            notifiers: Delivery::new(notifiers, DeliveryOptions::default()),
             controller_timeout: *cfg.shutdown.controller_timeout.min(cfg.startup.controller_timeout),
         })
     }
@@ -153,29 +154,20 @@ impl Runtime {
 
     /// The notifiers' names.
     pub fn notifier_names(&self) -> Vec<String> {
-        self.notifiers.iter().map(|n| n.name().to_string()).collect()
+        self.notifiers.names()
     }
 
-    /// Delivers an event to every notifier concurrently, each under `timeout`; returns the
-    /// failures as (notifier, message). Never fails the caller: delivery must not block a shutdown.
-    pub async fn notify_all(&self, event: &Event, timeout: Duration) -> Vec<(String, String)> {
-        let futs = self.notifiers.iter().map(|n| async move {
-            match tokio::time::timeout(timeout, n.notify(event)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some((n.name().to_string(), e.to_string())),
-                Err(_) => {
-                    Some((n.name().to_string(), format!("timed out after {}", humantime::format_duration(timeout))))
-                }
-            }
-        });
-        let mut failures = Vec::new();
-        for r in join_all(futs).await {
-            if let Some(f) = r {
-                tracing::warn!(notifier = %f.0, error = %f.1, "notification not delivered");
-                failures.push(f);
-            }
-        }
-        failures
+    /// Queues an event for every notifier and returns at once: delivery (time limits, retries,
+    /// the log line for what could not be delivered) goes on in the background and can never
+    /// delay a shutdown. Returns the notifiers that refused it, such as one whose queue is full.
+    pub fn notify_all(&self, event: &Event) -> Vec<Refusal> {
+        self.notifiers.enqueue(event)
+    }
+
+    /// For a process about to exit: waits at most `timeout` for queued notifications to go out,
+    /// and returns how many are left (each is logged when the runtime is dropped).
+    pub async fn flush_notifications(&self, timeout: Duration) -> usize {
+        self.notifiers.flush(timeout).await
     }
 }
 

@@ -126,8 +126,15 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     if Journal::pending(&cfg.state_dir, PlanKind::Shutdown) {
         tracing::warn!("an interrupted shutdown was found in the journal; resuming it");
         trigger_reason = Some("resuming an interrupted shutdown".into());
-        running =
-            Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, "resuming an interrupted shutdown", true, opts.sink.clone()));
+        running = Some(spawn_run(
+            &cfg,
+            &rt,
+            PlanKind::Shutdown,
+            "resuming an interrupted shutdown",
+            Default::default(),
+            true,
+            opts.sink.clone(),
+        ));
         phase = Phase::ShuttingDown;
     }
 
@@ -171,7 +178,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         format!("{} finished in {:.1} s ({:?})", report.kind, report.duration_s, report.outcome),
                     )
                     .with("failures", failures.clone());
-                    rt.notify_all(&ev, Duration::from_secs(10)).await;
+                    rt.notify_all(&ev);
                     tracing::info!(kind = %report.kind, outcome = ?report.outcome, duration_s = report.duration_s, failed = failures.len(), "run finished");
                 }
                 Ok(Err(e)) => {
@@ -193,6 +200,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             }
         }
         if cycle_done && opts.exit_after_cycle {
+            rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
             return Ok(ExitCode::SUCCESS);
         }
 
@@ -227,26 +235,21 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         rt.notify_all(
                             &Event::now(EventKind::OnBattery, &cfg.host, format!("ups {} is on battery", s.name))
                                 .with("reason", d.reason.clone()),
-                            Duration::from_secs(5),
-                        )
-                        .await;
+                        );
                     }
                     PowerState::Online if s.last.is_some() => {
-                        rt.notify_all(
-                            &Event::now(
-                                EventKind::PowerRestored,
-                                &cfg.host,
-                                format!("ups {} is back on mains", s.name),
-                            ),
-                            Duration::from_secs(5),
-                        )
-                        .await;
+                        rt.notify_all(&Event::now(
+                            EventKind::PowerRestored,
+                            &cfg.host,
+                            format!("ups {} is back on mains", s.name),
+                        ));
                     }
                     _ => {}
                 }
             }
             if d.triggered && !was_triggered {
-                newly_triggered = Some(format!("ups {}: {}", s.name, d.reason));
+                let details = trigger_details(&s.name, &d, read.as_ref().ok(), budget.seconds);
+                newly_triggered = Some((format!("ups {}: {}", s.name, d.reason), details));
             }
             match read {
                 Ok(r) => {
@@ -262,7 +265,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             s.last = Some(d);
         }
 
-        if let Some(reason) = newly_triggered {
+        if let Some((reason, details)) = newly_triggered {
             match phase {
                 Phase::Watching => {
                     tracing::warn!(%reason, "shutdown triggered");
@@ -270,7 +273,8 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         println!("\n>>> shutdown triggered: {reason}\n");
                     }
                     trigger_reason = Some(reason.clone());
-                    running = Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, &reason, false, opts.sink.clone()));
+                    running =
+                        Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, &reason, details, false, opts.sink.clone()));
                     phase = Phase::ShuttingDown;
                 }
                 // Another source triggering while a shutdown runs joins it: nothing cancels or restarts it.
@@ -292,8 +296,15 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     if opts.narrate {
                         println!("\n>>> mains back for {}: starting the cluster\n", cfg.daemon.power_return_settle);
                     }
-                    running =
-                        Some(spawn_run(&cfg, &rt, PlanKind::Startup, "mains power returned", false, opts.sink.clone()));
+                    running = Some(spawn_run(
+                        &cfg,
+                        &rt,
+                        PlanKind::Startup,
+                        "mains power returned",
+                        Default::default(),
+                        false,
+                        opts.sink.clone(),
+                    ));
                     phase = Phase::StartingUp;
                 }
             } else {
@@ -334,6 +345,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
     if running.is_some() {
         tracing::warn!("exiting with a run in progress; its journal lets the next start resume it");
     }
@@ -350,11 +362,36 @@ fn narrate(opts: &Options, ups: &str, d: &Decision, changed: bool) {
     }
 }
 
+/// The numbers behind a trigger, for the `shutdown_triggered` event.
+fn trigger_details(
+    ups: &str,
+    d: &Decision,
+    reading: Option<&PowerReading>,
+    budget_s: f64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("ups".into(), ups.into());
+    m.insert("cause".into(), serde_json::to_value(d.cause).unwrap_or_default());
+    m.insert("estimate_s".into(), d.estimate_s.into());
+    m.insert("estimate_source".into(), serde_json::to_value(d.estimate_source).unwrap_or_default());
+    m.insert("firmware_runtime_s".into(), d.firmware_runtime_s.into());
+    m.insert("own_estimate_s".into(), d.own_estimate_s.into());
+    m.insert("threshold_s".into(), d.threshold_s.into());
+    m.insert("budget_s".into(), budget_s.into());
+    if let Some(r) = reading {
+        m.insert("ups_status".into(), r.status.to_string().into());
+        m.insert("charge_pct".into(), r.charge_pct.into());
+        m.insert("load_pct".into(), r.load_pct.into());
+    }
+    m
+}
+
 fn spawn_run(
     cfg: &Arc<Config>,
     rt: &Arc<Runtime>,
     kind: PlanKind,
     reason: &str,
+    event_details: serde_json::Map<String, serde_json::Value>,
     resume: bool,
     sink: EventSink,
 ) -> JoinHandle<anyhow::Result<RunReport>> {
@@ -363,10 +400,11 @@ fn spawn_run(
     let reason = reason.to_string();
     tokio::spawn(async move {
         let _lock = crate::run::lock_runs(&cfg.state_dir)?;
-        let plan = match kind {
+        let mut plan = match kind {
             PlanKind::Shutdown => plan::shutdown_plan(&cfg, &rt, &reason),
             PlanKind::Startup => plan::startup_plan(&cfg, &rt, &reason, None),
         };
+        plan.add_event_details(EventKind::ShutdownTriggered, &event_details);
         crate::run::execute(&cfg, rt, &plan, resume, sink).await
     })
 }

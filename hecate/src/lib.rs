@@ -1,5 +1,5 @@
 //! Hecate's binary crate as a library, so a third-party build can link extra backends and call
-//! [`main_with_backends`]-style wiring, and so integration tests can drive the pieces.
+//! [`main_entry`], and so integration tests can drive the pieces.
 
 pub mod cli;
 pub mod commands;
@@ -10,15 +10,70 @@ pub mod run;
 pub mod simulate;
 pub mod status;
 
+use std::ffi::OsString;
 use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Parser as _;
 use hecate_core::config::{Config, Warnings};
 
+use crate::cli::{Cli, Command, ConfigCommand};
+
+/// How long a process about to exit waits for queued notifications. Short: the host may be
+/// losing power, and the log says what was not sent.
+pub const NOTIFY_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Must run before anything builds a TLS client: both kube and reqwest panic without a
-/// process-wide crypto provider. (No TLS client is linked yet; this is where it goes.)
+/// process-wide crypto provider. Safe to call more than once.
 pub fn init_process() {
     hecate_backends::link();
+    // An error only means a provider is installed already (by an earlier call or an embedder).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Hecate's `main`: parses the command line, runs the command, returns the exit code. A build
+/// that links extra backends calls this from its own `main` (see examples/notifier-plugin).
+pub fn main_entry() -> ExitCode {
+    main_with_args(std::env::args_os())
+}
+
+/// [`main_entry`] with explicit arguments, the program name first.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    init_process();
+    logging::init(cli.log, cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Startup { run, force_flux_branch } => run::startup(&run, force_flux_branch).await,
+            Command::Shutdown { run, reason } => run::shutdown(&run, &reason).await,
+            Command::Daemon { config } => daemon::run_from_file(&config).await,
+            Command::Demo { timeout } => daemon::demo(timeout.into()).await,
+            Command::Status { config, json } => status::show(&config, json).await,
+            Command::Simulate { trace, runs, config, json } => {
+                simulate::run(&trace, runs.as_deref(), config.as_deref(), json)
+            }
+            Command::Config { command: ConfigCommand::Check { files } } => commands::config_check(&files),
+            Command::Config { command: ConfigCommand::Schema } => commands::config_schema(),
+            Command::Backends { json } => commands::backends(json),
+            Command::Completions { shell } => commands::completions(shell),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Loads and validates a config file; every problem is in the error, with file, line and field.

@@ -43,8 +43,11 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = lock_runs(&cfg.state_dir)?;
-    let report = execute(cfg, rt, &plan, args.resume, terminal_sink()).await?;
+    let report = execute(cfg, rt.clone(), &plan, args.resume, terminal_sink()).await?;
     print_summary(&report);
+    // The process exits next: give queued notifications (the last stage's among them) a
+    // bounded chance to go out.
+    rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
     Ok(match report.outcome {
         Outcome::Success => ExitCode::SUCCESS,
         Outcome::Partial => ExitCode::from(2),

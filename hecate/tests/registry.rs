@@ -18,6 +18,10 @@ fn registered_backends_are_exactly_the_expected_set() {
         (BackendRole::ClusterApi, "simulated"),
         (BackendRole::GitOps, "simulated"),
         (BackendRole::Notifier, "log"),
+        (BackendRole::Notifier, "webhook"),
+        (BackendRole::Notifier, "ntfy"),
+        (BackendRole::Notifier, "command"),
+        (BackendRole::Notifier, "email"),
     ];
     want.sort();
     assert_eq!(got, want);

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use crate::cluster::DrainOptions;
 use crate::error::{BackendError, ErrorKind};
 use crate::node::{AttemptReport, NodeOp};
-use crate::notify::Event;
+use crate::notify::{Event, EventKind};
 use crate::plan::{Action, OnFailure, Plan, PlanKind, Stage, Step};
 use crate::runtime::{Runtime, join_all};
 
@@ -180,6 +180,7 @@ impl Engine {
             let failed = steps.iter().filter(|s| !s.ok).count();
             let duration_s = t0.elapsed().as_secs_f64();
             (self.sink)(EngineEvent::StageFinished { name: stage.name.clone(), duration_s, failed });
+            self.notify_stage_finished(plan, i, stage, duration_s, failed);
             let abort = stage.steps.iter().zip(&steps).any(|(st, out)| !out.ok && st.on_failure == OnFailure::Abort);
             stages.push(StageReport { name: stage.name.clone(), duration_s, steps });
             if abort {
@@ -228,6 +229,7 @@ impl Engine {
                 }
                 (self.sink)(EngineEvent::StepStarted { id: step.id.clone(), description: step.describe() });
                 let out = self.run_step(step).await;
+                self.notify_step_failure(step, &out);
                 let written = match journal.lock() {
                     Ok(mut j) => j.as_mut().map(|j| j.step_finished(&out)),
                     Err(_) => None,
@@ -240,6 +242,54 @@ impl Engine {
             }
         });
         join_all(futs).await
+    }
+
+    /// A `stage_finished` event, except for stages that only notify (they would announce
+    /// themselves).
+    fn notify_stage_finished(&self, plan: &Plan, index: usize, stage: &Stage, duration_s: f64, failed: usize) {
+        if stage.steps.iter().all(|s| matches!(s.action, Action::Notify { .. })) {
+            return;
+        }
+        let failed_text = if failed > 0 { format!(", {failed} step(s) failed") } else { String::new() };
+        let event = Event::now(
+            EventKind::StageFinished,
+            &self.rt.host,
+            format!("{} stage {} finished in {duration_s:.1} s{failed_text}", plan.kind, stage.name),
+        )
+        .with("plan", plan.kind.to_string())
+        .with("stage", stage.name.clone())
+        .with("index", index + 1)
+        .with("total", plan.stages.len())
+        .with("duration_s", duration_s)
+        .with("failed", failed);
+        self.rt.notify_all(&event);
+    }
+
+    /// A `step_failed` event for a failed step, and for a node step that succeeded only after a
+    /// controller failed (the operator should know the first choice is broken).
+    fn notify_step_failure(&self, step: &Step, out: &StepOutcome) {
+        let failed_controllers: Vec<&str> = out
+            .attempts
+            .iter()
+            .flat_map(|r| &r.attempts)
+            .filter(|a| a.error.is_some())
+            .map(|a| a.controller.as_str())
+            .collect();
+        let message = if !out.ok {
+            format!("{} failed: {}", out.description, out.message)
+        } else if !failed_controllers.is_empty() {
+            format!("{}: {} failed, fell back: {}", out.description, failed_controllers.join(", "), out.message)
+        } else {
+            return;
+        };
+        let mut event = Event::now(EventKind::StepFailed, &self.rt.host, message)
+            .with("step", step.id.clone())
+            .with("ok", out.ok)
+            .with("error", if out.ok { String::new() } else { out.message.clone() });
+        if let Some(report) = out.attempts.as_ref().and_then(|r| serde_json::to_value(r).ok()) {
+            event = event.with("attempts", report);
+        }
+        self.rt.notify_all(&event);
     }
 
     async fn run_step(&self, step: &Step) -> StepOutcome {
@@ -269,15 +319,21 @@ impl Engine {
     async fn act(&self, step: &Step, attempts: &mut Option<AttemptReport>) -> Result<String, BackendError> {
         let rt = &self.rt;
         match &step.action {
-            Action::Notify { kind, message } => {
-                let event = Event::now(*kind, &rt.host, message.clone());
-                let failures = rt.notify_all(&event, *step.timeout).await;
-                // A notifier that fails must not fail the shutdown; it is noted in the report.
-                Ok(if failures.is_empty() {
-                    format!("delivered to {} notifier(s)", rt.notifiers.len())
+            Action::Notify { kind, message, details } => {
+                let mut event = Event::now(*kind, &rt.host, message.clone());
+                event.details.extend(details.clone());
+                // Queued, not sent: a notifier that hangs or fails must not delay or fail the run.
+                let refused = rt.notify_all(&event);
+                Ok(if refused.is_empty() {
+                    format!("queued for {} notifier(s)", rt.notifiers.len())
                 } else {
-                    let f: Vec<String> = failures.iter().map(|(n, e)| format!("{n}: {e}")).collect();
-                    format!("not delivered: {}", f.join("; "))
+                    let r: Vec<String> = refused.iter().map(ToString::to_string).collect();
+                    format!(
+                        "queued for {} of {} notifier(s); refused by {}",
+                        rt.notifiers.len() - refused.len(),
+                        rt.notifiers.len(),
+                        r.join("; ")
+                    )
                 })
             }
             Action::GitOpsSuspend => {

@@ -1,0 +1,289 @@
+//! Test peers for the notifier tests, each on 127.0.0.1 with a port the OS picks:
+//! [`HttpReceiver`] (a test receiver for `webhook` and `ntfy`), [`SilentListener`] (accepts and
+//! never answers) and [`FakeSmtpSink`] (a minimal SMTP server that keeps what it is sent).
+//! Every wait has a time limit; dropping a peer stops it.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses a part of this
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use hecate_core::BuildContext;
+use hecate_core::notify::{Event, EventKind, Notifier, NotifierConfig};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for a peer to see something.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Aborts a background task when dropped.
+pub struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub fn ctx() -> BuildContext {
+    BuildContext { host: "titan-db".into(), state_dir: std::env::temp_dir() }
+}
+
+/// Parses one notifier entry as YAML, the way the config loader does.
+pub fn parse(yaml: &str) -> Box<dyn NotifierConfig> {
+    hecate_backends::link();
+    serde_saphyr::from_str::<Box<dyn NotifierConfig>>(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+}
+
+/// Parses, checks it validates, builds.
+pub fn build(yaml: &str) -> Box<dyn Notifier> {
+    let cfg = parse(yaml);
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    cfg.build(&ctx()).unwrap()
+}
+
+pub fn event(kind: EventKind) -> Event {
+    Event::now(kind, "titan-db", "shutdown started: ups atlas: estimated runtime 120 s < 1.1 × budget 150 s")
+        .with("estimate_s", 120.0)
+        .with("node", "titan-0a")
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not json ({e}): {:?}", self.body))
+    }
+}
+
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Request>,
+    answers: Mutex<VecDeque<u16>>,
+}
+
+/// A test receiver: an HTTP server that records every request and answers 200, or the
+/// statuses queued with [`HttpReceiver::answer_next`] first.
+pub struct HttpReceiver {
+    pub addr: SocketAddr,
+    rx: mpsc::UnboundedReceiver<Request>,
+    state: Arc<ReceiverState>,
+    _task: Task,
+}
+
+async fn record(
+    State(st): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let _ = st.tx.send(Request { method, path: uri.path().to_string(), headers, body: body.to_vec() });
+    let code = st.answers.lock().unwrap().pop_front().unwrap_or(200);
+    StatusCode::from_u16(code).unwrap()
+}
+
+impl HttpReceiver {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(ReceiverState { tx, answers: Mutex::new(VecDeque::new()) });
+        let app = axum::Router::new().fallback(record).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, rx, state, _task: Task(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The next requests get these statuses, then 200 again.
+    pub fn answer_next(&self, statuses: &[u16]) {
+        self.state.answers.lock().unwrap().extend(statuses);
+    }
+
+    /// The next request, waiting at most [`WAIT`].
+    pub async fn next(&mut self) -> Request {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("no request reached the receiver in time")
+            .expect("receiver stopped")
+    }
+
+    /// Every request received so far, without waiting.
+    pub fn received(&mut self) -> Vec<Request> {
+        std::iter::from_fn(|| self.rx.try_recv().ok()).collect()
+    }
+}
+
+/// Accepts connections and never reads or answers: a receiver that hangs.
+pub struct SilentListener {
+    pub addr: SocketAddr,
+    accepted: mpsc::UnboundedReceiver<()>,
+    _task: Task,
+}
+
+impl SilentListener {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, accepted) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+                let _ = tx.send(());
+            }
+        });
+        Self { addr, accepted, _task: Task(task) }
+    }
+
+    /// Waits at most [`WAIT`] for a connection.
+    pub async fn wait_accepted(&mut self) {
+        tokio::time::timeout(WAIT, self.accepted.recv()).await.expect("nobody connected in time");
+    }
+}
+
+/// One mail the sink got.
+#[derive(Debug, Clone, Default)]
+pub struct Mail {
+    pub ehlo: String,
+    /// The AUTH PLAIN credentials, decoded: `(user, password)`.
+    pub login: Option<(String, String)>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+/// A fake SMTP sink: just enough ESMTP (EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT) to take a
+/// mail from a client and hand it to the test. No STARTTLS.
+pub struct FakeSmtpSink {
+    pub addr: SocketAddr,
+    rx: mpsc::UnboundedReceiver<Mail>,
+    _task: Task,
+}
+
+impl FakeSmtpSink {
+    /// `password`: the only password AUTH accepts (any, if `None`).
+    pub async fn start(password: Option<&str>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let password = password.map(str::to_string);
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let tx = tx.clone();
+                let password = password.clone();
+                tokio::spawn(async move {
+                    let _ = smtp_session(sock, tx, password).await;
+                });
+            }
+        });
+        Self { addr, rx, _task: Task(task) }
+    }
+
+    /// The next mail, waiting at most [`WAIT`].
+    pub async fn next(&mut self) -> Mail {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("no mail reached the sink in time")
+            .expect("sink stopped")
+    }
+
+    /// Whether a mail arrived, without waiting.
+    pub fn try_next(&mut self) -> Option<Mail> {
+        self.rx.try_recv().ok()
+    }
+}
+
+async fn smtp_session(
+    sock: tokio::net::TcpStream,
+    tx: mpsc::UnboundedSender<Mail>,
+    password: Option<String>,
+) -> std::io::Result<()> {
+    let (r, mut w) = sock.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let mut mail = Mail::default();
+    w.write_all(b"220 sink.test ESMTP fake sink\r\n").await?;
+    while let Some(line) = lines.next_line().await? {
+        let upper = line.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") {
+            mail.ehlo = line[4..].trim().to_string();
+            b"250-sink.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+        } else if upper.starts_with("AUTH PLAIN ") {
+            let decoded = base64_decode(line[11..].trim());
+            let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
+            let (user, pass) = match parts.as_slice() {
+                [_, u, p] => (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned()),
+                _ => (String::new(), String::new()),
+            };
+            let ok = password.as_deref().is_none_or(|want| want == pass);
+            mail.login = Some((user, pass));
+            if ok { b"235 2.7.0 authenticated\r\n" } else { b"535 5.7.8 bad credentials\r\n" }
+        } else if upper.starts_with("MAIL FROM:") {
+            mail.from = line[10..].trim().to_string();
+            b"250 2.1.0 ok\r\n"
+        } else if upper.starts_with("RCPT TO:") {
+            mail.to.push(line[8..].trim().to_string());
+            b"250 2.1.5 ok\r\n"
+        } else if upper == "DATA" {
+            w.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+            let mut data = String::new();
+            while let Some(l) = lines.next_line().await? {
+                if l == "." {
+                    break;
+                }
+                data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                data.push('\n');
+            }
+            mail.data = data;
+            let _ = tx.send(std::mem::take(&mut mail));
+            b"250 2.0.0 queued\r\n"
+        } else if upper == "QUIT" {
+            w.write_all(b"221 2.0.0 bye\r\n").await?;
+            return Ok(());
+        } else if upper == "RSET" || upper == "NOOP" {
+            b"250 2.0.0 ok\r\n"
+        } else {
+            b"502 5.5.2 not implemented\r\n"
+        };
+        w.write_all(reply).await?;
+    }
+    Ok(())
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let Some(v) = ALPHABET.iter().position(|a| *a == c) else { continue };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
