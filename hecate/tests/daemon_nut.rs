@@ -138,7 +138,9 @@ fn mains_back_before_the_debounce_cancels() {
     ups.set_var("battery.runtime", "5");
     ups.set_var("ups.status", "OB DISCHRG");
     assert!(
-        d.wait(Duration::from_secs(10), |d| d.status().is_some_and(|s| s["sources"][0]["decision"]["streak"].as_u64() >= Some(1))),
+        d.wait(Duration::from_secs(10), |d| d
+            .status()
+            .is_some_and(|s| s["sources"][0]["decision"]["streak"].as_u64() >= Some(1))),
         "never counted a low poll"
     );
     ups.set_var("ups.status", "OL");
@@ -146,7 +148,8 @@ fn mains_back_before_the_debounce_cancels() {
     assert!(d.wait(Duration::from_secs(10), |d| d.source_state().as_deref() == Some("online")), "never back online");
     // Well past the debounce: still no trigger, no run.
     let later = Instant::now() + Duration::from_secs(6);
-    let stayed = d.wait(Duration::from_secs(7), |d| d.source_state().as_deref() == Some("triggered") || Instant::now() > later);
+    let stayed =
+        d.wait(Duration::from_secs(7), |d| d.source_state().as_deref() == Some("triggered") || Instant::now() > later);
     let state = d.source_state();
     let log = d.stop();
     assert!(stayed);
@@ -165,11 +168,13 @@ fn upsd_killed_on_battery_counts_down_and_shuts_down() {
     ups.set_var("ups.status", "OB DISCHRG");
     assert!(d.wait(Duration::from_secs(10), |d| d.source_state().as_deref() == Some("on_battery")), "never on battery");
     ups.kill_upsd();
-    assert!(d.wait(Duration::from_secs(10), |d| d.source_state().as_deref() == Some("unknown")), "lost data not unknown");
+    assert!(
+        d.wait(Duration::from_secs(10), |d| d.source_state().as_deref() == Some("unknown")),
+        "lost data not unknown"
+    );
     assert_eq!(shutdowns(&d), 0);
     assert!(d.wait(Duration::from_secs(30), |d| shutdowns(d) == 1), "the countdown never triggered");
     let reason = d.status().unwrap()["trigger_reason"].as_str().unwrap().to_string();
     let log = d.stop();
     assert!(reason.contains("no data") || reason.contains("count"), "{reason}\n{log}");
 }
-
