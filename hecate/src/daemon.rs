@@ -281,9 +281,20 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 Phase::ShuttingDown => {
                     tracing::info!(%reason, "trigger joins the shutdown already running")
                 }
-                Phase::ShutDown | Phase::StartingUp => {
-                    tracing::info!(%reason, "trigger while the cluster is down or starting: noted")
+                // Power failing again while the cluster comes back: the startup is abandoned
+                // (its journal stays for the record) and the cluster is shut down from
+                // whatever state it reached.
+                Phase::StartingUp => {
+                    tracing::warn!(%reason, "shutdown triggered during startup: abandoning the startup");
+                    if let Some(h) = running.take() {
+                        h.abort();
+                    }
+                    trigger_reason = Some(reason.clone());
+                    running =
+                        Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, &reason, details, false, opts.sink.clone()));
+                    phase = Phase::ShuttingDown;
                 }
+                Phase::ShutDown => tracing::info!(%reason, "trigger while the cluster is down: noted"),
             }
         }
 
@@ -306,6 +317,11 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         opts.sink.clone(),
                     ));
                     phase = Phase::StartingUp;
+                    // The outage is over: a new one during the startup must be able to trigger.
+                    trigger_reason = None;
+                    for s in &mut sources {
+                        s.policy.reset();
+                    }
                 }
             } else {
                 online_since = None;
@@ -399,7 +415,7 @@ fn spawn_run(
     let rt = rt.clone();
     let reason = reason.to_string();
     tokio::spawn(async move {
-        let _lock = crate::run::lock_runs(&cfg.state_dir)?;
+        let _lock = crate::run::lock_runs_waiting(&cfg.state_dir, kind).await?;
         let mut plan = match kind {
             PlanKind::Shutdown => plan::shutdown_plan(&cfg, &rt, &reason),
             PlanKind::Startup => plan::startup_plan(&cfg, &rt, &reason, None),

@@ -42,7 +42,7 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let _lock = lock_runs(&cfg.state_dir)?;
+    let _lock = lock_runs(&cfg.state_dir, plan.kind)?;
     let report = execute(cfg, rt.clone(), &plan, args.resume, terminal_sink()).await?;
     print_summary(&report);
     // The process exits next: give queued notifications (the last stage's among them) a
@@ -55,22 +55,76 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
     })
 }
 
-/// Takes the per-state-dir run lock, so two runs never act on the cluster at once.
-pub fn lock_runs(state_dir: &Path) -> anyhow::Result<File> {
+/// Takes the per-state-dir run lock, so two runs never act on the cluster at once. The lock file
+/// names its holder (`PID KIND`), so a shutdown can find a startup it must stop.
+pub fn lock_runs(state_dir: &Path, kind: PlanKind) -> anyhow::Result<File> {
+    match try_lock_runs(state_dir, kind)? {
+        Some(f) => Ok(f),
+        None => anyhow::bail!(
+            "another startup or shutdown is running (lock {} is held{})",
+            state_dir.join("run.lock").display(),
+            run_lock_holder(state_dir).map(|(pid, k)| format!(" by pid {pid}, a {k}")).unwrap_or_default()
+        ),
+    }
+}
+
+/// The run lock if it is free, `None` if another run holds it.
+pub fn try_lock_runs(state_dir: &Path, kind: PlanKind) -> anyhow::Result<Option<File>> {
+    use std::io::{Seek as _, Write as _};
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let path = state_dir.join("run.lock");
-    let f = File::options()
+    let mut f = File::options()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!("another startup or shutdown is running (lock {} is held)", path.display())
+        Ok(()) => {
+            // Only the holder writes, so the content always names the current holder.
+            let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| writeln!(f, "{} {kind}", std::process::id()));
+            Ok(Some(f))
         }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Who holds the run lock: (pid, kind) as its holder wrote them.
+pub fn run_lock_holder(state_dir: &Path) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(state_dir.join("run.lock")).ok()?;
+    let mut words = text.split_whitespace();
+    Some((words.next()?.parse().ok()?, words.next()?.to_string()))
+}
+
+/// Waits for the run lock. A shutdown does not wait for a startup to finish: power is failing,
+/// so the startup (typically the boot-time bootstrap) is stopped with SIGTERM — its journal stays
+/// and the cluster is shut down from whatever state it reached. Another shutdown is waited for;
+/// running this one after it is harmless, every step being idempotent.
+pub async fn lock_runs_waiting(state_dir: &Path, kind: PlanKind) -> anyhow::Result<File> {
+    let mut signalled = None;
+    let mut waited = std::time::Duration::ZERO;
+    let step = std::time::Duration::from_millis(250);
+    loop {
+        if let Some(f) = try_lock_runs(state_dir, kind)? {
+            return Ok(f);
+        }
+        let holder = run_lock_holder(state_dir);
+        if kind == PlanKind::Shutdown
+            && let Some((pid, held_by)) = &holder
+            && held_by == "startup"
+            && signalled != Some(*pid)
+        {
+            tracing::warn!(pid, "a startup holds the run lock while power is failing: stopping it");
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            signalled = Some(*pid);
+        }
+        if waited.as_secs() % 30 == 0 && waited.subsec_millis() < 250 {
+            tracing::info!(?holder, "waiting for the run lock");
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
     }
 }
 

@@ -232,3 +232,57 @@ fn daemon_serves_metrics() {
         assert!(body.contains(name), "missing {name} in:\n{body}");
     }
 }
+
+/// Power failing while a startup (the boot-time bootstrap) holds the run lock: the daemon stops
+/// the startup and shuts the cluster down instead of waiting for it or giving up.
+#[test]
+fn a_trigger_during_a_cli_startup_stops_it_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = sim_config(dir.path(), &[("step_duration: 500ms", "step_duration: 120s")]);
+    let slow_copy = dir.path().join("slow.yaml");
+    std::fs::rename(&slow, &slow_copy).unwrap();
+    let mut startup = Command::new(env!("CARGO_BIN_EXE_hecate"))
+        .args(["startup", "--config", slow_copy.to_str().unwrap(), "--execute"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("state/run.lock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&lock).unwrap_or_default().contains("startup") {
+        assert!(Instant::now() < deadline, "the startup never took the run lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fast = sim_config(
+        dir.path(),
+        &[
+            ("poll_interval: 1s", "poll_interval: 200ms"),
+            ("battery_runtime: 36s", "battery_runtime: 10s"),
+            ("{ at: 4s, event: mains_lost }", "{ at: 1s, event: mains_lost }"),
+            ("default_shutdown_budget: 12s", "default_shutdown_budget: 4s"),
+        ],
+    );
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_hecate"))
+        .args(["daemon", "--config", fast.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = dir.path().join("state/runs.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&runs).unwrap_or_default().contains("\"shutdown\"") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let startup_status = startup.try_wait().unwrap();
+    let _ = startup.kill();
+    let _ = startup.wait();
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(std::fs::read_to_string(&runs).unwrap_or_default().contains("\"shutdown\""), "no shutdown ran: {log}");
+    assert!(log.contains("a startup holds the run lock while power is failing"), "{log}");
+    let status = startup_status.expect("the startup was not stopped");
+    assert!(!status.success(), "the startup should have been stopped by a signal: {status:?}");
+}
