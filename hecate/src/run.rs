@@ -120,7 +120,7 @@ pub async fn lock_runs_waiting(state_dir: &Path, kind: PlanKind) -> anyhow::Resu
             let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             signalled = Some(*pid);
         }
-        if waited.as_secs() % 30 == 0 && waited.subsec_millis() < 250 {
+        if waited.as_secs().is_multiple_of(30) && waited.subsec_millis() < 250 {
             tracing::info!(?holder, "waiting for the run lock");
         }
         tokio::time::sleep(step).await;
