@@ -263,7 +263,7 @@ fn a_trigger_during_a_cli_startup_stops_it_and_shuts_down() {
             ("default_shutdown_budget: 12s", "default_shutdown_budget: 4s"),
         ],
     );
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_hecate"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_hecate"))
         .args(["daemon", "--config", fast.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
