@@ -168,18 +168,11 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     last_run = Some(
                         serde_json::json!({"kind": report.kind, "outcome": report.outcome, "duration_s": report.duration_s, "started_at": report.started_at}),
                     );
-                    let failures: Vec<String> =
-                        report.failures().map(|f| format!("{}: {}", f.description, f.message)).collect();
-                    let ev_kind =
-                        if kind == PlanKind::Shutdown { EventKind::ShutdownDone } else { EventKind::StartupDone };
-                    let ev = Event::now(
-                        ev_kind,
-                        &cfg.host,
-                        format!("{} finished in {:.1} s ({:?})", report.kind, report.duration_s, report.outcome),
-                    )
-                    .with("failures", failures.clone());
-                    rt.notify_all(&ev);
-                    tracing::info!(kind = %report.kind, outcome = ?report.outcome, duration_s = report.duration_s, failed = failures.len(), "run finished");
+                    if let Some(ev) = crate::run::finished_event(&cfg.host, &report) {
+                        rt.notify_all(&ev);
+                    }
+                    let failed = report.failures().count();
+                    tracing::info!(kind = %report.kind, outcome = ?report.outcome, duration_s = report.duration_s, failed, "run finished");
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %format!("{e:#}"), "run could not be carried out")

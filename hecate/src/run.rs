@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use hecate_core::cluster::DrainOptions;
 use hecate_core::config::Config;
 use hecate_core::engine::{Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, RunReport};
+use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, Plan, PlanKind};
 use hecate_core::runtime::Runtime;
 
@@ -45,6 +46,9 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
     let _lock = lock_runs(&cfg.state_dir, plan.kind)?;
     let report = execute(cfg, rt.clone(), &plan, args.resume, terminal_sink()).await?;
     print_summary(&report);
+    if let Some(ev) = finished_event(&cfg.host, &report) {
+        rt.notify_all(&ev);
+    }
     // The process exits next: give queued notifications (the last stage's among them) a
     // bounded chance to go out.
     rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
@@ -145,6 +149,30 @@ pub async fn execute(
     crate::status::record_run(cfg, &report)?;
     journal.complete()?;
     Ok(report)
+}
+
+/// The event for a finished run: `shutdown_done` with the outcome, the time and the failures. A
+/// startup plan announces its own end in its last stage, so it gets one here only when it
+/// stopped before that stage.
+pub fn finished_event(host: &str, report: &RunReport) -> Option<Event> {
+    let kind = match (report.kind, report.outcome) {
+        (PlanKind::Shutdown, _) => EventKind::ShutdownDone,
+        (PlanKind::Startup, Outcome::Failed) => EventKind::StartupDone,
+        (PlanKind::Startup, _) => return None,
+    };
+    let failures: Vec<String> = report.failures().map(|f| format!("{}: {}", f.description, f.message)).collect();
+    let outcome = serde_json::to_value(report.outcome).unwrap_or_default();
+    Some(
+        Event::now(
+            kind,
+            host,
+            format!("{} finished in {:.1} s ({})", report.kind, report.duration_s, outcome.as_str().unwrap_or("?")),
+        )
+        .with("outcome", outcome)
+        .with("duration_s", report.duration_s)
+        .with("reason", report.reason.clone())
+        .with("failures", failures),
+    )
 }
 
 /// Engine settings from the config.

@@ -84,7 +84,10 @@ async fn a_shutdown_run_delivers_its_events_to_the_plugin_before_exiting() {
     assert_eq!(kinds.first().map(String::as_str), Some("shutdown_triggered"), "{kinds:?}");
     assert!(events[0].message.contains("plugin test"), "{:?}", events[0]);
     assert_eq!(events[0].host, "plugin-test");
-    // The last stage's event is queued just before the process ends: the exit flush sent it.
     let last_stage = events.iter().rev().find(|e| e.kind.as_str() == "stage_finished").unwrap();
     assert_eq!(last_stage.details["index"], last_stage.details["total"], "{kinds:?}");
+    // Queued just before the process ends: the exit flush sent it.
+    let done = events.last().unwrap();
+    assert_eq!(done.kind.as_str(), "shutdown_done", "{kinds:?}");
+    assert_eq!(done.details["outcome"], "success");
 }
