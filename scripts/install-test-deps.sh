@@ -6,8 +6,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (apt-get install, useradd, /etc/sudoers.d)" >&2; exit 1; }
 
-# upsd + dummy-ups + upsrw, sshd + ssh + ssh-keygen, sudo, and what the scripts and shims call
-PACKAGES=(nut-server nut-client openssh-server openssh-client sudo iproute2 python3 procps passwd coreutils)
+# upsd + dummy-ups + upsrw, sshd + ssh + ssh-keygen, sudo, ipmi_sim + ipmitool (IPMI BMC and
+# Hecate's IPMI client), python3-venv (sushy-emulator, the Redfish BMC), openssl (its test
+# certificates), and what the scripts and shims call
+PACKAGES=(nut-server nut-client openssh-server openssh-client sudo openipmi ipmitool python3-venv openssl
+  iproute2 python3 procps passwd coreutils)
 # systemd-analyze (verifies the units) and git (the self-update test): hecate/tests/install.rs
 PACKAGES+=(systemd git)
 
@@ -32,9 +35,28 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
 fi
 
-for bin in /lib/nut/upsd /lib/nut/dummy-ups /usr/sbin/sshd; do
+for bin in /lib/nut/upsd /lib/nut/dummy-ups /usr/sbin/sshd /usr/bin/ipmi_sim /usr/bin/ipmitool /usr/bin/openssl; do
   [ -x "$bin" ] || { echo "$0: $bin missing after install" >&2; exit 1; }
 done
 getent passwd nut >/dev/null || { echo "$0: user 'nut' missing after installing nut-server" >&2; exit 1; }
 
 "$ROOT/tests/peers/ssh/setup.sh"
+
+# sushy-emulator (sushy-tools 2.2.0 from PyPI) in a venv outside the clone, so CI runs on the same
+# machine reuse it. Exactly the versions in the lock (--no-deps; `pip check` proves the lock is
+# complete). A stamp with the lock's hash marks a finished install: a changed lock or an
+# interrupted install builds the venv again. Debian's python3, which python3-venv belongs to.
+REDFISH_VENV=/var/lib/hecate-test/redfish-venv
+REDFISH_LOCK="$ROOT/tests/peers/redfish/requirements.lock"
+lock_hash=$(sha256sum <"$REDFISH_LOCK" | cut -d' ' -f1)
+if [ "$(cat "$REDFISH_VENV/.hecate-lock.sha256" 2>/dev/null)" != "$lock_hash" ] \
+  || ! "$REDFISH_VENV/bin/python" -c 'import sushy_tools.emulator.main' 2>/dev/null; then
+  echo "creating the sushy-emulator venv in $REDFISH_VENV"
+  rm -rf "$REDFISH_VENV"
+  mkdir -p "$(dirname "$REDFISH_VENV")"
+  /usr/bin/python3 -m venv "$REDFISH_VENV"
+  "$REDFISH_VENV/bin/pip" install -q --no-deps -r "$REDFISH_LOCK" </dev/null
+  "$REDFISH_VENV/bin/pip" check
+  "$REDFISH_VENV/bin/python" -c 'import sushy_tools.emulator.main'
+  echo "$lock_hash" >"$REDFISH_VENV/.hecate-lock.sha256"
+fi

@@ -1,9 +1,10 @@
 //! Dev-only harness that runs Hecate's real peers on loopback for tests.
 //!
 //! Each peer is a real daemon started by the test, on a free loopback port, with its state in a
-//! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]) and OpenSSH `sshd` "nodes"
+//! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]), OpenSSH `sshd` "nodes"
 //! whose `systemctl`/`shutdown`/`poweroff`/`reboot`/`halt` are recording shims ([`SshNode`],
-//! [`SshNodes`]). Starting waits until the peer answers (polling with a timeout, never a fixed
+//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]) and a Redfish BMC `sushy-emulator`
+//! ([`Sushy`]). Starting waits until the peer answers (polling with a timeout, never a fixed
 //! sleep); dropping the handle kills the processes it spawned, by PID, and removes the temp dir.
 //!
 //! The peers need root and some Debian packages plus a one-time setup (test user `hecate`, client
@@ -11,19 +12,23 @@
 //! `scripts/install-test-deps.sh`) before running the tests. Without it the tests fail with a
 //! message saying so: they never skip silently, since a test that does not run proves nothing.
 //!
-//! Ports are always loopback and never 22, 623, 3493 or 9560 (the real services' ports).
+//! Ports are always loopback and never 22, 623, 3493 or 9560 (the real services' ports), TCP or UDP.
 
+mod ipmi;
 mod nut;
 mod process;
+mod redfish;
 mod ssh;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use ipmi::IpmiSim;
 pub use nut::Upsd;
+pub use redfish::{REDFISH_VENV, SUSHY_SYSTEMS, Sushy, SushyOptions};
 pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, SshNode, SshNodes};
 
 /// What to run to get root and the installed peers; part of every "not set up" failure.
@@ -68,11 +73,27 @@ pub(crate) fn require_executables(paths: &[&str]) {
 /// do not race for it. The port is free when returned; starting a peer on it can still lose to
 /// another process, so the peers retry on a new port when binding fails.
 pub fn free_port(addr: Ipv4Addr) -> u16 {
-    static HANDED_OUT: Mutex<BTreeSet<(Ipv4Addr, u16)>> = Mutex::new(BTreeSet::new());
-    assert!(addr.is_loopback(), "free_port: {addr} is not a loopback address; test peers only listen on loopback");
-    for _ in 0..1000 {
+    pick_port("free_port", addr, || {
         let listener = TcpListener::bind((addr, 0)).unwrap_or_else(|e| panic!("free_port: cannot bind {addr}:0: {e}"));
-        let port = listener.local_addr().expect("free_port: bound listener has no local address").port();
+        listener.local_addr().expect("free_port: bound listener has no local address").port()
+    })
+}
+
+/// A free UDP port on `addr` (a loopback address), like [`free_port`] for UDP peers (an IPMI BMC,
+/// a Wake-on-LAN listener). Never one of [`RESERVED_PORTS`], never handed out twice in one test
+/// process, whether as a TCP or a UDP port.
+pub fn free_udp_port(addr: Ipv4Addr) -> u16 {
+    pick_port("free_udp_port", addr, || {
+        let socket = UdpSocket::bind((addr, 0)).unwrap_or_else(|e| panic!("free_udp_port: cannot bind {addr}:0: {e}"));
+        socket.local_addr().expect("free_udp_port: bound socket has no local address").port()
+    })
+}
+
+fn pick_port(what: &str, addr: Ipv4Addr, mut bind_any: impl FnMut() -> u16) -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<(Ipv4Addr, u16)>> = Mutex::new(BTreeSet::new());
+    assert!(addr.is_loopback(), "{what}: {addr} is not a loopback address; test peers only listen on loopback");
+    for _ in 0..1000 {
+        let port = bind_any();
         if RESERVED_PORTS.contains(&port) {
             continue;
         }
@@ -81,7 +102,7 @@ pub fn free_port(addr: Ipv4Addr) -> u16 {
             return port;
         }
     }
-    panic!("free_port: no free port found on {addr}")
+    panic!("{what}: no free port found on {addr}")
 }
 
 /// Polls `probe` every 20 ms until it returns `Ok`, and returns that value.
@@ -167,6 +188,17 @@ mod tests {
             let port = free_port(Ipv4Addr::LOCALHOST);
             assert!(!RESERVED_PORTS.contains(&port));
             assert!(seen.insert(port), "port {port} handed out twice");
+        }
+    }
+
+    #[test]
+    fn free_udp_port_is_bindable_and_never_repeats() {
+        let mut seen = BTreeSet::new();
+        for _ in 0..50 {
+            let port = free_udp_port(Ipv4Addr::LOCALHOST);
+            assert!(!RESERVED_PORTS.contains(&port));
+            assert!(seen.insert(port), "port {port} handed out twice");
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).expect("the port is free");
         }
     }
 
