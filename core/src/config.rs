@@ -386,6 +386,7 @@ impl Config {
             }
             for (j, c) in n.controllers.iter().enumerate() {
                 p.extend(c.validate().into_iter().map(|m| (format!("nodes[{i}].controllers[{j}]"), m)));
+                w.extend(c.warnings().into_iter().map(|m| format!("nodes[{i}].controllers[{j}] ({}): {m}", n.name)));
             }
         }
         if inits > 1 {

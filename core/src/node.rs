@@ -143,6 +143,11 @@ pub trait NodeControllerConfig: fmt::Debug + Send + Sync {
     fn validate(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Settings that work but deserve a second look (an `insecure: true`, a password sent in
+    /// clear), shown by `hecate config check` and at start; never a reason to refuse the config.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Builds the runtime controller for one node. Must not block on the network.
     fn build(&self, node: &NodeInfo, ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError>;
 }

@@ -1,3 +1,7 @@
 //! Node controllers.
 
+mod bmc;
+pub mod ipmi;
+pub mod redfish;
 pub mod simulated;
+pub mod wol;
