@@ -13,6 +13,9 @@ PACKAGES=(nut-server nut-client openssh-server openssh-client sudo openipmi ipmi
   iproute2 python3 procps passwd coreutils)
 # systemd-analyze (verifies the units) and git (the self-update test): hecate/tests/install.rs
 PACKAGES+=(systemd git)
+# certutil + pk12util: Debian's upsd is built with NSS and takes its TLS certificate from an NSS
+# database (test-support/src/nut.rs, backends/tests/nut_tls.rs)
+PACKAGES+=(libnss3-tools)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

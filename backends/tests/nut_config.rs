@@ -34,9 +34,76 @@ fn minimal_yaml_gets_defaults() {
 
 #[test]
 fn unknown_keys_are_refused() {
-    // TLS is not implemented yet: a `tls:` key must fail loudly, not be silently ignored.
-    let err = parse("type: nut\nname: a\nups: u\ntls: true\n").unwrap_err();
-    assert!(err.contains("tls"), "{err}");
+    let err = parse("type: nut\nname: a\nups: u\nstarttls: true\n").unwrap_err();
+    assert!(err.contains("starttls"), "{err}");
+    // There is no way to turn certificate checks off.
+    let err = parse("type: nut\nname: a\nups: u\ntls:\n  ca_file: /ca.pem\n  insecure: true\n").unwrap_err();
+    assert!(err.contains("insecure"), "{err}");
+}
+
+#[test]
+fn tls_block_defaults_and_round_trip() {
+    let cfg = nut("name: a\nups: u\ntls:\n  ca_file: /etc/hecate/nut-ca.pem\n");
+    let tls = cfg.tls.as_ref().expect("a tls block");
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/hecate/nut-ca.pem")));
+    assert_eq!(tls.server_name, None);
+    assert!(tls.required);
+    assert_eq!(tls.effective_server_name(&cfg.endpoint).unwrap(), "127.0.0.1");
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["tls"]["ca_file"], "/etc/hecate/nut-ca.pem");
+    assert_eq!(json["tls"]["required"], true);
+
+    let cfg = nut("name: a\nups: u\nendpoint: 10.0.0.5\ntls: {ca_file: /ca.pem, server_name: ups.lan}\n");
+    assert_eq!(cfg.tls.as_ref().unwrap().effective_server_name(&cfg.endpoint).unwrap(), "ups.lan");
+    assert!(nut("name: a\nups: u\n").tls.is_none(), "no block: plain tcp");
+}
+
+#[test]
+fn bare_tls_key_is_refused_not_read_as_plaintext() {
+    // `tls:` with every line below it commented out must not quietly mean "no tls".
+    let err = parse("type: nut\nname: a\nups: u\ntls:\n#  ca_file: /ca.pem\n").unwrap_err();
+    assert!(err.contains("`tls` is empty"), "{err}");
+}
+
+#[test]
+fn validate_reports_tls_problems() {
+    let cfg = nut("name: a\nups: u\ntls: {}\n");
+    let problems = cfg.validate();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].contains("`tls.ca_file` is required"), "{problems:?}");
+
+    let cfg = nut("name: a\nups: u\ntls: {ca_file: '', server_name: 'not a name', required: false}\n");
+    let all = cfg.validate().join("\n");
+    assert_eq!(cfg.validate().len(), 3, "{all}");
+    for needle in ["`tls.ca_file` must not be empty", "`tls.server_name` `not a name`", "`tls.required: false`"] {
+        assert!(all.contains(needle), "no {needle} in {all}");
+    }
+}
+
+#[test]
+fn build_reads_the_tls_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_ca = |content: Option<&str>| {
+        let file = dir.path().join("ca.pem");
+        match content {
+            Some(text) => std::fs::write(&file, text).expect("write the CA file"),
+            None => drop(std::fs::remove_file(&file)),
+        }
+        nut(&format!("name: a\nups: u\ntls:\n  ca_file: {}\n", file.display())).build(&ctx())
+    };
+    for (content, needle) in [
+        (None, "cannot read tls ca_file"),
+        (Some(""), "holds no certificate"),
+        (Some("not a certificate\n"), "holds no certificate"),
+        (Some("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"), "not valid PEM"),
+        (Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "not a usable CA certificate"),
+    ] {
+        let err = with_ca(content).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config, "{content:?}: {err}");
+        assert!(err.message.contains(needle), "{content:?}: no {needle} in {err}");
+        assert!(err.message.contains(&dir.path().join("ca.pem").display().to_string()), "{err}");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hecate_backends::power::nut::{NutConfig, NutUps};
+use hecate_backends::power::nut::{NutConfig, NutTlsConfig, NutUps};
 use hecate_core::ErrorKind;
 use hecate_core::duration::HumanDuration;
 use hecate_core::power::{PowerSource, StatusFlag};
@@ -168,7 +168,32 @@ fn config(fake: &FakeUpsd, password: Option<(&Path, &str)>, timeout: Duration) -
         username,
         password_file,
         timeout: HumanDuration(timeout),
+        tls: None,
     }
+}
+
+/// A CA certificate whose key was thrown away when it was made: enough to build a `tls` source,
+/// and these fakes never get as far as a handshake (the real one is tested in nut_tls.rs).
+const UNUSED_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBpDCCAUugAwIBAgIUTMMcc+jF6a23j8maToyOtWS6+uQwCgYIKoZIzj0EAwIw
+JzElMCMGA1UEAwwcaGVjYXRlIHRlc3QgY2Egd2l0aG91dCBhIGtleTAgFw0yNjEx
+MjUwNTM1NDBaGA8yMTI2MTEwMTA1MzU0MFowJzElMCMGA1UEAwwcaGVjYXRlIHRl
+c3QgY2Egd2l0aG91dCBhIGtleTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABLKM
+25A6zwGxbt5qc/fRVzu8xw7oqJKQeXi/jikhtsNHzB1zYLgqk66eCexBF4+lwHP/
+Sv/iqvOgMr0AYO2PCTCjUzBRMB0GA1UdDgQWBBQE9WVoDKKusnszEPhPK2kv8z6H
+UTAfBgNVHSMEGDAWgBQE9WVoDKKusnszEPhPK2kv8z6HUTAPBgNVHRMBAf8EBTAD
+AQH/MAoGCCqGSM49BAMCA0cAMEQCIExmY5k5uUvVAICItK/gUCQRU1rUn1AG4sXU
+dZV7Dk5HAiA1BwgWkh8yibS8JfJ2qQBInE9kJww5Tbzh1IzmozrMIg==
+-----END CERTIFICATE-----
+";
+
+/// [`config`] with a login and `tls` trusting [`UNUSED_CA_PEM`].
+fn tls_config(fake: &FakeUpsd, dir: &Path, timeout: Duration) -> NutConfig {
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, UNUSED_CA_PEM).expect("write the CA file");
+    let mut cfg = config(fake, Some((dir, "s3cret")), timeout);
+    cfg.tls = Some(NutTlsConfig { ca_file: Some(ca_file), server_name: None, required: true });
+    cfg
 }
 
 async fn bounded<T>(f: impl Future<Output = T>) -> T {
@@ -409,6 +434,65 @@ async fn a_cancelled_read_never_leaves_its_answer_for_the_next_one() {
         let r = ups.read().await.unwrap();
         assert!(r.status.online(), "stale answer read: {r:?}");
         assert_eq!(fake.accepted(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_starttls_sends_neither_the_login_nor_a_request() {
+    let cases = [
+        ("ERR FEATURE-NOT-CONFIGURED", ErrorKind::Config, "no certificate configured"),
+        ("ERR FEATURE-NOT-SUPPORTED", ErrorKind::Config, "without tls support"),
+        // upsd before 2.4 knows no STARTTLS
+        ("ERR UNKNOWN-COMMAND", ErrorKind::Protocol, "UNKNOWN-COMMAND"),
+        ("OK", ErrorKind::Protocol, "unexpected answer"),
+    ];
+    for (answer, kind, needle) in cases {
+        bounded(async {
+            let fake = FakeUpsd::start(move |_, line: &str| match line {
+                "STARTTLS" => lines(&[answer]),
+                other => upsd_like(ONLINE)(0, other),
+            })
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut ups = NutUps::new(&tls_config(&fake, dir.path(), Duration::from_secs(5))).unwrap();
+            let err = ups.read().await.unwrap_err();
+            assert_eq!(err.kind, kind, "{answer}: {err}");
+            assert!(err.message.contains(needle), "{answer}: no {needle} in {err}");
+            assert_eq!(fake.lines(), ["STARTTLS"], "{answer}: nothing may follow in plaintext");
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn bytes_after_ok_starttls_are_refused_not_read_as_answers() {
+    bounded(async {
+        // One write, so the injected answer arrives with `OK STARTTLS`, as a man in the middle
+        // would send it to have it read as if it had come through TLS.
+        let injected = "OK STARTTLS\nBEGIN LIST VAR atlasups\nVAR atlasups ups.status \"OL\"\nEND LIST VAR atlasups";
+        let fake = FakeUpsd::start(move |_, _: &str| lines(&[injected])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ups = NutUps::new(&tls_config(&fake, dir.path(), Duration::from_secs(5))).unwrap();
+        let err = ups.read().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Protocol, "{err}");
+        assert!(err.message.contains("after `OK STARTTLS`"), "{err}");
+        assert_eq!(fake.lines(), ["STARTTLS"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unanswered_starttls_times_out() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, _: &str| Reply::Silence).await;
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_millis(300);
+        let mut ups = NutUps::new(&tls_config(&fake, dir.path(), timeout)).unwrap();
+        let err = ups.read().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+        assert!(err.message.contains("STARTTLS"), "{err}");
+        assert_eq!(fake.lines(), ["STARTTLS"]);
     })
     .await;
 }

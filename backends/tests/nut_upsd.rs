@@ -31,6 +31,7 @@ fn config(upsd: &Upsd, login: Option<(&Path, &str, &str)>) -> NutConfig {
         username,
         password_file,
         timeout: HumanDuration::from_secs(5),
+        tls: None,
     }
 }
 

@@ -12,6 +12,15 @@ use crate::{SETUP_HINT, Step, chmod, free_port, peer_temp_dir, poll, require_exe
 const UPSD: &str = "/lib/nut/upsd";
 const DUMMY_UPS: &str = "/lib/nut/dummy-ups";
 const UPSRW: &str = "/usr/bin/upsrw";
+// Debian's upsd is built with NSS, not OpenSSL (`ldd /lib/nut/upsd` shows libnss3 and libssl3, NSS's
+// TLS library): it takes its certificate from an NSS database (CERTPATH + CERTIDENT), which these
+// fill from a PEM file. CERTFILE, a PEM file, is for OpenSSL builds.
+const OPENSSL: &str = "/usr/bin/openssl";
+const CERTUTIL: &str = "/usr/bin/certutil";
+const PK12UTIL: &str = "/usr/bin/pk12util";
+/// The certificate's nickname in the NSS database, and the database's password (test only).
+const NSS_CERT_NAME: &str = "upsd";
+const NSS_DB_PASSWORD: &str = "hecate-test-nssdb";
 const DEFAULT_DEV: &str = include_str!("../../tests/peers/nut/default.dev");
 
 const MONITOR_USER: &str = "monuser";
@@ -44,6 +53,8 @@ pub struct Upsd {
     port: u16,
     etc: PathBuf,
     state: PathBuf,
+    /// Lines added to upsd.conf (the TLS certificate).
+    upsd_conf_extra: String,
     driver: Option<Daemon>,
     upsd: Option<Daemon>,
     // last, so it is removed after the daemons are killed
@@ -61,6 +72,20 @@ impl Upsd {
     /// Like [`Upsd::start`], with some variables replaced or added in the initial data, e.g.
     /// `&[("ups.status", "OB DISCHRG"), ("battery.charge", "40")]`.
     pub fn start_with_vars(ups_name: &str, vars: &[(&str, &str)]) -> Upsd {
+        Upsd::start_inner(ups_name, vars, None)
+    }
+
+    /// Like [`Upsd::start`], with `STARTTLS` on: upsd presents the certificate in
+    /// `cert_and_key_pem`, one PEM file holding the server certificate (then any intermediate
+    /// CAs) and its unencrypted private key. Plain connections are still served, as upsd does.
+    ///
+    /// Debian's upsd is built with NSS: the PEM goes into an NSS database (`openssl pkcs12`,
+    /// `pk12util`) that upsd.conf names with `CERTPATH` and `CERTIDENT`.
+    pub fn start_with_tls(ups_name: &str, cert_and_key_pem: &Path) -> Upsd {
+        Upsd::start_inner(ups_name, &[], Some(cert_and_key_pem))
+    }
+
+    fn start_inner(ups_name: &str, vars: &[(&str, &str)], tls: Option<&Path>) -> Upsd {
         crate::require_root();
         require_executables(&[UPSD, DUMMY_UPS, UPSRW]);
         let nut_gid = nut_gid();
@@ -102,8 +127,25 @@ impl Upsd {
         chmod(&etc, 0o750);
         chown_root_nut(&state, nut_gid);
         chmod(&state, 0o770);
+        let upsd_conf_extra = match tls {
+            Some(pem) => {
+                let db = etc.join("nssdb");
+                nss_database(pem, &db, dir.path());
+                // readable by 'nut' like the rest of the config: upsd runs as 'nut'
+                for entry in std::fs::read_dir(&db).expect("read back the NSS database just made") {
+                    let path = entry.expect("NSS database entry").path();
+                    chown_root_nut(&path, nut_gid);
+                    chmod(&path, 0o640);
+                }
+                chown_root_nut(&db, nut_gid);
+                chmod(&db, 0o750);
+                format!("CERTPATH {}\nCERTIDENT \"{NSS_CERT_NAME}\" \"{NSS_DB_PASSWORD}\"\n", db.display())
+            }
+            None => String::new(),
+        };
 
-        let mut upsd = Upsd { ups: ups_name.to_owned(), port: 0, etc, state, driver: None, upsd: None, dir };
+        let mut upsd =
+            Upsd { ups: ups_name.to_owned(), port: 0, etc, state, upsd_conf_extra, driver: None, upsd: None, dir };
         upsd.restart_driver();
         upsd.start_upsd_on_free_port();
         upsd
@@ -230,7 +272,10 @@ impl Upsd {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             self.port = free_port(Ipv4Addr::LOCALHOST);
-            write(&self.etc.join("upsd.conf"), format!("LISTEN 127.0.0.1 {}\nMAXAGE 15\n", self.port));
+            write(
+                &self.etc.join("upsd.conf"),
+                format!("LISTEN 127.0.0.1 {}\nMAXAGE 15\n{}", self.port, self.upsd_conf_extra),
+            );
             match self.spawn_upsd_and_wait() {
                 Ok(()) => return,
                 Err(why) if attempt < ATTEMPTS && lost_port_race(&why) => self.kill_upsd(),
@@ -322,6 +367,38 @@ fn request(addr: SocketAddr, line: &str) -> Result<String, String> {
     }
     let _ = (&stream).write_all(b"LOGOUT\n");
     Ok(answer.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// An NSS database in `db` (created) holding the certificate and key of `pem` under
+/// [`NSS_CERT_NAME`], protected by [`NSS_DB_PASSWORD`]. `scratch` takes the intermediate files.
+fn nss_database(pem: &Path, db: &Path, scratch: &Path) {
+    require_executables(&[OPENSSL, CERTUTIL, PK12UTIL]);
+    std::fs::create_dir(db).unwrap_or_else(|e| panic!("mkdir {}: {e}", db.display()));
+    let password_file = scratch.join("nssdb.pass");
+    write(&password_file, NSS_DB_PASSWORD);
+    let p12 = scratch.join("upsd.p12");
+    let p12_password = "hecate-test-p12";
+    let nss_db = format!("sql:{}", db.display());
+    run(Command::new(CERTUTIL).args(["-N", "-d", &nss_db, "-f"]).arg(&password_file));
+    run(Command::new(OPENSSL)
+        .args(["pkcs12", "-export", "-name", NSS_CERT_NAME, "-passout", &format!("pass:{p12_password}"), "-in"])
+        .arg(pem)
+        .arg("-out")
+        .arg(&p12));
+    run(Command::new(PK12UTIL).arg("-i").arg(&p12).args(["-d", &nss_db, "-W", p12_password, "-k"]).arg(&password_file));
+}
+
+/// Runs a setup command to completion, panicking with its output if it fails.
+fn run(command: &mut Command) {
+    let out =
+        command.stdin(std::process::Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed with {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn nut_gid() -> u32 {

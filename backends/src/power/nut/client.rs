@@ -1,5 +1,5 @@
-//! A small async NUT client: one TCP connection to upsd, one request at a time, each bounded by a
-//! timeout.
+//! A small async NUT client: one TCP connection to upsd, optionally upgraded to TLS with
+//! `STARTTLS`, one request at a time, each bounded by a timeout.
 //!
 //! Cancel safety: a request marks the connection *broken* until its whole answer has been read.
 //! If the future is dropped half-way (the daemon's own poll timeout) or the request times out, the
@@ -7,11 +7,20 @@
 //! [`NutClient::is_broken`] tells the owner to open a new connection instead.
 
 use std::fmt;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hecate_core::{BackendError, ErrorKind};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::protocol::{ErrAnswer, request_line, split_words};
 
@@ -56,6 +65,104 @@ pub fn display_endpoint(host: &str, port: u16) -> String {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
+/// What a TLS connection to upsd is checked against: the CAs that may have signed upsd's
+/// certificate, and the name that certificate must carry.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl TlsSettings {
+    /// Trusts the certificates in `ca_file` (PEM, one or more `BEGIN CERTIFICATE` blocks) and
+    /// expects upsd's certificate to be valid for `server_name` (a DNS name or an IP address).
+    pub fn from_ca_file(ca_file: &Path, server_name: &str) -> Result<Self, BackendError> {
+        let shown = ca_file.display();
+        let pem = std::fs::read(ca_file).map_err(|e| {
+            BackendError::with_source(ErrorKind::Config, format!("cannot read tls ca_file {shown}: {e}"), e)
+        })?;
+        let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| {
+            BackendError::with_source(ErrorKind::Config, format!("tls ca_file {shown} is not valid PEM: {e}"), e)
+        })?;
+        if certs.is_empty() {
+            return Err(BackendError::new(
+                ErrorKind::Config,
+                format!("tls ca_file {shown} holds no certificate (no `BEGIN CERTIFICATE` block)"),
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (n, cert) in certs.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| {
+                BackendError::with_source(
+                    ErrorKind::Config,
+                    format!("tls ca_file {shown}: certificate {} is not a usable CA certificate: {e}", n + 1),
+                    e,
+                )
+            })?;
+        }
+        let server_name = ServerName::try_from(server_name.to_string()).map_err(|e| {
+            BackendError::with_source(
+                ErrorKind::Config,
+                format!("tls server name `{server_name}` is not a DNS name or IP address: {e}"),
+                e,
+            )
+        })?;
+        // An explicit provider, not the process-wide default: `hecate::init_process` installs ring,
+        // but a library user or a test that never calls it would otherwise panic here.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| BackendError::with_source(ErrorKind::Config, format!("cannot set up tls for upsd: {e}"), e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { config: Arc::new(config), server_name })
+    }
+
+    /// The name upsd's certificate must be valid for.
+    pub fn server_name(&self) -> String {
+        self.server_name.to_str().into_owned()
+    }
+}
+
+/// The connection under the line reader: plain TCP, or TLS after `STARTTLS`.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    // Boxed: a TLS session is over a kilobyte, a TcpStream a few words.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// How one exchange went wrong.
 enum Failure {
     /// upsd answered `ERR ...`: the exchange is complete and the connection still in step.
@@ -68,7 +175,7 @@ enum Failure {
 /// One connection to upsd.
 #[derive(Debug)]
 pub struct NutClient {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     peer: String,
     timeout: Duration,
     /// Set while a request is in flight and left set if it did not finish cleanly.
@@ -100,7 +207,28 @@ impl NutClient {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         tracing::debug!(%peer, "connected to upsd");
-        Ok(Self { stream: BufReader::new(stream), peer, timeout, broken: false })
+        Ok(Self { stream: BufReader::new(Stream::Plain(stream)), peer, timeout, broken: false })
+    }
+
+    /// Sends `STARTTLS` and, once upsd agrees, runs the TLS handshake on the same connection,
+    /// checking upsd's certificate against `tls`. Call it before [`NutClient::authenticate`], so
+    /// the password travels encrypted. Never falls back to plaintext: an upsd that answers `ERR`
+    /// (no certificate configured, or built without TLS) is an error, and so is any certificate
+    /// that does not check out. On error the connection is dropped.
+    pub async fn start_tls(self, tls: &TlsSettings) -> Result<Self, BackendError> {
+        let (peer, timeout) = (self.peer.clone(), self.timeout);
+        match tokio::time::timeout(timeout, self.upgrade(tls)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::new(
+                ErrorKind::Timeout,
+                format!("upsd at {peer} did not finish STARTTLS within {}", humantime::format_duration(timeout)),
+            )),
+        }
+    }
+
+    /// Whether the connection is encrypted (after [`NutClient::start_tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream.get_ref(), Stream::Tls(_))
     }
 
     /// The `host:port` this client talks to.
@@ -165,6 +293,83 @@ impl NutClient {
         self.end("LOGOUT", outcome)
     }
 
+    async fn upgrade(mut self, tls: &TlsSettings) -> Result<Self, BackendError> {
+        if self.broken {
+            return Err(BackendError::new(
+                ErrorKind::Protocol,
+                format!("connection to upsd at {} is out of step; cannot start tls on it", self.peer),
+            ));
+        }
+        if let Err(f) = self.send("STARTTLS\n").await {
+            return Err(self.starttls_failure(f));
+        }
+        let words = match self.recv().await {
+            Ok(words) => words,
+            Err(f) => return Err(self.starttls_failure(f)),
+        };
+        if as_strs(&words) != ["OK", "STARTTLS"] {
+            return Err(self.starttls_failure(self.unexpected(words)));
+        }
+        // upsd says nothing more until the client's TLS hello. Bytes already waiting would be
+        // read as if they had come through TLS: a man in the middle could inject answers that way.
+        if !self.stream.buffer().is_empty() {
+            return Err(self.garbled("data after `OK STARTTLS` before the tls handshake".into()));
+        }
+        let tcp = match self.stream.into_inner() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(_) => {
+                return Err(BackendError::new(
+                    ErrorKind::Protocol,
+                    format!("connection to upsd at {} is already tls", self.peer),
+                ));
+            }
+        };
+        let connector = TlsConnector::from(tls.config.clone());
+        let stream = connector.connect(tls.server_name.clone(), tcp).await.map_err(|e| {
+            let (kind, why) = handshake_failure(&e);
+            BackendError::with_source(
+                kind,
+                format!(
+                    "tls handshake with upsd at {} (expecting a certificate for {}) failed: {why}",
+                    self.peer,
+                    tls.server_name()
+                ),
+                e,
+            )
+        })?;
+        let (_, session) = stream.get_ref();
+        tracing::debug!(
+            peer = %self.peer,
+            version = ?session.protocol_version(),
+            cipher = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+            "upsd connection is now tls"
+        );
+        Ok(Self { stream: BufReader::new(Stream::Tls(Box::new(stream))), ..self })
+    }
+
+    /// The error for a failed `STARTTLS` exchange, an `ERR` answer included.
+    fn starttls_failure(&self, failure: Failure) -> BackendError {
+        let err = match failure {
+            Failure::Broken(e) => return e,
+            Failure::Refused(err) => err,
+        };
+        let (kind, why) = match err.code.as_str() {
+            "FEATURE-NOT-CONFIGURED" => {
+                (ErrorKind::Config, "upsd has no certificate configured (CERTFILE or CERTPATH/CERTIDENT in upsd.conf)")
+            }
+            "FEATURE-NOT-SUPPORTED" => (ErrorKind::Config, "this upsd was built without tls support"),
+            _ => (ErrorKind::Protocol, err.meaning()),
+        };
+        BackendError::new(
+            kind,
+            format!(
+                "upsd at {} refused STARTTLS: {why} (ERR {}); `tls` is configured, so hecate will not \
+                 fall back to plaintext",
+                self.peer, err.code
+            ),
+        )
+    }
+
     fn encode(&self, words: &[&str], label: &str) -> Result<String, BackendError> {
         request_line(words).map_err(|e| {
             BackendError::with_source(
@@ -217,7 +422,13 @@ impl NutClient {
     }
 
     async fn send(&mut self, line: &str) -> Result<(), Failure> {
-        self.stream.get_mut().write_all(line.as_bytes()).await.map_err(|e| self.lost(e))
+        let stream = self.stream.get_mut();
+        // The flush matters for TLS only: it pushes out records still held in the session.
+        let sent = match stream.write_all(line.as_bytes()).await {
+            Ok(()) => stream.flush().await,
+            Err(e) => Err(e),
+        };
+        sent.map_err(|e| self.lost(e))
     }
 
     /// Reads one answer line and splits it into words.
@@ -316,6 +527,28 @@ impl NutClient {
             e,
         ))
     }
+}
+
+/// The kind and a lowercase reason for a failed TLS handshake: a certificate that does not check
+/// out is an auth failure (upsd could not prove who it is), anything else a protocol one.
+fn handshake_failure(e: &io::Error) -> (ErrorKind, String) {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(unknown @ rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => (
+            ErrorKind::Auth,
+            format!("{} (not signed by a CA in the tls ca_file)", lowercase_first(&unknown.to_string())),
+        ),
+        Some(cert @ rustls::Error::InvalidCertificate(_)) => (ErrorKind::Auth, lowercase_first(&cert.to_string())),
+        Some(other) => (ErrorKind::Protocol, lowercase_first(&other.to_string())),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            (ErrorKind::Protocol, "upsd closed the connection during the handshake".into())
+        }
+        None => (ErrorKind::Unreachable, e.to_string()),
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
 }
 
 fn as_strs(words: &[String]) -> Vec<&str> {

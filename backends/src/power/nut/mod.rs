@@ -5,6 +5,9 @@
 //! one round trip). A connection that dies is replaced; after a failed attempt the next ones wait
 //! 0.5 s, doubling up to 30 s, and meanwhile `read()` fails at once instead of holding up the
 //! daemon's poll. A failure is always *no data*, never *online*.
+//!
+//! With `tls` configured every connection starts with `STARTTLS` and a verified TLS handshake
+//! before anything else is sent (the login included); there is no plaintext fallback.
 
 pub mod client;
 pub mod protocol;
@@ -19,7 +22,7 @@ use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig, UpsStatus
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use self::client::{NutClient, Secret, display_endpoint};
+use self::client::{NutClient, Secret, TlsSettings, display_endpoint};
 
 /// upsd's registered port.
 pub const DEFAULT_PORT: u16 = 3493;
@@ -50,6 +53,54 @@ pub struct NutConfig {
     /// connection; the next poll opens a new one.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Encrypt the connection with TLS (upsd's `STARTTLS`), checking upsd's certificate. Without
+    /// this block the connection is plain TCP, as upsd serves by default: fine on loopback, but
+    /// on a network anyone on the path can read the values and the password, and forge readings.
+    /// upsd needs a certificate for it: `CERTFILE` in upsd.conf when built with OpenSSL,
+    /// `CERTPATH` and `CERTIDENT` when built with NSS (as Debian's is).
+    #[serde(default, deserialize_with = "tls_block", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "NutTlsConfig")]
+    pub tls: Option<NutTlsConfig>,
+}
+
+/// The `tls` block of a `nut` source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NutTlsConfig {
+    /// A PEM file with the certificate of the CA that signed upsd's certificate (several CAs may
+    /// follow each other in it). Only these are trusted, not the system's CAs. Required; read once
+    /// when Hecate starts.
+    // Optional to serde (a missing `Option` is `None`) so that `validate` reports it along with
+    // every other problem; required in the schema, for editors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required, with = "PathBuf")]
+    pub ca_file: Option<PathBuf>,
+    /// The name upsd's certificate must be valid for (a DNS name or an IP address among its
+    /// subject alternative names). Defaults to the host of `endpoint`; set it when connecting by
+    /// an address the certificate does not name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Whether TLS is mandatory: it is, and `false` is refused. Hecate never falls back to
+    /// plaintext, so an upsd without a certificate, a refused `STARTTLS` or a certificate that does
+    /// not check out is an error, never a reading. Defaults to `true`; written out, it says so to
+    /// the reader of the config.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Reads a present `tls` key as a block: a bare `tls:` (null) is refused rather than read as "no
+/// tls", which would silently mean plaintext.
+fn tls_block<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NutTlsConfig>, D::Error> {
+    match Option::<NutTlsConfig>::deserialize(d)? {
+        Some(tls) => Ok(Some(tls)),
+        None => {
+            Err(serde::de::Error::custom("`tls` is empty: give it at least `ca_file`, or remove the key for plain tcp"))
+        }
+    }
 }
 
 fn default_endpoint() -> String {
@@ -131,6 +182,9 @@ impl PowerSourceConfig for NutConfig {
         if self.timeout.is_zero() {
             p.push("`timeout` must be greater than zero".into());
         }
+        if let Some(tls) = &self.tls {
+            p.extend(tls.problems(&self.endpoint));
+        }
         p
     }
 
@@ -139,7 +193,55 @@ impl PowerSourceConfig for NutConfig {
     }
 }
 
-hecate_core::register_backend!(PowerSource, "nut", "NUT upsd over TCP (LIST VAR polling, INSTCMD)", NutConfig);
+hecate_core::register_backend!(
+    PowerSource,
+    "nut",
+    "NUT upsd over TCP, optionally STARTTLS (LIST VAR polling, INSTCMD)",
+    NutConfig
+);
+
+impl NutTlsConfig {
+    /// The name upsd's certificate must carry: `server_name`, else the host of `endpoint`.
+    pub fn effective_server_name(&self, endpoint: &str) -> Result<String, String> {
+        match &self.server_name {
+            Some(name) => Ok(name.clone()),
+            None => parse_endpoint(endpoint).map(|(host, _)| host),
+        }
+    }
+
+    fn problems(&self, endpoint: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        match &self.ca_file {
+            None => p.push("`tls.ca_file` is required: the PEM file of the CA that signed upsd's certificate".into()),
+            Some(file) if file.as_os_str().is_empty() => p.push("`tls.ca_file` must not be empty".into()),
+            Some(_) => {}
+        }
+        match &self.server_name {
+            Some(name) if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() => {
+                p.push(format!("`tls.server_name` `{name}` is not a DNS name or IP address"));
+            }
+            Some(_) => {}
+            // An unparsable endpoint is reported on its own.
+            None => {
+                if let Ok((host, _)) = parse_endpoint(endpoint)
+                    && rustls::pki_types::ServerName::try_from(host.as_str()).is_err()
+                {
+                    p.push(format!(
+                        "the host `{host}` of `endpoint` cannot be checked against a certificate; set `tls.server_name`"
+                    ));
+                }
+            }
+        }
+        if !self.required {
+            p.push(
+                "`tls.required: false` is not supported: with `tls` the connection is always encrypted, \
+                 without it never"
+                    .into(),
+            );
+        }
+        p
+    }
+}
 
 /// Reads a password file. Errors name the file, never its content.
 fn read_password(file: &std::path::Path) -> Result<Secret, BackendError> {
@@ -171,6 +273,18 @@ fn warn_if_world_readable(file: &std::path::Path) {
             "password_file is readable by every user; chmod 600 it"
         );
     }
+}
+
+/// Loads the CA file of a `tls` block. Errors name the file.
+fn tls_settings(tls: &NutTlsConfig, endpoint: &str) -> Result<TlsSettings, BackendError> {
+    if !tls.required {
+        return Err(BackendError::new(ErrorKind::Config, "`tls.required: false` is not supported"));
+    }
+    let Some(ca_file) = &tls.ca_file else {
+        return Err(BackendError::new(ErrorKind::Config, "`tls` needs `ca_file`"));
+    };
+    let server_name = tls.effective_server_name(endpoint).map_err(|e| BackendError::new(ErrorKind::Config, e))?;
+    TlsSettings::from_ca_file(ca_file, &server_name)
 }
 
 /// A upsd user and its password.
@@ -263,6 +377,7 @@ pub struct NutUps {
     port: u16,
     peer: String,
     credentials: Option<Credentials>,
+    tls: Option<TlsSettings>,
     timeout: Duration,
     conn: Option<NutClient>,
     connections_opened: u64,
@@ -270,7 +385,8 @@ pub struct NutUps {
 }
 
 impl NutUps {
-    /// The runtime object for `cfg`: reads the password file, opens no connection yet.
+    /// The runtime object for `cfg`: reads the password file and the tls CA file, opens no
+    /// connection yet.
     pub fn new(cfg: &NutConfig) -> Result<Self, BackendError> {
         let (host, port) = parse_endpoint(&cfg.endpoint).map_err(|e| BackendError::new(ErrorKind::Config, e))?;
         let credentials = match (&cfg.username, &cfg.password_file) {
@@ -282,6 +398,10 @@ impl NutUps {
             }
             _ => None,
         };
+        let tls = match &cfg.tls {
+            None => None,
+            Some(tls) => Some(tls_settings(tls, &cfg.endpoint)?),
+        };
         Ok(Self {
             name: cfg.name.clone(),
             ups: cfg.ups.clone(),
@@ -289,6 +409,7 @@ impl NutUps {
             host,
             port,
             credentials,
+            tls,
             timeout: *cfg.timeout,
             conn: None,
             connections_opened: 0,
@@ -300,6 +421,11 @@ impl NutUps {
     /// connection serves every poll.
     pub fn connections_opened(&self) -> u64 {
         self.connections_opened
+    }
+
+    /// Whether the kept connection is encrypted; `false` without one.
+    pub fn connected_over_tls(&self) -> bool {
+        self.conn.as_ref().is_some_and(NutClient::is_tls)
     }
 
     /// The upsd endpoint, as `host:port`.
@@ -333,6 +459,9 @@ impl NutUps {
     async fn open(&mut self) -> Result<NutClient, BackendError> {
         self.connections_opened += 1;
         let mut client = NutClient::connect(&self.host, self.port, self.timeout).await?;
+        if let Some(tls) = &self.tls {
+            client = client.start_tls(tls).await?;
+        }
         if let Some(c) = &self.credentials {
             client.authenticate(&c.username, &c.password).await?;
         }
