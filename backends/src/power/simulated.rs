@@ -1,5 +1,6 @@
 //! `simulated`: a UPS in memory. Either a scripted battery model (mains lost and back, telemetry
-//! link lost, load steps) or a replay of a recorded trace. Backs the embedded demo.
+//! link lost, load steps) or a replay of a recorded outage trace (the `hecate-trace v1` CSV format
+//! of `../shared/traces`) in real time. Backs the embedded demo.
 
 use std::time::Instant;
 
@@ -36,6 +37,14 @@ pub struct SimulatedUpsConfig {
     /// Events, by time since the source started.
     #[serde(default)]
     pub script: Vec<ScriptStep>,
+    /// Replay this trace file instead of the battery model: each read returns the trace's row in
+    /// force at the time since the source started (an empty `ups.status` row is a poll without
+    /// data). The trace's `#` ground-truth header is never read.
+    #[serde(default)]
+    pub trace: Option<std::path::PathBuf>,
+    /// Trace seconds per real second when replaying (10 plays a 20-minute outage in 2 minutes).
+    #[serde(default = "one")]
+    pub speed: f64,
 }
 
 /// One scripted event.
@@ -103,6 +112,12 @@ impl PowerSourceConfig for SimulatedUpsConfig {
         if !(self.load > 0.0 && self.load <= 200.0) {
             p.push(format!("load {} must be in (0, 200] percent", self.load));
         }
+        if self.trace.is_some() && !self.script.is_empty() {
+            p.push("`trace` and `script` exclude each other: a replay follows the recording".into());
+        }
+        if !(self.speed.is_finite() && self.speed > 0.0) {
+            p.push(format!("speed {} must be a positive number", self.speed));
+        }
         for (i, s) in self.script.iter().enumerate() {
             match (s.event, s.percent) {
                 (SimEvent::Load, None) => p.push(format!("script[{i}]: event `load` needs `percent`")),
@@ -119,6 +134,17 @@ impl PowerSourceConfig for SimulatedUpsConfig {
     }
 
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError> {
+        if let Some(path) = &self.trace {
+            let trace = hecate_core::trace::Trace::load(path).map_err(|e| {
+                BackendError::with_source(ErrorKind::Config, format!("cannot load trace {}", path.display()), e)
+            })?;
+            return Ok(Box::new(TraceReplay {
+                name: self.name.clone(),
+                trace,
+                speed: self.speed,
+                started: Instant::now(),
+            }));
+        }
         let mut script = self.script.clone();
         script.sort_by_key(|s| s.at);
         Ok(Box::new(SimulatedUps {
@@ -240,5 +266,38 @@ impl PowerSource for SimulatedUps {
             }
             other => Err(BackendError::unsupported(format!("simulated ups does not know instant command {other}"))),
         }
+    }
+}
+
+/// A simulated UPS replaying a recorded trace in real time (times `speed`).
+#[derive(Debug)]
+pub struct TraceReplay {
+    name: String,
+    trace: hecate_core::trace::Trace,
+    speed: f64,
+    started: Instant,
+}
+
+#[async_trait]
+impl PowerSource for TraceReplay {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&mut self) -> Result<PowerReading, BackendError> {
+        let t = self.started.elapsed().as_secs_f64() * self.speed;
+        // Past the end the last row stays in force: a recording ends, the UPS does not.
+        match self.trace.at(t).or(self.trace.rows.first()).map(|r| &r.sample) {
+            Some(hecate_core::power::Sample::Reading(r)) => Ok(r.clone()),
+            Some(hecate_core::power::Sample::NoData { reason }) => {
+                Err(BackendError::new(ErrorKind::NoData, format!("trace row without data: {reason}")))
+            }
+            None => Err(BackendError::new(ErrorKind::NoData, "the trace has no rows")),
+        }
+    }
+
+    async fn instant_command(&mut self, command: &str, _param: Option<&str>) -> Result<(), BackendError> {
+        tracing::info!(ups = %self.name, command, "trace replay ignores instant commands");
+        Ok(())
     }
 }
