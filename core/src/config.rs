@@ -381,6 +381,18 @@ impl Config {
                     p.push((format!("nodes[{i}].init"), "only a server can be the init server".into()));
                 }
             }
+            // The unit goes into remote command lines (ssh_systemd): refuse anything a shell or
+            // systemctl could read as more than a unit name, here rather than at 3 a.m.
+            if let Some(u) = &n.unit
+                && (u.is_empty()
+                    || u.starts_with('-')
+                    || !u.chars().all(|c| c.is_ascii_alphanumeric() || "@._:-".contains(c)))
+            {
+                p.push((
+                    format!("nodes[{i}].unit"),
+                    format!("`{u}` is not a unit name (letters, digits and `@._:-` only, not starting with `-`)"),
+                ));
+            }
             if n.controllers.is_empty() {
                 p.push((format!("nodes[{i}].controllers"), "at least one controller is needed".into()));
             }

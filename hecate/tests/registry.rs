@@ -15,6 +15,7 @@ fn registered_backends_are_exactly_the_expected_set() {
         (BackendRole::PowerSource, "nut"),
         (BackendRole::PowerSource, "simulated"),
         (BackendRole::NodeController, "simulated"),
+        (BackendRole::NodeController, "ssh_systemd"),
         (BackendRole::NodeController, "redfish"),
         (BackendRole::NodeController, "ipmi"),
         (BackendRole::NodeController, "wol"),

@@ -1,0 +1,487 @@
+//! `ssh_systemd`: stops and starts k3s units and powers a node off over SSH, with `systemctl`.
+//!
+//! One connection per node, opened on first use and reused by every later step (reopened if it
+//! died). Host keys are checked against a known_hosts file: an unknown key is refused unless
+//! `accept_new_host_keys` is set (then it is recorded), a changed one always is.
+//!
+//! Which checks happen when: `hecate config check` (and the config loader) check the shape of
+//! every field; the files themselves are read when the backends are built, which `hecate
+//! shutdown`/`startup` (dry runs included) and the daemon's start do. So a config can be checked
+//! on a machine without the key, and a daemon whose key is missing refuses to start instead of
+//! failing at the moment a shutdown is needed.
+
+mod known_hosts;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hecate_core::duration::HumanDuration;
+use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+use hecate_core::{BackendError, BuildContext, ErrorKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use self::session::{Connection, ExecError, Exit, Target};
+
+/// Controls a node's k3s unit and power through SSH and systemd.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshSystemdConfig {
+    /// The login user on the node. Unless `sudo: false`, it needs password-less `sudo` for
+    /// `systemctl` (and the poweroff command), e.g. a sudoers line
+    /// `hecate ALL=(root) NOPASSWD: /usr/bin/systemctl`.
+    pub user: String,
+    /// Absolute path of the private key to log in with: OpenSSH format, ed25519 or ecdsa, without a
+    /// passphrase (Hecate runs unattended). Read when the backends are built, never logged.
+    pub identity_file: PathBuf,
+    /// Absolute path of the known_hosts file the node's host key is checked against, read at each
+    /// new connection. Lines are `NAME KEYTYPE KEY` with NAME the node's `address` (or
+    /// `[address]:port` when `port` is not 22), as `ssh-keyscan` prints them; hashed names work.
+    /// May be missing only with `accept_new_host_keys: true` (it is then created).
+    pub known_hosts: PathBuf,
+    /// The SSH port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Trust a host key known_hosts does not list yet, and append it there (trust on first use).
+    /// A key that differs from the listed one is refused even so.
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
+    /// Time limit on opening a connection: TCP connect, SSH handshake and login.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time limit on one remote command (`systemctl stop k3s` can take a while). The shutdown's
+    /// `controller_timeout` and the step's timeout still apply on top.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: HumanDuration,
+    /// Run `systemctl start|stop` and the poweroff command through `sudo -n` (never prompts: a
+    /// missing sudo rule fails at once). Turn off when logging in as root.
+    #[serde(default = "yes")]
+    pub sudo: bool,
+    /// The command that powers the node off (after `sudo -n` when `sudo` is on). The connection
+    /// dropping while it runs counts as success.
+    #[serde(default = "default_poweroff_command")]
+    pub poweroff_command: String,
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+fn default_command_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_poweroff_command() -> String {
+    "systemctl poweroff".to_string()
+}
+
+const CAPABILITIES: [Capability; 5] =
+    [Capability::Probe, Capability::StartUnit, Capability::StopUnit, Capability::UnitStatus, Capability::PowerOff];
+
+/// Whether a unit name is safe to put on a remote command line: `[A-Za-z0-9@._:-]+`, not
+/// starting with `-` (it would be read as an option). Shell metacharacters and spaces never pass.
+pub fn valid_unit_name(unit: &str) -> bool {
+    !unit.is_empty() && !unit.starts_with('-') && unit.chars().all(|c| c.is_ascii_alphanumeric() || "@._:-".contains(c))
+}
+
+fn valid_user(user: &str) -> bool {
+    // POSIX portable user names (plus the `$` of machine accounts is left out on purpose)
+    !user.is_empty() && !user.starts_with('-') && user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn check_path(problems: &mut Vec<String>, field: &str, path: &Path) {
+    if path.as_os_str().is_empty() {
+        problems.push(format!("{field}: must not be empty"));
+    } else if !path.is_absolute() {
+        problems.push(format!(
+            "{field}: `{}` must be an absolute path (the daemon's working directory is not the config's)",
+            path.display()
+        ));
+    }
+}
+
+#[typetag::serde(name = "ssh_systemd")]
+impl NodeControllerConfig for SshSystemdConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !valid_user(&self.user) {
+            p.push(format!(
+                "user: `{}` is not a user name (letters, digits, `.`, `_`, `-`; not starting with `-`)",
+                self.user
+            ));
+        }
+        check_path(&mut p, "identity_file", &self.identity_file);
+        check_path(&mut p, "known_hosts", &self.known_hosts);
+        if self.port == 0 {
+            p.push("port: must be between 1 and 65535".into());
+        }
+        for (field, d) in [("connect_timeout", self.connect_timeout), ("command_timeout", self.command_timeout)] {
+            if d.is_zero() {
+                p.push(format!("{field}: must be greater than zero"));
+            }
+        }
+        let cmd = self.poweroff_command.trim();
+        if cmd.is_empty() {
+            p.push("poweroff_command: must not be empty".into());
+        } else if self.poweroff_command.chars().any(char::is_control) {
+            p.push("poweroff_command: must be a single line without control characters".into());
+        } else if self.sudo && (cmd == "sudo" || cmd.starts_with("sudo ")) {
+            p.push("poweroff_command: already runs through `sudo -n` (sudo: true); drop the leading sudo".into());
+        }
+        p
+    }
+
+    fn build(&self, node: &NodeInfo, _ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError> {
+        let key = load_identity(&self.identity_file)?;
+        check_known_hosts_file(&self.known_hosts, self.accept_new_host_keys)?;
+        let target = Target {
+            node: node.name.clone(),
+            host: node.address.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            key: Arc::new(key),
+            identity_file: self.identity_file.clone(),
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            connect_timeout: *self.connect_timeout,
+        };
+        Ok(Box::new(SshSystemd {
+            target: Arc::new(target),
+            command_timeout: *self.command_timeout,
+            sudo: self.sudo,
+            poweroff_command: self.poweroff_command.trim().to_string(),
+            conn: Mutex::new(None),
+        }))
+    }
+}
+
+hecate_core::register_backend!(
+    NodeController,
+    "ssh_systemd",
+    "SSH (key auth, known_hosts) + systemctl: stop/start k3s units, OS poweroff",
+    SshSystemdConfig
+);
+
+fn config_error(message: String) -> BackendError {
+    BackendError::new(ErrorKind::Config, message)
+}
+
+/// Reads and parses the private key. The key's bytes never reach a message or a log.
+fn load_identity(path: &Path) -> Result<russh::keys::PrivateKey, BackendError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => config_error(format!("identity file {shown} does not exist")),
+        _ => BackendError::with_source(ErrorKind::Config, format!("cannot read identity file {shown}"), e),
+    })?;
+    let key = russh::keys::decode_secret_key(&text, None).map_err(|e| match e {
+        russh::keys::Error::KeyIsEncrypted => config_error(format!(
+            "identity file {shown} is protected by a passphrase; hecate runs unattended and needs a key without one"
+        )),
+        // the parser's own messages never quote the key
+        other => BackendError::with_source(
+            ErrorKind::Config,
+            format!("identity file {shown} is not an openssh private key hecate can read"),
+            other,
+        ),
+    })?;
+    if key.algorithm().is_rsa() {
+        return Err(config_error(format!(
+            "identity file {shown} is an rsa key; use an ed25519 or ecdsa key (hecate is built without rsa)"
+        )));
+    }
+    warn_if_readable_by_others(path);
+    Ok(key)
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "identity file is readable by other users; chmod 600 it");
+    }
+}
+
+fn check_known_hosts_file(path: &Path, accept_new: bool) -> Result<(), BackendError> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(config_error(format!("known_hosts {shown} is not a file"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !accept_new {
+                return Err(config_error(format!(
+                    "known_hosts file {shown} does not exist (create it with the nodes' keys, or set \
+                     accept_new_host_keys: true to record them on first use)"
+                )));
+            }
+            match path.parent() {
+                Some(dir) if dir.is_dir() => Ok(()),
+                _ => Err(config_error(format!(
+                    "known_hosts file {shown} cannot be created: its directory does not exist"
+                ))),
+            }
+        }
+        Err(e) => Err(BackendError::with_source(ErrorKind::Config, format!("cannot read known_hosts file {shown}"), e)),
+    }
+}
+
+/// The runtime side of [`SshSystemdConfig`]: one node, one (lazily opened) connection.
+pub struct SshSystemd {
+    target: Arc<Target>,
+    command_timeout: Duration,
+    sudo: bool,
+    poweroff_command: String,
+    // Held while connecting, so concurrent steps on one node share a single connection.
+    conn: Mutex<Option<Arc<Connection>>>,
+}
+
+impl std::fmt::Debug for SshSystemd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSystemd")
+            .field("target", &self.target)
+            .field("command_timeout", &self.command_timeout)
+            .field("sudo", &self.sudo)
+            .field("poweroff_command", &self.poweroff_command)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshSystemd {
+    /// The live connection, opened if there is none or the last one died.
+    async fn connection(&self) -> Result<Arc<Connection>, BackendError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref()
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        *slot = None;
+        let c = Arc::new(session::connect(&self.target).await?);
+        tracing::debug!(node = %self.target.node, "ssh connection opened");
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops `conn` from the slot if it is still the cached one.
+    async fn forget(&self, conn: &Arc<Connection>) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+
+    /// Runs a command on the node. A cached connection that turns out dead before the command
+    /// could start is replaced once; a connection lost while the command runs is an error
+    /// (`Ok(None)` for `tolerate_loss`, as for poweroff).
+    async fn run_command(&self, command: &str, tolerate_loss: bool) -> Result<Option<Exit>, BackendError> {
+        let node = &self.target.node;
+        for attempt in 0..2 {
+            let conn = self.connection().await?;
+            tracing::debug!(node = %node, command, "running");
+            let result = tokio::time::timeout(self.command_timeout, session::exec(&conn, command)).await;
+            match result {
+                Err(_) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "`{command}` on node {node} did not finish within {} (command_timeout)",
+                            humantime::format_duration(self.command_timeout)
+                        ),
+                    ));
+                }
+                Ok(Err(ExecError::Open(e))) => {
+                    self.forget(&conn).await;
+                    if attempt == 0 {
+                        tracing::debug!(node = %node, error = %e, "cached ssh connection is dead; reconnecting");
+                        continue;
+                    }
+                    return Err(session::ssh_error(e, &format!("cannot open an ssh channel to node {node}")));
+                }
+                Ok(Err(ExecError::Lost(_))) if tolerate_loss => {
+                    self.forget(&conn).await;
+                    return Ok(None);
+                }
+                Ok(Err(ExecError::Lost(e))) => {
+                    self.forget(&conn).await;
+                    return Err(session::ssh_error(
+                        e,
+                        &format!("connection to node {node} lost while running `{command}`"),
+                    ));
+                }
+                Ok(Err(ExecError::Refused)) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Protocol,
+                        format!("node {node} refused to run `{command}` over ssh"),
+                    ));
+                }
+                Ok(Ok(exit)) if exit.status.is_none() && exit.signal.is_none() => {
+                    // the channel closed without an exit status: the connection went away
+                    self.forget(&conn).await;
+                    if tolerate_loss {
+                        return Ok(None);
+                    }
+                    return Err(BackendError::new(
+                        ErrorKind::Unreachable,
+                        format!("`{command}` on node {node} ended without an exit status (connection lost)"),
+                    ));
+                }
+                Ok(Ok(exit)) => return Ok(Some(exit)),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn privileged(&self, command: &str) -> String {
+        if self.sudo { format!("sudo -n {command}") } else { command.to_string() }
+    }
+
+    fn failed(&self, command: &str, exit: &Exit) -> BackendError {
+        let how = match (exit.status, &exit.signal) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            (None, None) => "ended without an exit status".to_string(),
+        };
+        let why = exit.last_line().map(|l| format!(": {l}")).unwrap_or_default();
+        BackendError::new(ErrorKind::Failed, format!("`{command}` on node {} {how}{why}", self.target.node))
+    }
+
+    async fn must_succeed(&self, command: &str) -> Result<NodeOpOutput, BackendError> {
+        match self.run_command(command, false).await? {
+            Some(exit) if exit.status == Some(0) => Ok(NodeOpOutput::Done),
+            Some(exit) => Err(self.failed(command, &exit)),
+            None => unreachable!("losses are errors unless tolerated"),
+        }
+    }
+}
+
+fn check_unit(unit: &str) -> Result<(), BackendError> {
+    if valid_unit_name(unit) {
+        Ok(())
+    } else {
+        Err(config_error(format!(
+            "unit name {unit:?} is not allowed on a remote command line (letters, digits and `@._:-` only, \
+             not starting with `-`)"
+        )))
+    }
+}
+
+#[async_trait]
+impl NodeController for SshSystemd {
+    fn kind(&self) -> &str {
+        "ssh_systemd"
+    }
+
+    fn capabilities(&self) -> &[Capability] {
+        &CAPABILITIES
+    }
+
+    async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError> {
+        match op {
+            NodeOp::Probe => self.must_succeed("true").await,
+            NodeOp::StartUnit(unit) => {
+                check_unit(unit)?;
+                self.must_succeed(&self.privileged(&format!("systemctl start {unit}"))).await
+            }
+            NodeOp::StopUnit(unit) => {
+                check_unit(unit)?;
+                self.must_succeed(&self.privileged(&format!("systemctl stop {unit}"))).await
+            }
+            NodeOp::UnitActive(unit) => {
+                check_unit(unit)?;
+                // reading a unit's state needs no privileges
+                let command = format!("systemctl is-active {unit}");
+                match self.run_command(&command, false).await? {
+                    Some(exit) if exit.status == Some(0) => Ok(NodeOpOutput::Active(true)),
+                    // systemd's "program is not running" (inactive, failed, ...)
+                    Some(exit) if exit.status == Some(3) => Ok(NodeOpOutput::Active(false)),
+                    Some(exit) => Err(self.failed(&command, &exit)),
+                    None => unreachable!("losses are errors unless tolerated"),
+                }
+            }
+            NodeOp::PowerOff => {
+                let command = self.privileged(&self.poweroff_command);
+                let outcome = self.run_command(&command, true).await?;
+                // the node is going down: never reuse this connection
+                *self.conn.lock().await = None;
+                match outcome {
+                    None => {
+                        tracing::debug!(node = %self.target.node, "connection dropped during poweroff, as expected");
+                        Ok(NodeOpOutput::Done)
+                    }
+                    Some(exit) if exit.status == Some(0) => Ok(NodeOpOutput::Done),
+                    // the system killing the session on its way down
+                    Some(exit) if exit.status.is_none() => Ok(NodeOpOutput::Done),
+                    Some(exit) => Err(self.failed(&command, &exit)),
+                }
+            }
+            NodeOp::PowerOn | NodeOp::PowerState => {
+                Err(BackendError::unsupported(format!("ssh_systemd cannot do {op}: that needs a bmc or wake-on-lan")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn unit_names_that_could_reach_a_shell_are_refused() {
+        for ok in ["k3s", "k3s-agent", "k3s-agent.service", "getty@tty1.service", "a:b_c"] {
+            assert!(valid_unit_name(ok), "{ok}");
+        }
+        for bad in ["", "-k3s", "k3s; reboot", "k3s agent", "$(id)", "k3s`x`", "a|b", "a\nb", "k3s&", "a/b", "ü"] {
+            assert!(!valid_unit_name(bad), "{bad:?}");
+        }
+    }
+
+    fn cfg(yaml: &str) -> SshSystemdConfig {
+        serde_json::from_value(serde_json::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = cfg(r#"{"user":"hecate","identity_file":"/k","known_hosts":"/kh"}"#);
+        assert_eq!(c.port, 22);
+        assert!(!c.accept_new_host_keys && c.sudo);
+        assert_eq!(*c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(*c.command_timeout, Duration::from_secs(60));
+        assert_eq!(c.poweroff_command, "systemctl poweroff");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+
+        let bad = cfg(r#"{"user":"-x y","identity_file":"key","known_hosts":"","port":0,"connect_timeout":"0s",
+                "command_timeout":"0s","poweroff_command":"sudo poweroff"}"#);
+        let p = bad.validate().join("\n");
+        for want in [
+            "user:",
+            "identity_file: `key` must be an absolute path",
+            "known_hosts: must not be empty",
+            "port:",
+            "connect_timeout:",
+            "command_timeout:",
+            "drop the leading sudo",
+        ] {
+            assert!(p.contains(want), "{want} missing from:\n{p}");
+        }
+        assert!(
+            cfg(r#"{"user":"u","identity_file":"/k","known_hosts":"/kh","poweroff_command":" "}"#)
+                .validate()
+                .iter()
+                .any(|m| m.contains("poweroff_command: must not be empty"))
+        );
+    }
+}
