@@ -161,8 +161,11 @@ pub struct ShutdownConfig {
     pub controller_timeout: HumanDuration,
     /// Power nodes off at the end.
     pub power_off_nodes: bool,
-    /// Finally power off the host Hecate runs on (through its own OS).
+    /// Finally power off the host Hecate runs on, after the run is recorded in runs.json (a
+    /// coordinator on the same UPS as the cluster).
     pub power_off_self: bool,
+    /// The program (and its arguments, no shell) that powers this host off.
+    pub power_off_self_command: Vec<String>,
     /// Finally tell the UPS to cut its load after a delay (and return when mains come back).
     pub ups_off: Option<UpsOffConfig>,
 }
@@ -179,6 +182,7 @@ impl Default for ShutdownConfig {
             controller_timeout: HumanDuration::from_secs(30),
             power_off_nodes: true,
             power_off_self: false,
+            power_off_self_command: vec!["systemctl".into(), "poweroff".into()],
             ups_off: None,
         }
     }
@@ -413,6 +417,9 @@ impl Config {
             if c == 0 {
                 p.push((field.into(), "must be at least 1".into()));
             }
+        }
+        if self.shutdown.power_off_self && self.shutdown.power_off_self_command.is_empty() {
+            p.push(("shutdown.power_off_self_command".into(), "must name a program when power_off_self is on".into()));
         }
         if let Some(u) = &self.shutdown.ups_off
             && !names.contains(&u.source)

@@ -163,6 +163,19 @@ pub struct Plan {
     pub reason: String,
     /// The stages, in order.
     pub stages: Vec<Stage>,
+    /// A program run after the run is recorded (powering this host off): it must come last,
+    /// after runs.json is written, so it is not a step of a stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finally: Option<Vec<String>>,
+}
+
+/// What history says a plan will take, for the dry run.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The whole run, seconds.
+    pub total_s: Option<f64>,
+    /// Per stage name, seconds.
+    pub stages: std::collections::BTreeMap<String, f64>,
 }
 
 impl Plan {
@@ -184,7 +197,7 @@ impl Plan {
     }
 
     /// The plan as printed by a dry run.
-    pub fn render(&self, expected_s: Option<f64>) -> String {
+    pub fn render(&self, expected: &Expected) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -194,11 +207,15 @@ impl Plan {
             self.stages.len(),
             self.steps().count()
         );
-        if let Some(e) = expected_s {
+        if let Some(e) = expected.total_s {
             let _ = writeln!(out, "expected duration from history: {e:.0} s");
         }
         for (i, stage) in self.stages.iter().enumerate() {
-            let _ = writeln!(out, "\n{}. {} (up to {} at once)", i + 1, stage.name, stage.concurrency);
+            let took = match expected.stages.get(&stage.name) {
+                Some(s) => format!(", took up to {s:.1} s in recent runs"),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "\n{}. {} (up to {} at once{took})", i + 1, stage.name, stage.concurrency);
             for step in &stage.steps {
                 let via = if step.via.is_empty() { String::new() } else { format!(" via {}", step.via.join(" → ")) };
                 let fail = match step.on_failure {
@@ -207,6 +224,9 @@ impl Plan {
                 };
                 let _ = writeln!(out, "   - {}{} (timeout {}{})", step.describe(), via, step.timeout, fail);
             }
+        }
+        if let Some(cmd) = &self.finally {
+            let _ = writeln!(out, "\nthen, once the run is recorded: power off this host (`{}`)", cmd.join(" "));
         }
         out
     }
@@ -328,7 +348,13 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             )],
         ));
     }
-    Plan { kind: PlanKind::Shutdown, reason: reason.to_string(), stages: stages.into_iter().flatten().collect() }
+    let finally = s.power_off_self.then(|| s.power_off_self_command.clone());
+    Plan {
+        kind: PlanKind::Shutdown,
+        reason: reason.to_string(),
+        stages: stages.into_iter().flatten().collect(),
+        finally,
+    }
 }
 
 /// The startup plan: power on → wait for SSH → start servers (init first) → wait for the API →
@@ -461,5 +487,10 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
             HumanDuration::from_secs(10),
         )],
     ));
-    Plan { kind: PlanKind::Startup, reason: reason.to_string(), stages: stages.into_iter().flatten().collect() }
+    Plan {
+        kind: PlanKind::Startup,
+        reason: reason.to_string(),
+        stages: stages.into_iter().flatten().collect(),
+        finally: None,
+    }
 }

@@ -183,6 +183,11 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             if kind == PlanKind::Shutdown {
                 phase = Phase::ShutDown;
                 online_since = None;
+                if cfg.shutdown.power_off_self {
+                    // Last of all: the run is recorded; give the notifications their chance.
+                    rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
+                    crate::run::power_off_self(&cfg).await;
+                }
             } else {
                 phase = Phase::Watching;
                 trigger_reason = None;

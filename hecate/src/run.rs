@@ -37,8 +37,7 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            let expected = (plan.kind == PlanKind::Shutdown).then(|| crate::status::budget(cfg).seconds);
-            print!("{}", plan.render(expected));
+            print!("{}", plan.render(&crate::status::expected(cfg, plan.kind)));
             println!("\ndry run: nothing was done. Add --execute to carry this plan out.");
         }
         return Ok(ExitCode::SUCCESS);
@@ -52,6 +51,9 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
     // The process exits next: give queued notifications (the last stage's among them) a
     // bounded chance to go out.
     rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
+    if plan.finally.is_some() {
+        power_off_self(cfg).await;
+    }
     Ok(match report.outcome {
         Outcome::Success => ExitCode::SUCCESS,
         Outcome::Partial => ExitCode::from(2),
@@ -149,6 +151,20 @@ pub async fn execute(
     crate::status::record_run(cfg, &report)?;
     journal.complete()?;
     Ok(report)
+}
+
+/// Powers this host off with the configured command, once the run is recorded and notifications
+/// had their chance. Its failure is logged: there is nothing left to fall back to.
+pub async fn power_off_self(cfg: &Config) {
+    let Some((program, args)) = cfg.shutdown.power_off_self_command.split_first() else { return };
+    tracing::warn!(command = %cfg.shutdown.power_off_self_command.join(" "), "powering this host off");
+    let run = tokio::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).status();
+    match tokio::time::timeout(std::time::Duration::from_secs(60), run).await {
+        Ok(Ok(st)) if st.success() => {}
+        Ok(Ok(st)) => tracing::error!(status = %st, "power-off command failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot run the power-off command"),
+        Err(_) => tracing::error!("power-off command did not return within 60 s"),
+    }
 }
 
 /// The event for a finished run: `shutdown_done` with the outcome, the time and the failures. A

@@ -44,6 +44,34 @@ pub fn budget(cfg: &Config) -> Budget {
     budget::estimate(&runs, &cfg.budget)
 }
 
+/// What the history says a plan will take: the budget for a shutdown, and per stage the longest
+/// of the recent successful runs of that kind.
+pub fn expected(cfg: &Config, kind: PlanKind) -> hecate_core::plan::Expected {
+    let runs = History::load(&runs_path(cfg)).map(|l| l.history.runs).unwrap_or_default();
+    let want = match kind {
+        PlanKind::Shutdown => RunKind::Shutdown,
+        PlanKind::Startup => RunKind::Startup,
+    };
+    let recent: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.kind == want && r.outcome == RunOutcome::Success)
+        .rev()
+        .take(cfg.budget.window)
+        .collect();
+    let mut stages = std::collections::BTreeMap::<String, f64>::new();
+    for r in &recent {
+        for s in &r.stages {
+            let e = stages.entry(s.name.clone()).or_insert(0.0);
+            *e = e.max(s.duration_s);
+        }
+    }
+    let total_s = match kind {
+        PlanKind::Shutdown => Some(budget(cfg).seconds),
+        PlanKind::Startup => recent.iter().map(|r| r.duration_s).reduce(f64::max),
+    };
+    hecate_core::plan::Expected { total_s, stages }
+}
+
 /// Appends a finished run to runs.json, with its per-stage durations.
 pub fn record_run(cfg: &Config, report: &RunReport) -> anyhow::Result<()> {
     let kind = match report.kind {

@@ -286,3 +286,39 @@ fn a_trigger_during_a_cli_startup_stops_it_and_shuts_down() {
     let status = startup_status.expect("the startup was not stopped");
     assert!(!status.success(), "the startup should have been stopped by a signal: {status:?}");
 }
+
+/// `power_off_self`: the host's own power-off comes last, after the run is in runs.json (a
+/// recording script stands in for `systemctl poweroff`). The dry run says so, and once a run is
+/// recorded it shows how long each stage took.
+#[test]
+fn the_host_powers_itself_off_last_after_recording_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake-poweroff.sh");
+    let seen = dir.path().join("runs-at-poweroff.json");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncp {} {}\n", dir.path().join("state/runs.json").display(), seen.display()),
+    )
+    .unwrap();
+    Command::new("chmod").args(["+x", script.to_str().unwrap()]).status().unwrap();
+    let shutdown_block = format!(
+        "shutdown:\n  power_off_self: true\n  power_off_self_command: [\"{}\"]\n  concurrency: 4",
+        script.display()
+    );
+    let cfg = sim_config(dir.path(), &[("shutdown:\n  concurrency: 4", &shutdown_block)]);
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert!(out.contains("then, once the run is recorded: power off this host"), "{out}");
+    assert!(!out.contains("took up to"), "no history yet: {out}");
+    assert!(!seen.exists(), "a dry run must not power anything off");
+
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap(), "--execute"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let at_poweroff: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+    assert_eq!(at_poweroff[0]["kind"], "shutdown", "the run was recorded before the power-off");
+
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert!(out.contains("stop-agents (up to 4 at once, took up to 0."), "{out}");
+}
