@@ -428,6 +428,12 @@ impl Config {
         }
         p.extend(self.policy.validate().into_iter().map(|m| ("policy".to_string(), m)));
         p.extend(self.budget.validate().into_iter().map(|m| ("budget".to_string(), m)));
+        if self.role != HostRole::Standalone {
+            w.push(format!(
+                "role {:?}: forwarding triggers between instances is not implemented yet; this host acts standalone",
+                self.role
+            ));
+        }
         if !self.nodes.is_empty() && self.cluster.is_none() {
             w.push("nodes are listed but no `cluster:` is configured: no cordon, drain or readiness checks".into());
         }

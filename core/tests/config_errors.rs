@@ -136,3 +136,16 @@ fn policy_problems_are_reported() {
         "{s}"
     );
 }
+
+#[test]
+fn a_role_that_does_nothing_yet_is_warned_about() {
+    let (_, warnings) = Config::from_yaml(
+        "host: a\nrole: forwarder\npower_sources:\n  - { type: stub_ups, name: u1 }\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    assert!(warnings.iter().any(|w| w.contains("not implemented yet")), "{warnings:?}");
+    let (_, warnings) =
+        Config::from_yaml("host: a\npower_sources:\n  - { type: stub_ups, name: u1 }\n", Path::new("t.yaml")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
