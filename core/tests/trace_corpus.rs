@@ -5,9 +5,11 @@
 //! wherever `HECATE_TRACES_DIR` points. It is part of the project's CI environment, so a missing
 //! corpus fails the test rather than skipping it.
 
+mod common;
+use common::{traces_dir, truth};
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hecate_core::budget::{self, BudgetConfig};
@@ -19,24 +21,6 @@ const POLL_S: f64 = 2.0;
 /// score.py draws each trace's shutdown from mean × uniform(0.85, 1.25) with mean 240 s.
 const SLOWEST_SHUTDOWN_S: f64 = 1.25 * 240.0;
 const FASTEST_SHUTDOWN_S: f64 = 0.85 * 240.0;
-
-fn traces_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HECATE_TRACES_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
-}
-
-/// The ground truth in the header comments, which only the judge reads.
-fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
-    fs::read_to_string(path)
-        .expect("trace readable")
-        .lines()
-        .filter_map(|l| l.strip_prefix('#'))
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().next().and_then(|v| v.parse().ok())))
-        .collect()
-}
 
 #[derive(Debug, PartialEq)]
 enum Verdict {

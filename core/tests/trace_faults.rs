@@ -3,9 +3,8 @@
 //! policy must still never let the battery run out before the shutdown ends (judged with the
 //! slowest shutdown score.py can draw).
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
+use common::{traces_dir, truth};
 
 use hecate_core::policy::PolicyConfig;
 use hecate_core::power::Sample;
@@ -13,23 +12,6 @@ use hecate_core::trace::{self, Trace};
 
 const BUDGET_S: f64 = 298.1;
 const SLOWEST_SHUTDOWN_S: f64 = 300.0;
-
-fn traces_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HECATE_TRACES_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
-}
-
-fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
-    fs::read_to_string(path)
-        .expect("trace readable")
-        .lines()
-        .filter_map(|l| l.strip_prefix('#'))
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().next().and_then(|v| v.parse().ok())))
-        .collect()
-}
 
 fn each_reading(trace: &mut Trace, mut f: impl FnMut(f64, &mut hecate_core::power::PowerReading)) {
     for row in &mut trace.rows {
