@@ -16,6 +16,10 @@ PACKAGES+=(systemd git)
 # certutil + pk12util: Debian's upsd is built with NSS and takes its TLS certificate from an NSS
 # database (test-support/src/nut.rs, backends/tests/nut_tls.rs)
 PACKAGES+=(libnss3-tools)
+# The Kubernetes API peer (test-support/src/kube.rs, tests/peers/k8s/): etcd, curl for its
+# readiness check, setpriv (util-linux) to stop it with the test process. The API server itself is
+# built from source below.
+PACKAGES+=(etcd-server curl util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -63,3 +67,7 @@ if [ "$(cat "$REDFISH_VENV/.hecate-lock.sha256" 2>/dev/null)" != "$lock_hash" ] 
   "$REDFISH_VENV/bin/python" -c 'import sushy_tools.emulator.main'
   echo "$lock_hash" >"$REDFISH_VENV/.hecate-lock.sha256"
 fi
+
+# kube-apiserver 1.20.2, built once from Debian's `kubernetes` source package (~6 min) and cached
+# in /var/lib/hecate-test: later runs on the same machine find it and skip the build.
+"$ROOT/tests/peers/k8s/build-apiserver.sh"

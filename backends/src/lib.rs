@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod gitops;
+mod kube_access;
 pub mod node;
 pub mod notify;
 pub mod power;

@@ -49,6 +49,9 @@ pub struct DrainReport {
     pub deleted: Vec<String>,
     /// Pods left running (DaemonSet and mirror pods are not listed).
     pub left: Vec<String>,
+    /// Pods evicted or deleted that had not finished terminating at the deadline.
+    #[serde(default)]
+    pub terminating: Vec<String>,
 }
 
 /// Configuration of the cluster API backend, selected in YAML by `type:`.

@@ -1,11 +1,12 @@
 //! Dev-only harness that runs Hecate's real peers on loopback for tests.
 //!
 //! Each peer is a real daemon started by the test, on a free loopback port, with its state in a
-//! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]), OpenSSH `sshd` "nodes"
-//! whose `systemctl`/`shutdown`/`poweroff`/`reboot`/`halt` are recording shims ([`SshNode`],
-//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]) and a Redfish BMC `sushy-emulator`
-//! ([`Sushy`]). Starting waits until the peer answers (polling with a timeout, never a fixed
-//! sleep); dropping the handle kills the processes it spawned, by PID, and removes the temp dir.
+//! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]), OpenSSH `sshd` "nodes" whose
+//! `systemctl`/`shutdown`/`poweroff`/`reboot`/`halt` are recording shims ([`SshNode`],
+//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]), a Redfish BMC `sushy-emulator` ([`Sushy`])
+//! and a Kubernetes API server with etcd ([`KubeApiServer`]). Starting waits until the peer answers
+//! (polling with a timeout, never a fixed sleep); dropping the handle kills the processes it
+//! spawned, by PID, and removes the temp dir.
 //!
 //! The peers need root and some Debian packages plus a one-time setup (test user `hecate`, client
 //! key, shims, a sudoers rule). `./scripts/test` does all of that (through
@@ -15,6 +16,7 @@
 //! Ports are always loopback and never 22, 623, 3493 or 9560 (the real services' ports), TCP or UDP.
 
 mod ipmi;
+mod kube;
 mod nut;
 mod process;
 mod redfish;
@@ -27,6 +29,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use ipmi::IpmiSim;
+pub use kube::{KUBE_APISERVER, KubeApiServer};
 pub use nut::Upsd;
 pub use redfish::{REDFISH_VENV, SUSHY_SYSTEMS, Sushy, SushyOptions};
 pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, SshNode, SshNodes};

@@ -1,3 +1,4 @@
 //! Kubernetes API backends.
 
+pub mod kube;
 pub mod simulated;

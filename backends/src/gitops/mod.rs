@@ -1,3 +1,4 @@
 //! GitOps bootstrap backends.
 
+pub mod flux_gitea;
 pub mod simulated;

@@ -351,7 +351,15 @@ impl Engine {
                 let c = cluster(rt)?;
                 c.cordon(node).await?;
                 let r = c.drain(node, &self.opts.drain).await?;
-                Ok(format!("evicted {}, deleted {}, left {}", r.evicted.len(), r.deleted.len(), r.left.len()))
+                let mut note =
+                    format!("evicted {}, deleted {}, left {}", r.evicted.len(), r.deleted.len(), r.left.len());
+                if !r.left.is_empty() {
+                    note.push_str(&format!(" ({})", r.left.join(", ")));
+                }
+                if !r.terminating.is_empty() {
+                    note.push_str(&format!("; still terminating: {}", r.terminating.join(", ")));
+                }
+                Ok(note)
             }
             Action::Uncordon { node } => {
                 cluster(rt)?.uncordon(node).await?;

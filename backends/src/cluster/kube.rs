@@ -1,0 +1,361 @@
+//! `kube`: the cluster's real Kubernetes API through kube-rs (rustls on ring).
+//!
+//! Health is `/readyz`; readiness is each Node's `Ready` condition; cordon is a merge patch of
+//! `spec.unschedulable`; drain does what `kubectl drain` does: the pods bound to the node (by
+//! `spec.nodeName`), minus DaemonSet-owned and mirror pods, evicted through the Eviction API,
+//! refused evictions (a PodDisruptionBudget answers 429) asked again until the deadline, then the
+//! configured fallback. The Eviction API version comes from discovery: `policy/v1` where the server
+//! serves it, `policy/v1beta1` on servers older than 1.22.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainFallback, DrainOptions, DrainReport};
+use hecate_core::duration::HumanDuration;
+use hecate_core::{BackendError, BuildContext, ErrorKind};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::kube_access::{KubeAccess, api_error, default_kubeconfig, status_code};
+
+/// The `kube` cluster API backend.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubeClusterConfig {
+    /// The kubeconfig to use (its token or client certificate is never logged).
+    #[serde(default = "default_kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// The kubeconfig context; its current context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Overrides the context's server URL, for a kubeconfig copied from a server node whose
+    /// `https://127.0.0.1:6443` means nothing on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Time limit of each API request.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Pause between evictions a disruption budget refused (kubectl waits 5 s).
+    #[serde(default = "default_eviction_retry")]
+    pub eviction_retry: HumanDuration,
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+fn default_eviction_retry() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+#[typetag::serde(name = "kube")]
+impl ClusterApiConfig for KubeClusterConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.request_timeout.is_zero() {
+            p.push("`request_timeout` must be more than zero".into());
+        }
+        if self.eviction_retry.is_zero() {
+            p.push("`eviction_retry` must be more than zero".into());
+        }
+        if let Some(s) = &self.server
+            && !(s.starts_with("https://") || s.starts_with("http://"))
+        {
+            p.push(format!("`server` must be an http(s) url, not {s:?}"));
+        }
+        p
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn ClusterApi>, BackendError> {
+        Ok(Box::new(KubeCluster {
+            access: KubeAccess::new(
+                self.kubeconfig.clone(),
+                self.context.clone(),
+                self.server.clone(),
+                *self.request_timeout,
+            ),
+            eviction_retry: *self.eviction_retry,
+            eviction_version: OnceCell::new(),
+        }))
+    }
+}
+
+hecate_core::register_backend!(
+    ClusterApi,
+    "kube",
+    "Kubernetes API through a kubeconfig: readiness, cordon, drain with the Eviction API",
+    KubeClusterConfig
+);
+
+/// The runtime side of [`KubeClusterConfig`].
+#[derive(Debug)]
+pub struct KubeCluster {
+    access: KubeAccess,
+    eviction_retry: Duration,
+    /// `policy/v1` or `policy/v1beta1`, asked of the server once.
+    eviction_version: OnceCell<&'static str>,
+}
+
+/// A pod the drain works on.
+#[derive(Debug, Clone)]
+struct Target {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl Target {
+    fn label(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Why a pod is not drained: kubectl leaves these too.
+fn skip_reason(pod: &Pod) -> Option<&'static str> {
+    let meta = &pod.metadata;
+    if meta.annotations.as_ref().is_some_and(|a| a.contains_key("kubernetes.io/config.mirror")) {
+        return Some("mirror pod");
+    }
+    let owned_by_daemonset =
+        meta.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
+    owned_by_daemonset.then_some("daemonset pod")
+}
+
+impl KubeCluster {
+    /// Which `policy` version the server's `pods/eviction` subresource takes, as `kubectl drain`
+    /// decides it: from the core API's discovery document.
+    async fn eviction_version(&self) -> Result<&'static str, BackendError> {
+        self.eviction_version
+            .get_or_try_init(|| async {
+                let client = self.access.client().await?;
+                let list = client
+                    .list_core_api_resources("v1")
+                    .await
+                    .map_err(|e| api_error("cannot read the core api's resources", e))?;
+                let eviction = list.resources.iter().find(|r| r.name == "pods/eviction");
+                let version = match eviction.and_then(|r| r.version.as_deref()) {
+                    Some("v1") => "policy/v1",
+                    Some("v1beta1") => "policy/v1beta1",
+                    Some(other) => {
+                        return Err(BackendError::new(
+                            ErrorKind::Unsupported,
+                            format!("the server's eviction api is policy/{other}, which hecate does not speak"),
+                        ));
+                    }
+                    None if eviction.is_some() => "policy/v1beta1",
+                    None => {
+                        return Err(BackendError::new(
+                            ErrorKind::Unsupported,
+                            "the server has no pods/eviction subresource",
+                        ));
+                    }
+                };
+                tracing::debug!(version, "eviction api version");
+                Ok(version)
+            })
+            .await
+            .copied()
+    }
+
+    async fn set_unschedulable(&self, node: &str, on: bool) -> Result<(), BackendError> {
+        let nodes: Api<Node> = Api::all(self.access.client().await?);
+        let patch = json!({ "spec": { "unschedulable": on } });
+        nodes
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_error(format!("cannot {} node {node}", if on { "cordon" } else { "uncordon" }), e))?;
+        Ok(())
+    }
+
+    /// One eviction request. `Ok(true)`: evicted; `Ok(false)`: the pod is gone already.
+    async fn evict(&self, version: &str, pod: &Target) -> Result<bool, kube::Error> {
+        let client = self.access.client().await.map_err(|e| kube::Error::Service(Box::new(e)))?;
+        let body = json!({
+            "apiVersion": version,
+            "kind": "Eviction",
+            "metadata": { "name": pod.name, "namespace": pod.namespace },
+        });
+        let uri = format!("/api/v1/namespaces/{}/pods/{}/eviction", pod.namespace, pod.name);
+        let request = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
+            .map_err(kube::Error::HttpError)?;
+        match client.request_text(request).await {
+            Ok(_) => Ok(true),
+            Err(e) if status_code(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pod still exists as the same object (same UID).
+    async fn still_there(&self, pods: &Api<Pod>, pod: &Target) -> Result<bool, BackendError> {
+        match pods.get_opt(&pod.name).await {
+            Ok(Some(p)) => Ok(p.metadata.uid.as_deref() == Some(pod.uid.as_str())),
+            Ok(None) => Ok(false),
+            Err(e) => Err(api_error(format!("cannot read pod {}", pod.label()), e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterApi for KubeCluster {
+    async fn health(&self) -> Result<(), BackendError> {
+        let client = self.access.client().await?;
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .map_err(|e| BackendError::with_source(ErrorKind::Config, "cannot build the /readyz request", e))?;
+        let text = client.request_text(request).await.map_err(|e| api_error("api /readyz", e))?;
+        if text.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(BackendError::new(ErrorKind::Failed, format!("api /readyz answered {:?}", text.trim())))
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
+        let nodes: Api<Node> = Api::all(self.access.client().await?);
+        let list = nodes.list(&ListParams::default()).await.map_err(|e| api_error("cannot list nodes", e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|n| {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let unschedulable = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+                ClusterNode { name: n.metadata.name.unwrap_or_default(), ready, unschedulable }
+            })
+            .collect())
+    }
+
+    async fn cordon(&self, node: &str) -> Result<(), BackendError> {
+        self.set_unschedulable(node, true).await
+    }
+
+    async fn uncordon(&self, node: &str) -> Result<(), BackendError> {
+        self.set_unschedulable(node, false).await
+    }
+
+    async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<DrainReport, BackendError> {
+        let deadline = Instant::now() + opts.timeout;
+        let client = self.access.client().await?;
+        let all: Api<Pod> = Api::all(client.clone());
+        let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        let list = all.list(&lp).await.map_err(|e| api_error(format!("cannot list the pods on {node}"), e))?;
+
+        let mut pending = Vec::new();
+        // Evicted or deleted by us, or already terminating: waited for below.
+        let mut going = Vec::new();
+        for pod in &list.items {
+            let target = Target {
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+            };
+            if let Some(why) = skip_reason(pod) {
+                tracing::debug!(node, pod = %target.label(), why, "left in place");
+            } else if pod.metadata.deletion_timestamp.is_some() {
+                going.push(target);
+            } else {
+                pending.push(target);
+            }
+        }
+
+        let mut report = DrainReport::default();
+        let version = if pending.is_empty() { "" } else { self.eviction_version().await? };
+        // The last refusal per pod, for the report and the log.
+        let mut refusals: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let mut still = Vec::new();
+            for pod in pending {
+                match self.evict(version, &pod).await {
+                    Ok(true) => {
+                        tracing::info!(node, pod = %pod.label(), version, "evicted");
+                        report.evicted.push(pod.label());
+                        going.push(pod);
+                    }
+                    Ok(false) => tracing::debug!(node, pod = %pod.label(), "gone before its eviction"),
+                    Err(e) => {
+                        let why = match &e {
+                            kube::Error::Api(s) if s.code == 429 => format!("refused (429): {}", s.message),
+                            _ => api_error("eviction failed", e).detail(),
+                        };
+                        if refusals.get(&pod.label()) != Some(&why) {
+                            tracing::info!(node, pod = %pod.label(), %why, "eviction not granted yet");
+                        }
+                        refusals.insert(pod.label(), why);
+                        still.push(pod);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() || Instant::now() + self.eviction_retry > deadline {
+                break;
+            }
+            tokio::time::sleep(self.eviction_retry).await;
+        }
+
+        for pod in pending {
+            let why = refusals.get(&pod.label()).cloned().unwrap_or_default();
+            match opts.fallback {
+                DrainFallback::Delete => {
+                    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+                    // The pod's own grace period: a database still gets to shut down cleanly.
+                    match pods.delete(&pod.name, &DeleteParams::default()).await {
+                        Ok(_) => {
+                            tracing::warn!(node, pod = %pod.label(), last_refusal = %why, "eviction refused until the deadline; deleted");
+                            report.deleted.push(pod.label());
+                            going.push(pod);
+                        }
+                        Err(e) if status_code(&e) == Some(404) => {}
+                        Err(e) => {
+                            let e = api_error(format!("cannot delete pod {}", pod.label()), e);
+                            tracing::warn!(node, pod = %pod.label(), error = %e, "left running");
+                            report.left.push(pod.label());
+                        }
+                    }
+                }
+                DrainFallback::Leave => {
+                    tracing::warn!(node, pod = %pod.label(), last_refusal = %why, "eviction refused until the deadline; left running");
+                    report.left.push(pod.label());
+                }
+            }
+        }
+
+        // Like kubectl, wait for the pods to be gone, so their containers stop while the node's
+        // agent still runs them; whatever is still terminating at the deadline is reported.
+        loop {
+            let mut still = Vec::new();
+            for pod in going {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+                match self.still_there(&pods, &pod).await {
+                    Ok(false) => {}
+                    Ok(true) => still.push(pod),
+                    Err(e) => {
+                        tracing::debug!(node, error = %e, "cannot check a terminating pod");
+                        still.push(pod);
+                    }
+                }
+            }
+            going = still;
+            if going.is_empty() || Instant::now() + self.eviction_retry.min(Duration::from_secs(1)) > deadline {
+                break;
+            }
+            tokio::time::sleep(self.eviction_retry.min(Duration::from_secs(1))).await;
+        }
+        report.terminating = going.iter().map(Target::label).collect();
+        if !report.terminating.is_empty() {
+            tracing::warn!(node, pods = ?report.terminating, "still terminating at the drain deadline");
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,165 @@
+//! The `kube` cluster backend against a real kube-apiserver 1.20.2 with etcd (one per test
+//! process, a namespace and nodes per test). No kubelet or controller-manager runs there, so the
+//! tests play them: a stand-in kubelet writes node status and finishes pod deletions, a stand-in
+//! disruption controller writes PodDisruptionBudget status.
+
+#![allow(clippy::unwrap_used)]
+
+mod kube_support;
+
+use std::time::Duration;
+
+use hecate_backends::cluster::kube::KubeClusterConfig;
+use hecate_core::cluster::{ClusterApi, ClusterApiConfig, DrainFallback, DrainOptions};
+use hecate_core::{BuildContext, ErrorKind};
+use hecate_test_support::KubeApiServer;
+use kube_support::*;
+use serde_json::json;
+
+fn backend(server: &KubeApiServer, extra: &str) -> Box<dyn ClusterApi> {
+    let yaml = format!("{}eviction_retry: 200ms\n{extra}", kubeconfig_yaml(server));
+    let cfg: KubeClusterConfig = serde_saphyr::from_str(&yaml).unwrap();
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    let ctx = BuildContext { host: "test".into(), state_dir: std::env::temp_dir() };
+    cfg.build(&ctx).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_nodes_cordon_and_uncordon() {
+    let server = KubeApiServer::shared();
+    let c = client(server).await;
+    let (ready, not_ready) = (unique("ready"), unique("down"));
+    node(&c, &ready, true).await;
+    node(&c, &not_ready, false).await;
+    let api = backend(server, "");
+
+    api.health().await.unwrap();
+    let nodes = api.nodes().await.unwrap();
+    let find = |n: &str| nodes.iter().find(|x| x.name == n).cloned().unwrap();
+    assert!(find(&ready).ready);
+    assert!(!find(&not_ready).ready);
+    assert!(!find(&ready).unschedulable);
+
+    api.cordon(&ready).await.unwrap();
+    assert!(api.nodes().await.unwrap().iter().any(|n| n.name == ready && n.unschedulable));
+    api.uncordon(&ready).await.unwrap();
+    assert!(api.nodes().await.unwrap().iter().any(|n| n.name == ready && !n.unschedulable));
+
+    let e = api.cordon("no-such-node").await.unwrap_err();
+    assert!(e.message.contains("no-such-node") && e.message.contains("404"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_a_blocking_pdb_and_leaves_daemonset_and_mirror_pods() {
+    let server = KubeApiServer::shared();
+    let c = client(server).await;
+    let (ns, worker) = (unique("drain"), unique("worker"));
+    namespace(&c, &ns).await;
+    node(&c, &worker, true).await;
+    let kubelet = stand_in_kubelet(c.clone(), &ns);
+
+    // Listed in name order: the PDB-protected pod is asked (and refused) before the plain one.
+    pod(&c, &ns, "a-db", &worker, json!({ "labels": labels(&[("app", "db")]) })).await;
+    pod(&c, &ns, "b-web", &worker, json!({})).await;
+    let ds_owner = json!({ "ownerReferences": [{
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-exporter",
+        "uid": "00000000-0000-0000-0000-000000000001", "controller": true,
+    }] });
+    pod(&c, &ns, "c-exporter", &worker, ds_owner).await;
+    let mirror = json!({ "annotations": { "kubernetes.io/config.mirror": "abc" } });
+    pod(&c, &ns, "d-static", &worker, mirror).await;
+    pod(&c, &ns, "e-elsewhere", "another-node", json!({})).await;
+    pdb(&c, &ns, "db", "db").await;
+
+    // Stand-in disruption controller: allows one disruption only once the drain has been refused
+    // (b-web, asked after a-db, is being deleted).
+    let controller = {
+        let c = c.clone();
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while get_pod(&c, &ns, "b-web").await.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+                assert!(tokio::time::Instant::now() < deadline, "the drain never evicted b-web");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(get_pod(&c, &ns, "a-db").await.unwrap().metadata.deletion_timestamp.is_none());
+            set_disruptions_allowed(&c, &ns, "db", 1).await;
+        })
+    };
+
+    let api = backend(server, "");
+    let opts = DrainOptions { timeout: Duration::from_secs(30), fallback: DrainFallback::Leave };
+    let report = api.drain(&worker, &opts).await.unwrap();
+    controller.await.unwrap();
+    kubelet.abort();
+
+    let mut evicted = report.evicted.clone();
+    evicted.sort();
+    assert_eq!(evicted, [format!("{ns}/a-db"), format!("{ns}/b-web")]);
+    assert!(report.left.is_empty() && report.deleted.is_empty() && report.terminating.is_empty(), "{report:?}");
+    assert!(get_pod(&c, &ns, "a-db").await.is_none(), "evicted and gone");
+    for untouched in ["c-exporter", "d-static", "e-elsewhere"] {
+        let p = get_pod(&c, &ns, untouched).await.unwrap();
+        assert!(p.metadata.deletion_timestamp.is_none(), "{untouched} must be left alone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdb_that_never_allows_is_left_or_deleted_at_the_deadline() {
+    let server = KubeApiServer::shared();
+    let c = client(server).await;
+    let (ns, worker) = (unique("deadline"), unique("worker"));
+    namespace(&c, &ns).await;
+    node(&c, &worker, true).await;
+    pod(&c, &ns, "db-0", &worker, json!({ "labels": labels(&[("app", "db")]) })).await;
+    pdb(&c, &ns, "db", "db").await;
+    let api = backend(server, "");
+
+    let leave = DrainOptions { timeout: Duration::from_secs(2), fallback: DrainFallback::Leave };
+    let report = api.drain(&worker, &leave).await.unwrap();
+    assert_eq!(report.left, [format!("{ns}/db-0")]);
+    assert!(report.evicted.is_empty() && report.deleted.is_empty());
+    assert!(get_pod(&c, &ns, "db-0").await.unwrap().metadata.deletion_timestamp.is_none(), "left running");
+
+    // Without a kubelet the deleted pod stays terminating: reported as such.
+    let delete = DrainOptions { timeout: Duration::from_secs(2), fallback: DrainFallback::Delete };
+    let report = api.drain(&worker, &delete).await.unwrap();
+    assert_eq!(report.deleted, [format!("{ns}/db-0")]);
+    assert_eq!(report.terminating, [format!("{ns}/db-0")]);
+    assert!(get_pod(&c, &ns, "db-0").await.unwrap().metadata.deletion_timestamp.is_some(), "deleted with grace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_nothing_to_evict_drains_at_once() {
+    let server = KubeApiServer::shared();
+    let c = client(server).await;
+    let worker = unique("empty");
+    node(&c, &worker, true).await;
+    let report = backend(server, "")
+        .drain(&worker, &DrainOptions { timeout: Duration::from_secs(5), fallback: DrainFallback::Leave })
+        .await
+        .unwrap();
+    assert!(report.evicted.is_empty() && report.left.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_api_is_an_error_not_a_panic() {
+    let server = KubeApiServer::shared();
+    // The same credentials, pointed at a loopback port nothing listens on.
+    let port = hecate_test_support::free_port(std::net::Ipv4Addr::LOCALHOST);
+    let api = backend(server, &format!("server: https://127.0.0.1:{port}\nrequest_timeout: 2s\n"));
+    let e = api.health().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+    assert!(api.nodes().await.is_err());
+}
+
+#[tokio::test]
+async fn a_missing_kubeconfig_is_a_config_error_naming_it() {
+    let cfg: KubeClusterConfig = serde_saphyr::from_str("kubeconfig: /nonexistent/k3s.yaml\n").unwrap();
+    let ctx = BuildContext { host: "test".into(), state_dir: std::env::temp_dir() };
+    // Building does not read it (a dry run must not need it); the first request does.
+    let api = cfg.build(&ctx).unwrap();
+    let e = api.health().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config);
+    assert!(e.message.contains("/nonexistent/k3s.yaml"), "{e}");
+}

@@ -1,0 +1,271 @@
+//! Shared by the tests against the real kube-apiserver peer: a client, namespaces, nodes and pods,
+//! and the stand-ins for the controllers that do not run there (kubelet, disruption controller,
+//! Flux, Gitea). Each stand-in is named as one where it is used.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hecate_test_support::KubeApiServer;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+pub const FLUX_CRDS: &str = include_str!("../../../tests/peers/k8s/flux-crds.yaml");
+
+/// A client for the shared server (the test's own; Hecate's backends build theirs from the
+/// kubeconfig).
+pub async fn client(server: &KubeApiServer) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+/// Creates a namespace (each test has its own on the shared server).
+pub async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// Creates a node and writes its status as a kubelet would (stand-in: no kubelet runs here).
+pub async fn node(client: &Client, name: &str, ready: bool) {
+    let api: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    api.create(&PostParams::default(), &node).await.unwrap();
+    set_node_ready(client, name, ready).await;
+}
+
+/// Stand-in kubelet: sets the node's Ready condition.
+pub async fn set_node_ready(client: &Client, name: &str, ready: bool) {
+    let api: Api<Node> = Api::all(client.clone());
+    let status = json!({ "status": { "conditions": [{
+        "type": "Ready", "status": if ready { "True" } else { "False" },
+        "reason": "KubeletReady", "message": "stand-in kubelet",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }] } });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// A running pod bound to `node`. `extra_meta` is merged into its metadata (labels, owner, annotations).
+pub async fn pod(client: &Client, ns: &str, name: &str, node: &str, extra_meta: Value) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut meta = json!({ "name": name, "namespace": ns });
+    if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": meta,
+        "spec": { "nodeName": node, "containers": [{ "name": "c", "image": "example.invalid/app:1" }] },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    // Stand-in kubelet: the pod runs. (A Pending pod is evicted without asking its budget.)
+    let status = json!({ "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }] } });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap()
+}
+
+/// The pod as the API has it now, if it exists.
+pub async fn get_pod(client: &Client, ns: &str, name: &str) -> Option<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
+}
+
+/// Stand-in kubelet: finishes the deletion of every terminating pod in `ns` (a real kubelet would
+/// stop the containers and then remove the pod), until the task is aborted.
+pub fn stand_in_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let api: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        loop {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for p in list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let _ =
+                        api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// `policy/v1beta1` PodDisruptionBudget, as this 1.20 server serves it.
+pub fn pdb_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy", "v1beta1", "PodDisruptionBudget"),
+        "poddisruptionbudgets",
+    )
+}
+
+/// A PodDisruptionBudget that selects `app=<app>` and (with no disruption controller running)
+/// refuses every eviction until [`allow_disruptions`] writes its status.
+pub async fn pdb(client: &Client, ns: &str, name: &str, app: &str) {
+    let ar = pdb_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let mut obj = DynamicObject::new(name, &ar).within(ns);
+    obj.data = json!({ "spec": { "minAvailable": 1, "selector": { "matchLabels": { "app": app } } } });
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    set_disruptions_allowed(client, ns, name, 0).await;
+}
+
+/// Stand-in disruption controller: writes the PDB's status as kube-controller-manager would.
+pub async fn set_disruptions_allowed(client: &Client, ns: &str, name: &str, allowed: i64) {
+    let ar = pdb_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let generation = api.get(name).await.unwrap().metadata.generation.unwrap_or(1);
+    let status = json!({ "status": {
+        "observedGeneration": generation, "disruptionsAllowed": allowed,
+        "currentHealthy": 1 + allowed, "desiredHealthy": 1, "expectedPods": 1 + allowed,
+    } });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// Installs the Flux CRDs once per test process and waits until they are served.
+pub async fn flux_crds(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let docs: Vec<Value> = serde_saphyr::from_multiple(FLUX_CRDS).unwrap();
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            let crd: CustomResourceDefinition = serde_json::from_value(doc).unwrap();
+            let name = crd.metadata.name.clone().unwrap();
+            let pp = PatchParams::apply("hecate-tests").force();
+            api.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap();
+        }
+        for kind in [git_repository(), kustomization(), helm_release()] {
+            let name = format!("{}.{}", kind.plural, kind.group);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let crd = api.get(&name).await.unwrap();
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "CRD {name} not established within 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Discovery of a new group lags the Established condition a little.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while kube::discovery::group(client, "helm.toolkit.fluxcd.io").await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "flux groups not in discovery within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+pub fn git_repository() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "GitRepository"),
+        "gitrepositories",
+    )
+}
+
+pub fn kustomization() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        "kustomizations",
+    )
+}
+
+pub fn helm_release() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("helm.toolkit.fluxcd.io", "v2", "HelmRelease"),
+        "helmreleases",
+    )
+}
+
+/// Creates a Flux object with `spec`.
+pub async fn flux_object(client: &Client, ar: &ApiResource, ns: &str, name: &str, spec: Value) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    let mut obj = DynamicObject::new(name, ar).within(ns);
+    obj.data = json!({ "spec": spec });
+    api.create(&PostParams::default(), &obj).await.unwrap();
+}
+
+pub async fn get_flux(client: &Client, ar: &ApiResource, ns: &str, name: &str) -> DynamicObject {
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar).get(name).await.unwrap()
+}
+
+/// Stand-in Flux controllers for namespace `ns`: for every unsuspended object whose
+/// `reconcile.fluxcd.io/requestedAt` it has not handled, write `Ready=True`, the handled request
+/// and the observed generation, as Flux does after a successful reconciliation. A GitRepository
+/// becomes Ready only while `source_ok()` says its git server answers.
+pub fn stand_in_flux(
+    client: Client,
+    ns: &str,
+    source_ok: impl Fn() -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let ns = ns.to_string();
+    tokio::spawn(async move {
+        loop {
+            for ar in [git_repository(), kustomization(), helm_release()] {
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+                let Ok(list) = api.list(&ListParams::default()).await else { continue };
+                for obj in list.items {
+                    let Some(requested) = obj
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("reconcile.fluxcd.io/requestedAt"))
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    let suspended = obj.data.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false);
+                    let handled = obj.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
+                    if suspended || handled == Some(requested.as_str()) {
+                        continue;
+                    }
+                    let name = obj.metadata.name.clone().unwrap_or_default();
+                    let generation = obj.metadata.generation.unwrap_or(1);
+                    let status = if ar.kind == "GitRepository" && !source_ok() {
+                        json!({ "status": { "observedGeneration": generation, "conditions": [{
+                            "type": "Ready", "status": "False", "reason": "GitOperationFailed",
+                            "message": "stand-in source-controller: git server unreachable",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        }] } })
+                    } else {
+                        json!({ "status": { "observedGeneration": generation, "lastHandledReconcileAt": requested, "conditions": [{
+                            "type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
+                            "message": "stand-in flux controller", "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        }] } })
+                    };
+                    let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Labels as a JSON object for [`pod`]'s metadata.
+pub fn labels(pairs: &[(&str, &str)]) -> Value {
+    let m: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+    json!(m)
+}
+
+/// A unique name for this test's namespace and nodes.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Writes a kubeconfig-using YAML config for a backend and builds it, as `hecate` would.
+pub fn kubeconfig_yaml(server: &KubeApiServer) -> String {
+    format!("kubeconfig: {}\n", server.kubeconfig().display())
+}
