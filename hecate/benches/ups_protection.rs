@@ -70,7 +70,10 @@ fn detection(poll_s: f64) -> f64 {
     (t1 - t0).as_secs_f64()
 }
 
-fn proc_rss_kb(pid: u32) -> (u64, u64) {
+/// (VmRSS, VmHWM, RssAnon, RssFile) in kB. RssFile is the binary's (and libc's) code pages
+/// mapped from the page cache: clean and shared, reclaimable under memory pressure. RssAnon is
+/// the process's own memory.
+fn proc_rss_kb(pid: u32) -> (u64, u64, u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         s.lines()
@@ -79,7 +82,7 @@ fn proc_rss_kb(pid: u32) -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:"))
 }
 
 fn proc_cpu_ticks(pid: u32) -> u64 {
@@ -90,7 +93,8 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-fn rss_cpu(seconds: u64) -> (f64, f64, f64) {
+/// RSS, peak RSS, anonymous and file-backed RSS (MiB), CPU (%).
+fn rss_cpu(seconds: u64) -> (f64, f64, f64, f64, f64) {
     let ups = Upsd::start("atlasups");
     let dir = tempfile::tempdir().unwrap();
     let mut child = daemon(&ups, dir.path(), "1s");
@@ -101,12 +105,13 @@ fn rss_cpu(seconds: u64) -> (f64, f64, f64) {
     std::thread::sleep(Duration::from_secs(seconds));
     let c1 = proc_cpu_ticks(pid);
     let wall = t0.elapsed().as_secs_f64();
-    let (rss, hwm) = proc_rss_kb(pid);
+    let (rss, hwm, anon, file) = proc_rss_kb(pid);
     let _ = child.kill();
     let _ = child.wait();
     // /proc ticks are USER_HZ, 100 on Linux.
     let cpu_pct = (c1 - c0) as f64 / 100.0 / wall * 100.0;
-    (rss as f64 / 1024.0, hwm as f64 / 1024.0, cpu_pct)
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    (mib(rss), mib(hwm), mib(anon), mib(file), cpu_pct)
 }
 
 fn traces_dir() -> PathBuf {
@@ -156,6 +161,9 @@ fn main() {
         );
     }
     let secs = std::env::var("HECATE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let (rss, hwm, cpu) = rss_cpu(secs);
-    println!("daemon at 1 s polling over {secs} s: RSS {rss:.1} MiB (peak {hwm:.1} MiB), CPU {cpu:.3} %");
+    let (rss, hwm, anon, file, cpu) = rss_cpu(secs);
+    println!(
+        "daemon at 1 s polling over {secs} s: RSS {rss:.1} MiB (peak {hwm:.1} MiB; own memory {anon:.1} MiB, \
+         code pages from the page cache {file:.1} MiB), CPU {cpu:.3} %"
+    );
 }
