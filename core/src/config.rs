@@ -71,6 +71,32 @@ pub struct Config {
     /// How the startup plan is built.
     #[serde(default)]
     pub startup: StartupConfig,
+    /// Multi-UPS: where a forwarder sends its trigger, where a coordinator accepts them.
+    #[serde(default)]
+    pub forwarding: Option<ForwardingConfig>,
+}
+
+/// Multi-UPS forwarding. A forwarder (a host on another UPS) sends its shutdown trigger to the
+/// coordinator, which shuts the whole cluster down; if the coordinator cannot be reached within
+/// `timeout`, the forwarder runs its own shutdown plan instead.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// Forwarder: the coordinator's trigger endpoint, `http://HOST:PORT/v1/trigger`.
+    #[serde(default)]
+    pub coordinator_url: Option<String>,
+    /// Coordinator: the address to accept forwarded triggers on (e.g. `10.10.0.5:9561`).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The secret both sides share (one line, at least 16 characters), sent as a bearer token.
+    pub token_file: PathBuf,
+    /// Forwarder: how long to keep trying the coordinator before shutting down locally.
+    #[serde(default = "default_forward_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_forward_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 fn default_state_dir() -> PathBuf {
@@ -428,11 +454,33 @@ impl Config {
         }
         p.extend(self.policy.validate().into_iter().map(|m| ("policy".to_string(), m)));
         p.extend(self.budget.validate().into_iter().map(|m| ("budget".to_string(), m)));
-        if self.role != HostRole::Standalone {
-            w.push(format!(
-                "role {:?}: forwarding triggers between instances is not implemented yet; this host acts standalone",
-                self.role
-            ));
+        match (self.role, &self.forwarding) {
+            (HostRole::Forwarder, None) => p.push((
+                "forwarding".into(),
+                "role forwarder needs `forwarding.coordinator_url` and `token_file`".into(),
+            )),
+            (HostRole::Coordinator, None) => {
+                p.push(("forwarding".into(), "role coordinator needs `forwarding.listen` and `token_file`".into()))
+            }
+            (HostRole::Forwarder, Some(f)) => match &f.coordinator_url {
+                None => p.push(("forwarding.coordinator_url".into(), "a forwarder needs the coordinator's url".into())),
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                    p.push(("forwarding.coordinator_url".into(), format!("must be an http(s) url, not {u:?}")))
+                }
+                Some(_) => {}
+            },
+            (HostRole::Coordinator, Some(f)) if f.listen.is_none() => {
+                p.push(("forwarding.listen".into(), "a coordinator needs an address to accept triggers on".into()))
+            }
+            (HostRole::Standalone, Some(_)) => {
+                w.push("`forwarding` is ignored: role is standalone (set role: coordinator or forwarder)".into())
+            }
+            _ => {}
+        }
+        if let Some(f) = &self.forwarding
+            && f.timeout.is_zero()
+        {
+            p.push(("forwarding.timeout".into(), "must be greater than zero".into()));
         }
         if !self.nodes.is_empty() && self.cluster.is_none() {
             w.push("nodes are listed but no `cluster:` is configured: no cordon, drain or readiness checks".into());

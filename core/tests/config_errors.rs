@@ -138,14 +138,28 @@ fn policy_problems_are_reported() {
 }
 
 #[test]
-fn a_role_that_does_nothing_yet_is_warned_about() {
-    let (_, warnings) = Config::from_yaml(
-        "host: a\nrole: forwarder\npower_sources:\n  - { type: stub_ups, name: u1 }\n",
-        Path::new("t.yaml"),
-    )
-    .unwrap();
-    assert!(warnings.iter().any(|w| w.contains("not implemented yet")), "{warnings:?}");
-    let (_, warnings) =
-        Config::from_yaml("host: a\npower_sources:\n  - { type: stub_ups, name: u1 }\n", Path::new("t.yaml")).unwrap();
+fn forwarding_roles_need_their_half_of_the_forwarding_section() {
+    let ups = "power_sources:\n  - { type: stub_ups, name: u1 }\n";
+    let (e, s) = err(&format!("host: a\nrole: forwarder\n{ups}"));
+    assert!(e.problems.iter().any(|p| p.field == "forwarding" && p.message.contains("coordinator_url")), "{s}");
+    let (e, s) = err(&format!("host: a\nrole: coordinator\n{ups}"));
+    assert!(e.problems.iter().any(|p| p.field == "forwarding" && p.message.contains("listen")), "{s}");
+    let (e, s) = err(&format!(
+        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: titan-db:9561, token_file: /t, timeout: 0s }}\n{ups}"
+    ));
+    assert!(e.problems.iter().any(|p| p.field == "forwarding.coordinator_url" && p.message.contains("http")), "{s}");
+    assert!(e.problems.iter().any(|p| p.field == "forwarding.timeout"), "{s}");
+    assert!(s.contains("test.yaml:3"), "the line of `forwarding`: {s}");
+    let (e, s) = err(&format!("host: a\nrole: coordinator\nforwarding: {{ token_file: /t }}\n{ups}"));
+    assert!(e.problems.iter().any(|p| p.field == "forwarding.listen"), "{s}");
+
+    let ok = format!(
+        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: http://titan-db:9561/v1/trigger, token_file: /t }}\n{ups}"
+    );
+    let (c, warnings) = Config::from_yaml(&ok, Path::new("t.yaml")).unwrap();
+    assert_eq!(c.forwarding.unwrap().timeout.as_secs(), 30);
     assert!(warnings.is_empty(), "{warnings:?}");
+    let (_, warnings) =
+        Config::from_yaml(&format!("host: a\nforwarding: {{ token_file: /t }}\n{ups}"), Path::new("t.yaml")).unwrap();
+    assert!(warnings.iter().any(|w| w.contains("ignored")), "{warnings:?}");
 }

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use hecate_core::config::Config;
+use hecate_core::config::{Config, HostRole};
 use hecate_core::engine::{EventSink, Journal, RunReport};
 use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, PlanKind};
 use hecate_core::policy::{Decision, Policy, PowerState};
 use hecate_core::power::{PowerReading, Sample};
 use hecate_core::runtime::Runtime;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::forward::{self, ForwardedTrigger};
 use crate::metrics::Metrics;
 use crate::status::{Phase, Snapshot, SourceStatus};
 
@@ -99,6 +101,29 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    // Multi-UPS: a coordinator accepts triggers from forwarders; a forwarder needs the token to
+    // send its own. A missing token file stops the daemon here, not when the UPS runs low.
+    let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwardedTrigger>(16);
+    let mut forward_token = None;
+    match (cfg.role, &cfg.forwarding) {
+        (HostRole::Coordinator, Some(f)) => {
+            let token = forward::read_token(&f.token_file)?;
+            if let Some(listen) = f.listen {
+                let tx = fwd_tx.clone();
+                // Like /metrics: an endpoint that cannot be bound must not stop UPS protection.
+                tokio::spawn(async move {
+                    if let Err(e) = forward::serve(listen, token, tx).await {
+                        tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable");
+                    }
+                });
+            }
+        }
+        (HostRole::Forwarder, Some(f)) => forward_token = Some(forward::read_token(&f.token_file)?),
+        _ => {}
+    }
+    let mut forwarding: Option<JoinHandle<Result<String, String>>> = None;
+    let mut forwarded_trigger: Option<(String, serde_json::Map<String, serde_json::Value>)> = None;
+
     let mut sources: Vec<SourceState> = rt
         .power
         .iter()
@@ -147,8 +172,10 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     let mut ready_sent = false;
 
     loop {
+        let mut from_forwarder = None;
         tokio::select! {
             _ = interval.tick() => {}
+            Some(f) = fwd_rx.recv() => { from_forwarder = Some(f); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: exiting"); break; }
         }
@@ -197,74 +224,140 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 cycle_done = true;
             }
         }
+        // A forwarder's trigger was taken by the coordinator, or must be acted on here.
+        if forwarding.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(h) = forwarding.take()
+        {
+            let result = h.await.unwrap_or_else(|e| Err(format!("the forwarding task failed: {e}")));
+            let (reason, details) = forwarded_trigger.take().unwrap_or_default();
+            match result {
+                Ok(note) => {
+                    tracing::warn!(%note, "the coordinator took the trigger: the cluster's shutdown is its to run");
+                    phase = Phase::Forwarded;
+                    online_since = None;
+                }
+                Err(why) => {
+                    tracing::error!(%why, "forwarding the trigger failed: running this host's own shutdown plan");
+                    rt.notify_all(
+                        &Event::now(
+                            EventKind::ForwarderFallback,
+                            &cfg.host,
+                            format!("coordinator not reached ({why}): running this host's own shutdown plan"),
+                        )
+                        .with("reason", reason.clone()),
+                    );
+                    let reason = format!("{reason} (forwarding failed: {why})");
+                    trigger_reason = Some(reason.clone());
+                    running =
+                        Some(spawn_run(&cfg, &rt, PlanKind::Shutdown, &reason, details, false, opts.sink.clone()));
+                    phase = Phase::ShuttingDown;
+                }
+            }
+        }
+
         if cycle_done && opts.exit_after_cycle {
             rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
             return Ok(ExitCode::SUCCESS);
         }
 
-        let t = t0.elapsed().as_secs_f64();
-        let timeout = (*cfg.daemon.poll_interval).max(Duration::from_secs(1));
-        let reads = hecate_core::runtime::join_all(rt.power.iter().map(|p| async move {
-            match tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
-            }
-        }))
-        .await;
-
         let mut newly_triggered = None;
-        for (s, read) in sources.iter_mut().zip(reads) {
-            let sample = match &read {
-                Ok(r) => Sample::Reading(r.clone()),
-                Err(e) => Sample::NoData { reason: e.clone() },
-            };
-            let was_triggered = s.policy.is_triggered();
-            let d = s.policy.observe(t, &sample, budget.seconds);
-            metrics.observe(&s.name, read.as_ref().ok(), &d);
-            let changed = s.last.as_ref().is_none_or(|l| l.state != d.state);
-            // While watching, every non-online poll is worth a line; once the cluster is down
-            // only changes are.
-            if changed || (phase == Phase::Watching && d.state != PowerState::Online) {
-                narrate(&opts, &s.name, &d, changed);
-            }
-            if changed {
-                match d.state {
-                    PowerState::OnBattery if phase == Phase::Watching => {
-                        rt.notify_all(
-                            &Event::now(EventKind::OnBattery, &cfg.host, format!("ups {} is on battery", s.name))
-                                .with("reason", d.reason.clone()),
-                        );
+        if let Some(f) = from_forwarder {
+            // Not a poll: the sources are read at the next tick, so a forwarded trigger does not
+            // count towards the coordinator's own debounce.
+            let reason = format!("forwarded by {}: {}", f.host, f.reason);
+            tracing::warn!(peer = %f.peer, %reason, "trigger forwarded by another instance");
+            let mut details = serde_json::Map::new();
+            details.insert("forwarded_by".into(), f.host.into());
+            details.insert("forwarder_address".into(), f.peer.to_string().into());
+            newly_triggered = Some((reason, details));
+        } else {
+            let t = t0.elapsed().as_secs_f64();
+            let timeout = (*cfg.daemon.poll_interval).max(Duration::from_secs(1));
+            let reads = hecate_core::runtime::join_all(rt.power.iter().map(|p| async move {
+                match tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+                }
+            }))
+            .await;
+
+            for (s, read) in sources.iter_mut().zip(reads) {
+                let sample = match &read {
+                    Ok(r) => Sample::Reading(r.clone()),
+                    Err(e) => Sample::NoData { reason: e.clone() },
+                };
+                let was_triggered = s.policy.is_triggered();
+                let d = s.policy.observe(t, &sample, budget.seconds);
+                metrics.observe(&s.name, read.as_ref().ok(), &d);
+                let changed = s.last.as_ref().is_none_or(|l| l.state != d.state);
+                // While watching, every non-online poll is worth a line; once the cluster is down
+                // only changes are.
+                if changed || (phase == Phase::Watching && d.state != PowerState::Online) {
+                    narrate(&opts, &s.name, &d, changed);
+                }
+                if changed {
+                    match d.state {
+                        PowerState::OnBattery if phase == Phase::Watching => {
+                            rt.notify_all(
+                                &Event::now(EventKind::OnBattery, &cfg.host, format!("ups {} is on battery", s.name))
+                                    .with("reason", d.reason.clone()),
+                            );
+                        }
+                        PowerState::Online if s.last.is_some() => {
+                            rt.notify_all(&Event::now(
+                                EventKind::PowerRestored,
+                                &cfg.host,
+                                format!("ups {} is back on mains", s.name),
+                            ));
+                        }
+                        _ => {}
                     }
-                    PowerState::Online if s.last.is_some() => {
-                        rt.notify_all(&Event::now(
-                            EventKind::PowerRestored,
-                            &cfg.host,
-                            format!("ups {} is back on mains", s.name),
-                        ));
+                }
+                if d.triggered && !was_triggered {
+                    let details = trigger_details(&s.name, &d, read.as_ref().ok(), budget.seconds);
+                    newly_triggered = Some((format!("ups {}: {}", s.name, d.reason), details));
+                }
+                match read {
+                    Ok(r) => {
+                        s.reading = Some(r);
+                        s.error = None;
                     }
-                    _ => {}
+                    Err(e) => {
+                        s.reading = None;
+                        s.error = Some(e);
+                        s.poll_errors += 1;
+                    }
                 }
+                s.last = Some(d);
             }
-            if d.triggered && !was_triggered {
-                let details = trigger_details(&s.name, &d, read.as_ref().ok(), budget.seconds);
-                newly_triggered = Some((format!("ups {}: {}", s.name, d.reason), details));
-            }
-            match read {
-                Ok(r) => {
-                    s.reading = Some(r);
-                    s.error = None;
-                }
-                Err(e) => {
-                    s.reading = None;
-                    s.error = Some(e);
-                    s.poll_errors += 1;
-                }
-            }
-            s.last = Some(d);
         }
 
         if let Some((reason, details)) = newly_triggered {
             match phase {
+                Phase::Watching if forward_token.is_some() => {
+                    tracing::warn!(%reason, "shutdown triggered: forwarding it to the coordinator");
+                    rt.notify_all(
+                        &Event::now(
+                            EventKind::ShutdownTriggered,
+                            &cfg.host,
+                            format!("{reason}; forwarding to the coordinator"),
+                        )
+                        .with("reason", reason.clone()),
+                    );
+                    trigger_reason = Some(reason.clone());
+                    let f = cfg.forwarding.clone().unwrap_or_else(|| unreachable!("forward_token implies forwarding"));
+                    let (token, host, why) =
+                        (forward_token.clone().unwrap_or_default(), cfg.host.clone(), reason.clone());
+                    forwarding = Some(tokio::spawn(async move {
+                        let url = f.coordinator_url.unwrap_or_default();
+                        forward::forward(&url, &token, &host, &why, *f.timeout).await
+                    }));
+                    forwarded_trigger = Some((reason, details));
+                    phase = Phase::Forwarding;
+                }
+                Phase::Forwarding | Phase::Forwarded => {
+                    tracing::info!(%reason, "trigger noted: already forwarded to the coordinator")
+                }
                 Phase::Watching => {
                     tracing::warn!(%reason, "shutdown triggered");
                     if opts.narrate {
@@ -293,6 +386,24 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     phase = Phase::ShuttingDown;
                 }
                 Phase::ShutDown => tracing::info!(%reason, "trigger while the cluster is down: noted"),
+            }
+        }
+
+        // The coordinator ran the shutdown; once mains is back and stable this forwarder watches
+        // again, so the next outage is forwarded too.
+        if phase == Phase::Forwarded {
+            if sources.iter().all(|s| s.reading.as_ref().is_some_and(|r| r.status.online())) {
+                let since = *online_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= *cfg.daemon.power_return_settle {
+                    tracing::info!("mains power is back and stable: watching again");
+                    phase = Phase::Watching;
+                    trigger_reason = None;
+                    for s in &mut sources {
+                        s.policy.reset();
+                    }
+                }
+            } else {
+                online_since = None;
             }
         }
 
@@ -358,6 +469,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
     }
+    drop(fwd_tx);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
     if running.is_some() {

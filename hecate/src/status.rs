@@ -132,6 +132,10 @@ pub enum Phase {
     ShutDown,
     /// A startup run is in progress.
     StartingUp,
+    /// A forwarder is sending its trigger to the coordinator.
+    Forwarding,
+    /// The coordinator accepted this forwarder's trigger; waiting for mains power.
+    Forwarded,
 }
 
 /// The state `hecate status` shows.

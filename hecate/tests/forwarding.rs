@@ -1,0 +1,178 @@
+//! Multi-UPS forwarding between two real `hecate daemon` processes over loopback HTTP: a
+//! forwarder (`tethys`, its UPS failing) and a coordinator (`titan-db`, its UPS fine). The UPSes
+//! and machines are simulated; the two daemons, the endpoint and the token are real.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hecate_test_support::{free_port, wait_until};
+
+const TOKEN: &str = "test-forwarding-token-0123456789";
+
+struct Daemon {
+    child: Child,
+    state: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(yaml_body: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let yaml = format!("state_dir: {}\n{yaml_body}", state.display());
+        let cfg = dir.path().join("hecate.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = dir.path().join("daemon.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hecate"))
+            .args(["daemon", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Daemon { child, state, log, _dir: dir }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        std::fs::read_to_string(self.state.join("status.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    fn shutdowns(&self) -> Vec<serde_json::Value> {
+        let runs: Vec<serde_json::Value> = std::fs::read_to_string(self.state.join("runs.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        runs.into_iter().filter(|r| r["kind"] == "shutdown").collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let p = dir.join("forwarding.token");
+    std::fs::write(&p, format!("{token}\n")).unwrap();
+    p
+}
+
+/// The coordinator: its own UPS stays on mains; it runs the cluster's shutdown when told.
+fn coordinator(port: u16, token: &Path) -> Daemon {
+    Daemon::start(&format!(
+        "host: titan-db
+role: coordinator
+daemon: {{ poll_interval: 200ms, metrics_listen: null }}
+power_sources: [ {{ type: simulated, name: main-ups }} ]
+cluster: {{ type: simulated }}
+nodes:
+  - {{ name: s1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
+forwarding: {{ listen: \"127.0.0.1:{port}\", token_file: {token} }}
+notifiers: [ {{ type: log }} ]
+",
+        token = token.display()
+    ))
+}
+
+/// The forwarder: its UPS loses mains at once and runs low within seconds.
+fn forwarder(url: &str, token: &Path) -> Daemon {
+    Daemon::start(&format!(
+        "host: tethys
+role: forwarder
+daemon: {{ poll_interval: 200ms, metrics_listen: null }}
+policy: {{ debounce_polls: 1 }}
+budget: {{ default_shutdown_budget: 10s }}
+power_sources:
+  - {{ type: simulated, name: tethys-ups, battery_runtime: 12s, script: [ {{ at: 0s, event: mains_lost }} ] }}
+cluster: {{ type: simulated }}
+nodes:
+  - {{ name: t1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
+forwarding: {{ coordinator_url: \"{url}\", token_file: {token}, timeout: 3s }}
+notifiers: [ {{ type: log }} ]
+",
+        token = token.display()
+    ))
+}
+
+fn wait_for_listen(port: u16) {
+    wait_until("the coordinator's forwarding endpoint", Duration::from_secs(30), || {
+        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(|_| ()).map_err(|e| e.to_string())
+    });
+}
+
+#[test]
+fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let coord = coordinator(port, &token);
+    wait_for_listen(port);
+    let fwd = forwarder(&format!("http://127.0.0.1:{port}/v1/trigger"), &token);
+
+    let runs = wait_until("the coordinator's shutdown", Duration::from_secs(60), || {
+        let s = coord.shutdowns();
+        if s.is_empty() { Err(format!("no shutdown yet; coordinator log:\n{}", coord.log())) } else { Ok(s) }
+    });
+    let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.starts_with("forwarded by tethys: ups tethys-ups:"), "{reason}");
+    wait_until("the forwarder to record the handover", Duration::from_secs(30), || {
+        let phase = fwd.status()["phase"].clone();
+        if phase == "forwarded" { Ok(()) } else { Err(format!("phase {phase}; forwarder log:\n{}", fwd.log())) }
+    });
+    assert!(fwd.shutdowns().is_empty(), "the forwarder must not run its own shutdown when the coordinator took it");
+    assert!(!fwd.log().contains(TOKEN) && !coord.log().contains(TOKEN), "the token is never logged");
+}
+
+#[test]
+fn a_refused_forward_falls_back_to_the_local_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = token_file(dir.path(), TOKEN);
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let coord = coordinator(port, &good);
+    wait_for_listen(port);
+    let wrong_dir = tempfile::tempdir().unwrap();
+    let wrong = token_file(wrong_dir.path(), "a-different-token-of-enough-length");
+    let fwd = forwarder(&format!("http://127.0.0.1:{port}/v1/trigger"), &wrong);
+
+    let runs = wait_until("the forwarder's own shutdown", Duration::from_secs(60), || {
+        let s = fwd.shutdowns();
+        if s.is_empty() { Err(format!("no local shutdown yet; forwarder log:\n{}", fwd.log())) } else { Ok(s) }
+    });
+    let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("forwarding failed: coordinator answered 401"), "{reason}");
+    assert!(fwd.log().contains("\"kind\":\"forwarder_fallback\""), "the fallback event:\n{}", fwd.log());
+    assert!(coord.shutdowns().is_empty(), "a wrong token must not shut the cluster down");
+    assert!(coord.log().contains("forwarded trigger refused: missing or wrong token"), "{}", coord.log());
+}
+
+#[test]
+fn an_unreachable_coordinator_falls_back_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    // Nothing listens there.
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let fwd = forwarder(&format!("http://127.0.0.1:{port}/v1/trigger"), &token);
+    let runs = wait_until("the forwarder's own shutdown", Duration::from_secs(60), || {
+        let s = fwd.shutdowns();
+        if s.is_empty() { Err(format!("no local shutdown yet; forwarder log:\n{}", fwd.log())) } else { Ok(s) }
+    });
+    let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("forwarding failed"), "{reason}");
+    assert!(fwd.log().contains("\"kind\":\"forwarder_fallback\""), "{}", fwd.log());
+}
