@@ -82,7 +82,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardingConfig {
-    /// Forwarder: the coordinator's trigger endpoint, `http://HOST:PORT/v1/trigger`.
+    /// Forwarder: the coordinator's forwarding endpoint, `http://HOST:PORT` (its `/v1/trigger` and
+    /// `/v1/clear` are used).
     #[serde(default)]
     pub coordinator_url: Option<String>,
     /// Coordinator: the address to accept forwarded triggers on (e.g. `10.10.0.5:9561`).

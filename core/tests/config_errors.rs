@@ -154,7 +154,7 @@ fn forwarding_roles_need_their_half_of_the_forwarding_section() {
     assert!(e.problems.iter().any(|p| p.field == "forwarding.listen"), "{s}");
 
     let ok = format!(
-        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: http://titan-db:9561/v1/trigger, token_file: /t }}\n{ups}"
+        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: http://titan-db:9561, token_file: /t }}\n{ups}"
     );
     let (c, warnings) = Config::from_yaml(&ok, Path::new("t.yaml")).unwrap();
     assert_eq!(c.forwarding.unwrap().timeout.as_secs(), 30);

@@ -17,7 +17,7 @@ use hecate_core::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::forward::{self, ForwardedTrigger};
+use crate::forward::{self, Forwarded, ForwarderMessage};
 use crate::metrics::Metrics;
 use crate::status::{Phase, Snapshot, SourceStatus};
 
@@ -103,7 +103,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     }
     // Multi-UPS: a coordinator accepts triggers from forwarders; a forwarder needs the token to
     // send its own. A missing token file stops the daemon here, not when the UPS runs low.
-    let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwardedTrigger>(16);
+    let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
     let mut forward_token = None;
     match (cfg.role, &cfg.forwarding) {
         (HostRole::Coordinator, Some(f)) => {
@@ -123,6 +123,13 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     }
     let mut forwarding: Option<JoinHandle<Result<String, String>>> = None;
     let mut forwarded_trigger: Option<(String, serde_json::Map<String, serde_json::Value>)> = None;
+    // Forwarder: tell the coordinator once our mains are back and stable, including after this
+    // host itself went down with its UPS and came back.
+    let mut clear_pending = forward_token.is_some();
+    let mut clearing: Option<JoinHandle<Result<String, String>>> = None;
+    let mut settled_since: Option<Instant> = None;
+    // Coordinator: forwarders that triggered and have not cleared.
+    let mut outstanding: std::collections::BTreeSet<String> = Default::default();
 
     let mut sources: Vec<SourceState> = rt
         .power
@@ -262,14 +269,26 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
 
         let mut newly_triggered = None;
         if let Some(f) = from_forwarder {
-            // Not a poll: the sources are read at the next tick, so a forwarded trigger does not
+            // Not a poll: the sources are read at the next tick, so a forwarded message does not
             // count towards the coordinator's own debounce.
-            let reason = format!("forwarded by {}: {}", f.host, f.reason);
-            tracing::warn!(peer = %f.peer, %reason, "trigger forwarded by another instance");
-            let mut details = serde_json::Map::new();
-            details.insert("forwarded_by".into(), f.host.into());
-            details.insert("forwarder_address".into(), f.peer.to_string().into());
-            newly_triggered = Some((reason, details));
+            match f.what {
+                Forwarded::Trigger(why) => {
+                    let reason = format!("forwarded by {}: {why}", f.host);
+                    tracing::warn!(peer = %f.peer, %reason, "trigger forwarded by another instance");
+                    let mut details = serde_json::Map::new();
+                    details.insert("forwarded_by".into(), f.host.clone().into());
+                    details.insert("forwarder_address".into(), f.peer.to_string().into());
+                    outstanding.insert(f.host);
+                    newly_triggered = Some((reason, details));
+                }
+                Forwarded::Clear => {
+                    if outstanding.remove(&f.host) {
+                        tracing::info!(forwarder = %f.host, peer = %f.peer, "forwarder's mains are back");
+                    } else {
+                        tracing::debug!(forwarder = %f.host, "clear from a forwarder with no outage on record");
+                    }
+                }
+            }
         } else {
             let t = t0.elapsed().as_secs_f64();
             let timeout = (*cfg.daemon.poll_interval).max(Duration::from_secs(1));
@@ -348,9 +367,14 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     let f = cfg.forwarding.clone().unwrap_or_else(|| unreachable!("forward_token implies forwarding"));
                     let (token, host, why) =
                         (forward_token.clone().unwrap_or_default(), cfg.host.clone(), reason.clone());
+                    if let Some(h) = clearing.take() {
+                        h.abort();
+                    }
+                    clear_pending = true;
                     forwarding = Some(tokio::spawn(async move {
-                        let url = f.coordinator_url.unwrap_or_default();
-                        forward::forward(&url, &token, &host, &why, *f.timeout).await
+                        let url = forward::endpoint(&f.coordinator_url.unwrap_or_default(), "trigger");
+                        let body = serde_json::json!({ "host": host, "reason": why });
+                        forward::post(&url, &token, body, *f.timeout).await
                     }));
                     forwarded_trigger = Some((reason, details));
                     phase = Phase::Forwarding;
@@ -397,6 +421,8 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 if since.elapsed() >= *cfg.daemon.power_return_settle {
                     tracing::info!("mains power is back and stable: watching again");
                     phase = Phase::Watching;
+                    // Already settled: the clear below goes out now, not after a second wait.
+                    settled_since = Some(since);
                     trigger_reason = None;
                     for s in &mut sources {
                         s.policy.reset();
@@ -407,8 +433,40 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             }
         }
 
-        if phase == Phase::ShutDown && cfg.daemon.startup_on_power_return {
+        if let Some(token) = &forward_token {
+            if clearing.as_ref().is_some_and(JoinHandle::is_finished)
+                && let Some(h) = clearing.take()
+            {
+                match h.await.unwrap_or_else(|e| Err(e.to_string())) {
+                    Ok(note) => {
+                        tracing::info!(%note, "told the coordinator our mains are back");
+                        clear_pending = false;
+                    }
+                    // Tried again after another settle period.
+                    Err(why) => tracing::warn!(%why, "could not tell the coordinator our mains are back"),
+                }
+                settled_since = None;
+            }
             let all_online = sources.iter().all(|s| s.reading.as_ref().is_some_and(|r| r.status.online()));
+            if clear_pending && clearing.is_none() && phase == Phase::Watching && all_online {
+                let since = *settled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= *cfg.daemon.power_return_settle
+                    && let Some(f) = cfg.forwarding.clone()
+                {
+                    let (token, host) = (token.clone(), cfg.host.clone());
+                    clearing = Some(tokio::spawn(async move {
+                        let url = forward::endpoint(&f.coordinator_url.unwrap_or_default(), "clear");
+                        forward::post(&url, &token, serde_json::json!({ "host": host }), *f.timeout).await
+                    }));
+                }
+            } else if !all_online {
+                settled_since = None;
+            }
+        }
+
+        if phase == Phase::ShutDown && cfg.daemon.startup_on_power_return {
+            let all_online =
+                sources.iter().all(|s| s.reading.as_ref().is_some_and(|r| r.status.online())) && outstanding.is_empty();
             if all_online {
                 let since = *online_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= *cfg.daemon.power_return_settle {
@@ -457,6 +515,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 .collect(),
             trigger_reason: trigger_reason.clone(),
             last_run: last_run.clone(),
+            waiting_for_forwarders: outstanding.iter().cloned().collect(),
         };
         if let Err(e) = snap.save(&cfg.state_dir) {
             tracing::warn!(error = %format!("{e:#}"), "cannot write status.json");

@@ -1,10 +1,15 @@
 //! Multi-UPS forwarding between Hecate instances.
 //!
-//! A coordinator accepts `POST /v1/trigger` (JSON `{"host": …, "reason": …}`, a bearer token
-//! shared with its forwarders) and treats it as a trigger of its own. A forwarder that triggers
-//! posts there, retrying until `forwarding.timeout`; if no coordinator accepted by then, the
-//! daemon runs the forwarder's own shutdown plan instead (and says so with a
-//! `forwarder_fallback` event).
+//! A coordinator accepts, with a bearer token it shares with its forwarders:
+//! - `POST /v1/trigger` (JSON `{"host": …, "reason": …}`): a forwarder's UPS triggered; the
+//!   coordinator treats it as a trigger of its own and shuts the cluster down;
+//! - `POST /v1/clear` (JSON `{"host": …}`): that forwarder's mains are back and stable. Until every
+//!   forwarder that triggered has cleared, the coordinator does not start the cluster on its own
+//!   (its machines may still hang on the failing UPS).
+//!
+//! A forwarder that triggers posts to the coordinator, retrying until `forwarding.timeout`; if no
+//! coordinator accepted by then, the daemon runs the forwarder's own shutdown plan instead (and
+//! says so with a `forwarder_fallback` event).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,15 +21,29 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 
-/// A trigger a forwarder sent.
+/// What a forwarder sent.
 #[derive(Debug, Clone)]
-pub struct ForwardedTrigger {
+pub struct ForwarderMessage {
     /// The forwarder's `host`.
     pub host: String,
-    /// Its trigger reason.
-    pub reason: String,
     /// Where the request came from.
     pub peer: SocketAddr,
+    /// Trigger or clear.
+    pub what: Forwarded,
+}
+
+/// The two things a forwarder says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Its UPS triggered, for this reason.
+    Trigger(String),
+    /// Its mains are back and stable.
+    Clear,
+}
+
+/// The endpoint for `what` under the coordinator's base URL.
+pub fn endpoint(base: &str, what: &str) -> String {
+    format!("{}/v1/{what}", base.trim_end_matches('/'))
 }
 
 /// Longest `host` and `reason` kept from a request: they end up in logs and notifications.
@@ -52,19 +71,20 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone)]
 struct Shared {
     token: String,
-    tx: mpsc::Sender<ForwardedTrigger>,
+    tx: mpsc::Sender<ForwarderMessage>,
 }
 
 /// Serves the trigger endpoint on `listen` until the process ends.
-pub async fn serve(listen: SocketAddr, token: String, tx: mpsc::Sender<ForwardedTrigger>) -> anyhow::Result<()> {
+pub async fn serve(listen: SocketAddr, token: String, tx: mpsc::Sender<ForwarderMessage>) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/v1/trigger", axum::routing::post(trigger))
+        .route("/v1/clear", axum::routing::post(clear))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(Shared { token, tx });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the forwarding endpoint {listen}"))?;
-    tracing::info!(%listen, "accepting forwarded triggers on /v1/trigger");
+    tracing::info!(%listen, "accepting forwarded triggers on /v1/trigger and /v1/clear");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .context("serving the forwarding endpoint")
@@ -76,27 +96,44 @@ async fn trigger(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
+    receive(&shared, peer, &headers, &body, true)
+}
+
+async fn clear(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    receive(&shared, peer, &headers, &body, false)
+}
+
+fn receive(shared: &Shared, peer: SocketAddr, headers: &HeaderMap, body: &[u8], trigger: bool) -> (StatusCode, String) {
     let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !presented.is_some_and(|t| same_secret(t.as_bytes(), shared.token.as_bytes())) {
-        tracing::warn!(%peer, "forwarded trigger refused: missing or wrong token");
+        tracing::warn!(%peer, "forwarded message refused: missing or wrong token");
         return (StatusCode::UNAUTHORIZED, "{\"error\":\"missing or wrong bearer token\"}".into());
     }
-    let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
-    let field = |v: &serde_json::Value, name: &str| {
-        v.get(name).and_then(|x| x.as_str()).map(|s| s.chars().take(MAX_FIELD).collect::<String>())
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (StatusCode::BAD_REQUEST, "{\"error\":\"body is not json\"}".into());
     };
-    let (host, reason) = match &parsed {
-        Ok(v) => match (field(v, "host"), field(v, "reason")) {
-            (Some(h), Some(r)) if !h.is_empty() => (h, r),
-            _ => return (StatusCode::BAD_REQUEST, "{\"error\":\"need string fields host and reason\"}".into()),
-        },
-        Err(_) => return (StatusCode::BAD_REQUEST, "{\"error\":\"body is not json\"}".into()),
+    let field =
+        |name: &str| v.get(name).and_then(|x| x.as_str()).map(|s| s.chars().take(MAX_FIELD).collect::<String>());
+    let what = match (field("host"), field("reason")) {
+        (Some(h), _) if h.is_empty() => None,
+        (Some(_), Some(r)) if trigger => Some(Forwarded::Trigger(r)),
+        (Some(_), _) if !trigger => Some(Forwarded::Clear),
+        _ => None,
     };
-    match shared.tx.try_send(ForwardedTrigger { host, reason, peer }) {
+    let (Some(host), Some(what)) = (field("host"), what) else {
+        let need = if trigger { "host and reason" } else { "host" };
+        return (StatusCode::BAD_REQUEST, format!("{{\"error\":\"need string fields {need}\"}}"));
+    };
+    match shared.tx.try_send(ForwarderMessage { host, peer, what }) {
         Ok(()) => (StatusCode::ACCEPTED, "{\"accepted\":true}".into()),
-        // Full means triggers are already queued: a shutdown is coming either way.
+        // Full: the daemon is behind on messages; the forwarder retries.
         Err(mpsc::error::TrySendError::Full(_)) => {
-            (StatusCode::ACCEPTED, "{\"accepted\":true,\"queued\":false}".into())
+            (StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"busy, try again\"}".into())
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"daemon is stopping\"}".into())
@@ -104,9 +141,9 @@ async fn trigger(
     }
 }
 
-/// Posts the trigger to the coordinator until it accepts or `timeout` passes. `Ok`: what the
+/// Posts `body` to `url` until the coordinator accepts or `timeout` passes. `Ok`: what the
 /// coordinator answered; `Err`: why every try failed (the last reason).
-pub async fn forward(url: &str, token: &str, host: &str, reason: &str, timeout: Duration) -> Result<String, String> {
+pub async fn post(url: &str, token: &str, body: serde_json::Value, timeout: Duration) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5).min(timeout))
@@ -114,7 +151,7 @@ pub async fn forward(url: &str, token: &str, host: &str, reason: &str, timeout: 
         .no_proxy()
         .build()
         .map_err(|e| format!("cannot build an http client: {e}"))?;
-    let body = serde_json::json!({ "host": host, "reason": reason }).to_string();
+    let body = body.to_string();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -138,7 +175,7 @@ pub async fn forward(url: &str, token: &str, host: &str, reason: &str, timeout: 
             Ok(r) => format!("coordinator answered {}", r.status()),
             Err(e) => error_chain(&e),
         };
-        tracing::warn!(url, tries, %why, "forwarding the trigger failed");
+        tracing::warn!(url, tries, %why, "the coordinator did not accept");
         if Instant::now() + Duration::from_secs(1) >= deadline {
             return Err(format!("{why} ({tries} tries in {})", humantime::format_duration(timeout)));
         }

@@ -157,6 +157,9 @@ pub struct Snapshot {
     pub trigger_reason: Option<String>,
     /// The last finished run: kind, outcome, duration.
     pub last_run: Option<serde_json::Value>,
+    /// Coordinator: forwarders whose outage has not cleared; no automatic startup until it has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for_forwarders: Vec<String>,
 }
 
 impl Snapshot {
@@ -174,6 +177,13 @@ impl Snapshot {
         let origin = if self.from_daemon { "daemon" } else { "one-off poll (no daemon running)" };
         let _ = writeln!(s, "host {} — {:?} — as of {} ({origin})", self.host, self.phase, self.updated_at);
         let _ = writeln!(s, "shutdown budget: {}", self.budget);
+        if !self.waiting_for_forwarders.is_empty() {
+            let _ = writeln!(
+                s,
+                "forwarders still on battery (no automatic startup until they clear): {}",
+                self.waiting_for_forwarders.join(", ")
+            );
+        }
         for src in &self.sources {
             let _ = writeln!(s, "\nups {} ({})", src.name, src.kind);
             match (&src.reading, &src.error) {
@@ -273,5 +283,6 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         sources,
         trigger_reason: None,
         last_run: None,
+        waiting_for_forwarders: Vec::new(),
     })
 }

@@ -75,10 +75,15 @@ fn token_file(dir: &Path, token: &str) -> PathBuf {
 
 /// The coordinator: its own UPS stays on mains; it runs the cluster's shutdown when told.
 fn coordinator(port: u16, token: &Path) -> Daemon {
+    coordinator_with(port, token, "")
+}
+
+/// The coordinator with more `daemon:` settings.
+fn coordinator_with(port: u16, token: &Path, daemon: &str) -> Daemon {
     Daemon::start(&format!(
         "host: titan-db
 role: coordinator
-daemon: {{ poll_interval: 200ms, metrics_listen: null }}
+daemon: {{ poll_interval: 200ms, metrics_listen: null{daemon} }}
 power_sources: [ {{ type: simulated, name: main-ups }} ]
 cluster: {{ type: simulated }}
 nodes:
@@ -92,14 +97,19 @@ notifiers: [ {{ type: log }} ]
 
 /// The forwarder: its UPS loses mains at once and runs low within seconds.
 fn forwarder(url: &str, token: &Path) -> Daemon {
+    forwarder_with(url, token, "", "")
+}
+
+/// The forwarder with more `daemon:` settings and more UPS script steps.
+fn forwarder_with(url: &str, token: &Path, daemon: &str, script: &str) -> Daemon {
     Daemon::start(&format!(
         "host: tethys
 role: forwarder
-daemon: {{ poll_interval: 200ms, metrics_listen: null }}
+daemon: {{ poll_interval: 200ms, metrics_listen: null{daemon} }}
 policy: {{ debounce_polls: 1 }}
 budget: {{ default_shutdown_budget: 10s }}
 power_sources:
-  - {{ type: simulated, name: tethys-ups, battery_runtime: 12s, script: [ {{ at: 0s, event: mains_lost }} ] }}
+  - {{ type: simulated, name: tethys-ups, battery_runtime: 12s, script: [ {{ at: 0s, event: mains_lost }}{script} ] }}
 cluster: {{ type: simulated }}
 nodes:
   - {{ name: t1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
@@ -123,7 +133,7 @@ fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
     let port = free_port(Ipv4Addr::LOCALHOST);
     let coord = coordinator(port, &token);
     wait_for_listen(port);
-    let fwd = forwarder(&format!("http://127.0.0.1:{port}/v1/trigger"), &token);
+    let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &token);
 
     let runs = wait_until("the coordinator's shutdown", Duration::from_secs(60), || {
         let s = coord.shutdowns();
@@ -148,7 +158,7 @@ fn a_refused_forward_falls_back_to_the_local_shutdown() {
     wait_for_listen(port);
     let wrong_dir = tempfile::tempdir().unwrap();
     let wrong = token_file(wrong_dir.path(), "a-different-token-of-enough-length");
-    let fwd = forwarder(&format!("http://127.0.0.1:{port}/v1/trigger"), &wrong);
+    let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &wrong);
 
     let runs = wait_until("the forwarder's own shutdown", Duration::from_secs(60), || {
         let s = fwd.shutdowns();
@@ -158,7 +168,7 @@ fn a_refused_forward_falls_back_to_the_local_shutdown() {
     assert!(reason.contains("forwarding failed: coordinator answered 401"), "{reason}");
     assert!(fwd.log().contains("\"kind\":\"forwarder_fallback\""), "the fallback event:\n{}", fwd.log());
     assert!(coord.shutdowns().is_empty(), "a wrong token must not shut the cluster down");
-    assert!(coord.log().contains("forwarded trigger refused: missing or wrong token"), "{}", coord.log());
+    assert!(coord.log().contains("forwarded message refused: missing or wrong token"), "{}", coord.log());
 }
 
 #[test]
@@ -167,7 +177,7 @@ fn an_unreachable_coordinator_falls_back_after_the_timeout() {
     let token = token_file(dir.path(), TOKEN);
     // Nothing listens there.
     let port = free_port(Ipv4Addr::LOCALHOST);
-    let fwd = forwarder(&format!("http://127.0.0.1:{port}/v1/trigger"), &token);
+    let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &token);
     let runs = wait_until("the forwarder's own shutdown", Duration::from_secs(60), || {
         let s = fwd.shutdowns();
         if s.is_empty() { Err(format!("no local shutdown yet; forwarder log:\n{}", fwd.log())) } else { Ok(s) }
@@ -175,4 +185,46 @@ fn an_unreachable_coordinator_falls_back_after_the_timeout() {
     let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
     assert!(reason.contains("forwarding failed"), "{reason}");
     assert!(fwd.log().contains("\"kind\":\"forwarder_fallback\""), "{}", fwd.log());
+}
+
+#[test]
+fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    // The coordinator's own mains never fail: without the forwarder's clear it would start the
+    // cluster a second after its shutdown, onto machines whose UPS is still failing.
+    let coord = coordinator_with(port, &token, ", startup_on_power_return: true, power_return_settle: 1s");
+    wait_for_listen(port);
+    let fwd = forwarder_with(
+        &format!("http://127.0.0.1:{port}"),
+        &token,
+        ", power_return_settle: 1s",
+        ", { at: 8s, event: mains_back }",
+    );
+
+    wait_until("the coordinator to wait for tethys", Duration::from_secs(60), || {
+        let st = coord.status();
+        let waiting = st["waiting_for_forwarders"].clone();
+        let done = !coord.shutdowns().is_empty();
+        if done && waiting == serde_json::json!(["tethys"]) && st["phase"] == "shut_down" {
+            Ok(())
+        } else {
+            Err(format!("phase {}, waiting {waiting}; coordinator log:\n{}", st["phase"], coord.log()))
+        }
+    });
+    wait_until("the coordinator's startup", Duration::from_secs(60), || {
+        let log = coord.log();
+        if log.contains("stage started stage=") && coord.status()["phase"] == "watching" {
+            Ok(())
+        } else {
+            Err(format!("phase {}; forwarder log:\n{}", coord.status()["phase"], fwd.log()))
+        }
+    });
+    let log = coord.log();
+    let cleared = log.find("forwarder's mains are back").expect("the clear arrived");
+    let started = log.find("mains power is back and stable: starting the cluster").expect("the startup began");
+    assert!(cleared < started, "no startup before the forwarder cleared:\n{log}");
+    assert!(fwd.shutdowns().is_empty());
+    assert_eq!(fwd.status()["phase"], "watching", "the forwarder watches again");
 }
