@@ -94,6 +94,16 @@ pub struct ForwardingConfig {
     /// Forwarder: how long to keep trying the coordinator before shutting down locally.
     #[serde(default = "default_forward_timeout")]
     pub timeout: HumanDuration,
+    /// Coordinator: serve the endpoint over TLS with this certificate chain (PEM)...
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// ... and this private key (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Forwarder: trust only this CA (PEM) for an `https` coordinator_url; the system's roots
+    /// when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_forward_timeout() -> HumanDuration {
@@ -478,10 +488,23 @@ impl Config {
             }
             _ => {}
         }
-        if let Some(f) = &self.forwarding
-            && f.timeout.is_zero()
-        {
-            p.push(("forwarding.timeout".into(), "must be greater than zero".into()));
+        if let Some(f) = &self.forwarding {
+            if f.timeout.is_zero() {
+                p.push(("forwarding.timeout".into(), "must be greater than zero".into()));
+            }
+            if f.tls_cert_file.is_some() != f.tls_key_file.is_some() {
+                p.push(("forwarding".into(), "`tls_cert_file` and `tls_key_file` go together".into()));
+            }
+            if f.ca_file.is_some() && !f.coordinator_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+                p.push(("forwarding.ca_file".into(), "only used with an https `coordinator_url`".into()));
+            }
+            if self.role == HostRole::Coordinator && f.tls_cert_file.is_none() {
+                w.push(
+                    "forwarding: the trigger endpoint is plain http, so its token crosses the network in clear \
+                     (set tls_cert_file and tls_key_file)"
+                        .into(),
+                );
+            }
         }
         if !self.nodes.is_empty() && self.cluster.is_none() {
             w.push("nodes are listed but no `cluster:` is configured: no cordon, drain or readiness checks".into());

@@ -162,4 +162,17 @@ fn forwarding_roles_need_their_half_of_the_forwarding_section() {
     let (_, warnings) =
         Config::from_yaml(&format!("host: a\nforwarding: {{ token_file: /t }}\n{ups}"), Path::new("t.yaml")).unwrap();
     assert!(warnings.iter().any(|w| w.contains("ignored")), "{warnings:?}");
+
+    let (e, s) = err(&format!(
+        "host: a\nrole: coordinator\nforwarding: {{ listen: \"127.0.0.1:9561\", token_file: /t, tls_cert_file: /c }}\n{ups}"
+    ));
+    assert!(e.problems.iter().any(|p| p.message.contains("go together")), "{s}");
+    let (e, s) = err(&format!(
+        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: http://c:1, token_file: /t, ca_file: /ca }}\n{ups}"
+    ));
+    assert!(e.problems.iter().any(|p| p.field == "forwarding.ca_file"), "{s}");
+    let plain =
+        format!("host: a\nrole: coordinator\nforwarding: {{ listen: \"127.0.0.1:9561\", token_file: /t }}\n{ups}");
+    let (_, warnings) = Config::from_yaml(&plain, Path::new("t.yaml")).unwrap();
+    assert!(warnings.iter().any(|w| w.contains("plain http")), "{warnings:?}");
 }

@@ -104,28 +104,35 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     // Multi-UPS: a coordinator accepts triggers from forwarders; a forwarder needs the token to
     // send its own. A missing token file stops the daemon here, not when the UPS runs low.
     let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
-    let mut forward_token = None;
+    // Forwarder: the shared token and the client that reaches the coordinator.
+    let mut forward_via = None;
     match (cfg.role, &cfg.forwarding) {
         (HostRole::Coordinator, Some(f)) => {
             let token = forward::read_token(&f.token_file)?;
+            let tls = match (&f.tls_cert_file, &f.tls_key_file) {
+                (Some(cert), Some(key)) => Some(forward::tls_acceptor(cert, key)?),
+                _ => None,
+            };
             if let Some(listen) = f.listen {
                 let tx = fwd_tx.clone();
                 // Like /metrics: an endpoint that cannot be bound must not stop UPS protection.
                 tokio::spawn(async move {
-                    if let Err(e) = forward::serve(listen, token, tx).await {
+                    if let Err(e) = forward::serve(listen, token, tx, tls).await {
                         tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable");
                     }
                 });
             }
         }
-        (HostRole::Forwarder, Some(f)) => forward_token = Some(forward::read_token(&f.token_file)?),
+        (HostRole::Forwarder, Some(f)) => {
+            forward_via = Some((forward::read_token(&f.token_file)?, forward::client(f.ca_file.as_deref())?));
+        }
         _ => {}
     }
     let mut forwarding: Option<JoinHandle<Result<String, String>>> = None;
     let mut forwarded_trigger: Option<(String, serde_json::Map<String, serde_json::Value>)> = None;
     // Forwarder: tell the coordinator once our mains are back and stable, including after this
     // host itself went down with its UPS and came back.
-    let mut clear_pending = forward_token.is_some();
+    let mut clear_pending = forward_via.is_some();
     let mut clearing: Option<JoinHandle<Result<String, String>>> = None;
     let mut settled_since: Option<Instant> = None;
     // Coordinator: forwarders that triggered and have not cleared.
@@ -353,7 +360,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
 
         if let Some((reason, details)) = newly_triggered {
             match phase {
-                Phase::Watching if forward_token.is_some() => {
+                Phase::Watching if forward_via.is_some() => {
                     tracing::warn!(%reason, "shutdown triggered: forwarding it to the coordinator");
                     rt.notify_all(
                         &Event::now(
@@ -364,9 +371,12 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         .with("reason", reason.clone()),
                     );
                     trigger_reason = Some(reason.clone());
-                    let f = cfg.forwarding.clone().unwrap_or_else(|| unreachable!("forward_token implies forwarding"));
-                    let (token, host, why) =
-                        (forward_token.clone().unwrap_or_default(), cfg.host.clone(), reason.clone());
+                    let f = cfg
+                        .forwarding
+                        .clone()
+                        .unwrap_or_else(|| unreachable!("forward_via is set only with forwarding"));
+                    let (token, client) = forward_via.clone().unwrap_or_else(|| unreachable!("checked by the guard"));
+                    let (host, why) = (cfg.host.clone(), reason.clone());
                     if let Some(h) = clearing.take() {
                         h.abort();
                     }
@@ -374,7 +384,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     forwarding = Some(tokio::spawn(async move {
                         let url = forward::endpoint(&f.coordinator_url.unwrap_or_default(), "trigger");
                         let body = serde_json::json!({ "host": host, "reason": why });
-                        forward::post(&url, &token, body, *f.timeout).await
+                        forward::post(&client, &url, &token, body, *f.timeout).await
                     }));
                     forwarded_trigger = Some((reason, details));
                     phase = Phase::Forwarding;
@@ -433,7 +443,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             }
         }
 
-        if let Some(token) = &forward_token {
+        if let Some((token, client)) = &forward_via {
             if clearing.as_ref().is_some_and(JoinHandle::is_finished)
                 && let Some(h) = clearing.take()
             {
@@ -453,10 +463,10 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 if since.elapsed() >= *cfg.daemon.power_return_settle
                     && let Some(f) = cfg.forwarding.clone()
                 {
-                    let (token, host) = (token.clone(), cfg.host.clone());
+                    let (token, client, host) = (token.clone(), client.clone(), cfg.host.clone());
                     clearing = Some(tokio::spawn(async move {
                         let url = forward::endpoint(&f.coordinator_url.unwrap_or_default(), "clear");
-                        forward::post(&url, &token, serde_json::json!({ "host": host }), *f.timeout).await
+                        forward::post(&client, &url, &token, serde_json::json!({ "host": host }), *f.timeout).await
                     }));
                 }
             } else if !all_online {

@@ -13,13 +13,19 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::IncomingStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// What a forwarder sent.
 #[derive(Debug, Clone)]
@@ -74,25 +80,134 @@ struct Shared {
     tx: mpsc::Sender<ForwarderMessage>,
 }
 
-/// Serves the trigger endpoint on `listen` until the process ends.
-pub async fn serve(listen: SocketAddr, token: String, tx: mpsc::Sender<ForwarderMessage>) -> anyhow::Result<()> {
+/// The TLS side of the endpoint, from the coordinator's certificate chain and key (PEM).
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificate chain {}", cert_file.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_file.display());
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("reading the private key {}", key_file.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| format!("{} and {} do not make a usable pair", cert_file.display(), key_file.display()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// An HTTP client for the forwarder: no proxy from the environment, no redirects, and for an
+/// https coordinator only `ca_file`'s CA when one is given.
+pub fn client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("reading forwarding.ca_file {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("forwarding.ca_file {} is not PEM", ca.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "forwarding.ca_file {} holds no certificate", ca.display());
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().context("building the forwarding http client")
+}
+
+/// The peer of a request, from either listener.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Connections whose TLS handshake finished. Handshakes run in their own tasks under a time
+/// limit, so a client that connects and stalls holds up nobody else.
+struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accepting task only ends with the process.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept_tls(tcp: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
+    loop {
+        let (sock, peer) = match tcp.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(error = %e, "forwarding endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                Ok(Ok(tls)) => {
+                    let _ = ready.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "forwarding endpoint: tls handshake failed"),
+                Err(_) => tracing::warn!(%peer, "forwarding endpoint: tls handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Serves the endpoint on `listen`, over TLS when `tls` is given, until the process ends.
+pub async fn serve(
+    listen: SocketAddr,
+    token: String,
+    tx: mpsc::Sender<ForwarderMessage>,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/v1/trigger", axum::routing::post(trigger))
         .route("/v1/clear", axum::routing::post(clear))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(Shared { token, tx });
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the forwarding endpoint {listen}"))?;
-    tracing::info!(%listen, "accepting forwarded triggers on /v1/trigger and /v1/clear");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .context("serving the forwarding endpoint")
+    let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the forwarding endpoint {listen}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%listen, scheme, "accepting forwarded triggers on /v1/trigger and /v1/clear");
+    match tls {
+        None => axum::serve(tcp, app.into_make_service_with_connect_info::<Peer>()).await,
+        Some(acceptor) => {
+            let local = tcp.local_addr()?;
+            let (ready_tx, ready) = mpsc::channel(16);
+            tokio::spawn(accept_tls(tcp, acceptor, ready_tx));
+            axum::serve(TlsListener { ready, local }, app.into_make_service_with_connect_info::<Peer>()).await
+        }
+    }
+    .context("serving the forwarding endpoint")
 }
 
 async fn trigger(
     State(shared): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
@@ -101,7 +216,7 @@ async fn trigger(
 
 async fn clear(
     State(shared): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
@@ -143,14 +258,14 @@ fn receive(shared: &Shared, peer: SocketAddr, headers: &HeaderMap, body: &[u8], 
 
 /// Posts `body` to `url` until the coordinator accepts or `timeout` passes. `Ok`: what the
 /// coordinator answered; `Err`: why every try failed (the last reason).
-pub async fn post(url: &str, token: &str, body: serde_json::Value, timeout: Duration) -> Result<String, String> {
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+    timeout: Duration,
+) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5).min(timeout))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|e| format!("cannot build an http client: {e}"))?;
     let body = body.to_string();
     let mut tries = 0;
     loop {

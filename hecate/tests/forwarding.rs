@@ -75,11 +75,11 @@ fn token_file(dir: &Path, token: &str) -> PathBuf {
 
 /// The coordinator: its own UPS stays on mains; it runs the cluster's shutdown when told.
 fn coordinator(port: u16, token: &Path) -> Daemon {
-    coordinator_with(port, token, "")
+    coordinator_with(port, token, "", "")
 }
 
-/// The coordinator with more `daemon:` settings.
-fn coordinator_with(port: u16, token: &Path, daemon: &str) -> Daemon {
+/// The coordinator with more `daemon:` and `forwarding:` settings.
+fn coordinator_with(port: u16, token: &Path, daemon: &str, forwarding: &str) -> Daemon {
     Daemon::start(&format!(
         "host: titan-db
 role: coordinator
@@ -88,7 +88,7 @@ power_sources: [ {{ type: simulated, name: main-ups }} ]
 cluster: {{ type: simulated }}
 nodes:
   - {{ name: s1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
-forwarding: {{ listen: \"127.0.0.1:{port}\", token_file: {token} }}
+forwarding: {{ listen: \"127.0.0.1:{port}\", token_file: {token}{forwarding} }}
 notifiers: [ {{ type: log }} ]
 ",
         token = token.display()
@@ -97,11 +97,11 @@ notifiers: [ {{ type: log }} ]
 
 /// The forwarder: its UPS loses mains at once and runs low within seconds.
 fn forwarder(url: &str, token: &Path) -> Daemon {
-    forwarder_with(url, token, "", "")
+    forwarder_with(url, token, "", "", "")
 }
 
-/// The forwarder with more `daemon:` settings and more UPS script steps.
-fn forwarder_with(url: &str, token: &Path, daemon: &str, script: &str) -> Daemon {
+/// The forwarder with more `daemon:` settings, UPS script steps and `forwarding:` settings.
+fn forwarder_with(url: &str, token: &Path, daemon: &str, script: &str, forwarding: &str) -> Daemon {
     Daemon::start(&format!(
         "host: tethys
 role: forwarder
@@ -113,7 +113,7 @@ power_sources:
 cluster: {{ type: simulated }}
 nodes:
   - {{ name: t1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
-forwarding: {{ coordinator_url: \"{url}\", token_file: {token}, timeout: 3s }}
+forwarding: {{ coordinator_url: \"{url}\", token_file: {token}, timeout: 3s{forwarding} }}
 notifiers: [ {{ type: log }} ]
 ",
         token = token.display()
@@ -194,13 +194,14 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
     let port = free_port(Ipv4Addr::LOCALHOST);
     // The coordinator's own mains never fail: without the forwarder's clear it would start the
     // cluster a second after its shutdown, onto machines whose UPS is still failing.
-    let coord = coordinator_with(port, &token, ", startup_on_power_return: true, power_return_settle: 1s");
+    let coord = coordinator_with(port, &token, ", startup_on_power_return: true, power_return_settle: 1s", "");
     wait_for_listen(port);
     let fwd = forwarder_with(
         &format!("http://127.0.0.1:{port}"),
         &token,
         ", power_return_settle: 1s",
         ", { at: 8s, event: mains_back }",
+        "",
     );
 
     wait_until("the coordinator to wait for tethys", Duration::from_secs(60), || {
@@ -227,4 +228,36 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
     assert!(cleared < started, "no startup before the forwarder cleared:\n{log}");
     assert!(fwd.shutdowns().is_empty());
     assert_eq!(fwd.status()["phase"], "watching", "the forwarder watches again");
+}
+
+#[test]
+fn over_tls_the_forwarder_trusts_only_its_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    hecate_test_support::make_certificates(dir.path());
+    let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let tls = format!(", tls_cert_file: {}, tls_key_file: {}", cert.display(), key.display());
+    let coord = coordinator_with(port, &token, "", &tls);
+    wait_for_listen(port);
+    let url = format!("https://127.0.0.1:{port}");
+
+    // Without the CA the coordinator's certificate is not trusted: the forwarder acts locally.
+    let untrusting = forwarder(&url, &token);
+    wait_until("the untrusting forwarder's own shutdown", Duration::from_secs(60), || {
+        if untrusting.shutdowns().is_empty() { Err(untrusting.log()) } else { Ok(()) }
+    });
+    assert!(coord.shutdowns().is_empty(), "nothing reached the coordinator:\n{}", coord.log());
+
+    let fwd = forwarder_with(&url, &token, "", "", &format!(", ca_file: {}", ca.display()));
+    let runs = wait_until("the coordinator's shutdown", Duration::from_secs(60), || {
+        let s = coord.shutdowns();
+        if s.is_empty() {
+            Err(format!("coordinator log:\n{}\nforwarder log:\n{}", coord.log(), fwd.log()))
+        } else {
+            Ok(s)
+        }
+    });
+    assert!(runs[0]["trigger_reason"].as_str().unwrap_or_default().starts_with("forwarded by tethys"));
+    assert!(fwd.shutdowns().is_empty());
 }

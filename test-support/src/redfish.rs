@@ -14,7 +14,6 @@ use crate::{SETUP_HINT, Step, chmod, free_port, peer_temp_dir, poll, require_exe
 /// `tests/peers/redfish/requirements.lock`). Outside the clone, so CI runs on one machine share it.
 pub const REDFISH_VENV: &str = "/var/lib/hecate-test/redfish-venv";
 
-const OPENSSL: &str = "/usr/bin/openssl";
 /// The project's copies, written into each emulator's temp dir.
 const RUN_EMULATOR: &str = include_str!("../../tests/peers/redfish/run_emulator.py");
 const EMULATOR_CONF: &str = include_str!("../../tests/peers/redfish/emulator.conf");
@@ -108,7 +107,7 @@ impl Sushy {
         write(&credentials, format!("{USER}:{PASSWORD}\n"));
         chmod(&credentials, 0o600);
         if options.tls {
-            make_certificates(path);
+            crate::tls::make_certificates(path);
         }
 
         let mut sushy = Sushy { port: 0, options: options.clone(), emulator: None, dir };
@@ -313,75 +312,6 @@ fn strip_ansi(line: &str) -> String {
 /// The Redfish Id of a system named by Id or by name.
 fn system_id(system: &str) -> &str {
     SUSHY_SYSTEMS.iter().find(|(_, name)| *name == system).map_or(system, |(uuid, _)| uuid)
-}
-
-/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it issued (`cert.pem`, `key.pem`) in `dir`.
-/// The server certificate is not a CA itself: rustls refuses a CA certificate as a server's.
-fn make_certificates(dir: &Path) {
-    require_executables(&[OPENSSL]);
-    write(
-        &dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    );
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hecate test ca",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    ];
-    for args in steps {
-        let out = Command::new(OPENSSL)
-            .args(args)
-            .current_dir(dir)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {OPENSSL}: {e}"));
-        assert!(out.status.success(), "openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
 }
 
 /// Standard base64 with padding (for a basic auth header; not worth a dependency).
