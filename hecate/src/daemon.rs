@@ -104,37 +104,23 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     // Multi-UPS: a coordinator accepts triggers from forwarders; a forwarder needs the token to
     // send its own. A missing token file stops the daemon here, not when the UPS runs low.
     let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
-    // Forwarder: the shared token and the client that reaches the coordinator.
-    let mut forward_via = None;
-    match (cfg.role, &cfg.forwarding) {
-        (HostRole::Coordinator, Some(f)) => {
-            let token = forward::read_token(&f.token_file)?;
-            let tls = match (&f.tls_cert_file, &f.tls_key_file) {
-                (Some(cert), Some(key)) => Some(forward::tls_acceptor(cert, key)?),
-                _ => None,
-            };
-            if let Some(listen) = f.listen {
-                let tx = fwd_tx.clone();
-                // Like /metrics: an endpoint that cannot be bound must not stop UPS protection.
-                tokio::spawn(async move {
-                    if let Err(e) = forward::serve(listen, token, tx, tls).await {
-                        tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable");
-                    }
-                });
-            }
+    let mut forwarder = forward::Forwarder::from_config(&cfg)?;
+    if let (HostRole::Coordinator, Some(f)) = (cfg.role, &cfg.forwarding) {
+        let token = forward::read_token(&f.token_file)?;
+        let tls = match (&f.tls_cert_file, &f.tls_key_file) {
+            (Some(cert), Some(key)) => Some(forward::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        if let Some(listen) = f.listen {
+            let tx = fwd_tx.clone();
+            // Like /metrics: an endpoint that cannot be bound must not stop UPS protection.
+            tokio::spawn(async move {
+                if let Err(e) = forward::serve(listen, token, tx, tls).await {
+                    tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable");
+                }
+            });
         }
-        (HostRole::Forwarder, Some(f)) => {
-            forward_via = Some((forward::read_token(&f.token_file)?, forward::client(f.ca_file.as_deref())?));
-        }
-        _ => {}
     }
-    let mut forwarding: Option<JoinHandle<Result<String, String>>> = None;
-    let mut forwarded_trigger: Option<(String, serde_json::Map<String, serde_json::Value>)> = None;
-    // Forwarder: tell the coordinator once our mains are back and stable, including after this
-    // host itself went down with its UPS and came back.
-    let mut clear_pending = forward_via.is_some();
-    let mut clearing: Option<JoinHandle<Result<String, String>>> = None;
-    let mut settled_since: Option<Instant> = None;
     // Coordinator: forwarders that triggered and have not cleared.
     let mut outstanding: std::collections::BTreeSet<String> = Default::default();
 
@@ -239,11 +225,11 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             }
         }
         // A forwarder's trigger was taken by the coordinator, or must be acted on here.
-        if forwarding.as_ref().is_some_and(JoinHandle::is_finished)
-            && let Some(h) = forwarding.take()
-        {
-            let result = h.await.unwrap_or_else(|e| Err(format!("the forwarding task failed: {e}")));
-            let (reason, details) = forwarded_trigger.take().unwrap_or_default();
+        let outcome = match forwarder.as_mut() {
+            Some(f) => f.trigger_outcome().await,
+            None => None,
+        };
+        if let Some((result, reason, details)) = outcome {
             match result {
                 Ok(note) => {
                     tracing::warn!(%note, "the coordinator took the trigger: the cluster's shutdown is its to run");
@@ -360,7 +346,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
 
         if let Some((reason, details)) = newly_triggered {
             match phase {
-                Phase::Watching if forward_via.is_some() => {
+                Phase::Watching if forwarder.is_some() => {
                     tracing::warn!(%reason, "shutdown triggered: forwarding it to the coordinator");
                     rt.notify_all(
                         &Event::now(
@@ -371,22 +357,9 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                         .with("reason", reason.clone()),
                     );
                     trigger_reason = Some(reason.clone());
-                    let f = cfg
-                        .forwarding
-                        .clone()
-                        .unwrap_or_else(|| unreachable!("forward_via is set only with forwarding"));
-                    let (token, client) = forward_via.clone().unwrap_or_else(|| unreachable!("checked by the guard"));
-                    let (host, why) = (cfg.host.clone(), reason.clone());
-                    if let Some(h) = clearing.take() {
-                        h.abort();
+                    if let Some(f) = forwarder.as_mut() {
+                        f.send_trigger(&reason, details);
                     }
-                    clear_pending = true;
-                    forwarding = Some(tokio::spawn(async move {
-                        let url = forward::endpoint(&f.coordinator_url.unwrap_or_default(), "trigger");
-                        let body = serde_json::json!({ "host": host, "reason": why });
-                        forward::post(&client, &url, &token, body, *f.timeout).await
-                    }));
-                    forwarded_trigger = Some((reason, details));
                     phase = Phase::Forwarding;
                 }
                 Phase::Forwarding | Phase::Forwarded => {
@@ -432,7 +405,9 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     tracing::info!("mains power is back and stable: watching again");
                     phase = Phase::Watching;
                     // Already settled: the clear below goes out now, not after a second wait.
-                    settled_since = Some(since);
+                    if let Some(f) = forwarder.as_mut() {
+                        f.settled(since);
+                    }
                     trigger_reason = None;
                     for s in &mut sources {
                         s.policy.reset();
@@ -443,35 +418,9 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             }
         }
 
-        if let Some((token, client)) = &forward_via {
-            if clearing.as_ref().is_some_and(JoinHandle::is_finished)
-                && let Some(h) = clearing.take()
-            {
-                match h.await.unwrap_or_else(|e| Err(e.to_string())) {
-                    Ok(note) => {
-                        tracing::info!(%note, "told the coordinator our mains are back");
-                        clear_pending = false;
-                    }
-                    // Tried again after another settle period.
-                    Err(why) => tracing::warn!(%why, "could not tell the coordinator our mains are back"),
-                }
-                settled_since = None;
-            }
+        if let Some(f) = forwarder.as_mut() {
             let all_online = sources.iter().all(|s| s.reading.as_ref().is_some_and(|r| r.status.online()));
-            if clear_pending && clearing.is_none() && phase == Phase::Watching && all_online {
-                let since = *settled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= *cfg.daemon.power_return_settle
-                    && let Some(f) = cfg.forwarding.clone()
-                {
-                    let (token, client, host) = (token.clone(), client.clone(), cfg.host.clone());
-                    clearing = Some(tokio::spawn(async move {
-                        let url = forward::endpoint(&f.coordinator_url.unwrap_or_default(), "clear");
-                        forward::post(&client, &url, &token, serde_json::json!({ "host": host }), *f.timeout).await
-                    }));
-                }
-            } else if !all_online {
-                settled_since = None;
-            }
+            f.tend_clear(phase == Phase::Watching, all_online, *cfg.daemon.power_return_settle).await;
         }
 
         if phase == Phase::ShutDown && cfg.daemon.startup_on_power_return {
