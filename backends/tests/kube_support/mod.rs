@@ -2,6 +2,7 @@
 //! and the stand-ins for the controllers that do not run there (kubelet, disruption controller,
 //! Flux, Gitea). Each stand-in is named as one where it is used.
 
+// Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -265,7 +266,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Writes a kubeconfig-using YAML config for a backend and builds it, as `hecate` would.
+/// The `kubeconfig:` line of a backend config pointing at the shared server.
 pub fn kubeconfig_yaml(server: &KubeApiServer) -> String {
     format!("kubeconfig: {}\n", server.kubeconfig().display())
 }
