@@ -238,6 +238,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 }
                 Err(why) => {
                     tracing::error!(%why, "forwarding the trigger failed: running this host's own shutdown plan");
+                    metrics.forwarder_fallback();
                     rt.notify_all(
                         &Event::now(
                             EventKind::ForwarderFallback,
@@ -271,6 +272,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     let mut details = serde_json::Map::new();
                     details.insert("forwarded_by".into(), f.host.clone().into());
                     details.insert("forwarder_address".into(), f.peer.to_string().into());
+                    metrics.forwarded(&f.host);
                     outstanding.insert(f.host);
                     newly_triggered = Some((reason, details));
                 }
@@ -455,6 +457,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         }
 
         metrics.set_state(budget.seconds, trigger_reason.is_some(), running.is_some());
+        metrics.set_forwarders_waiting(outstanding.len());
         let snap = Snapshot {
             host: cfg.host.clone(),
             updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

@@ -37,6 +37,9 @@ pub struct Metrics {
     triggered: IntGauge,
     run_active: IntGauge,
     last_run: GaugeVec,
+    forwarded: IntCounterVec,
+    forwarders_waiting: IntGauge,
+    fallbacks: prometheus::IntCounter,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<GaugeVec> {
@@ -63,7 +66,25 @@ impl Metrics {
         r.register(Box::new(triggered.clone()))?;
         let run_active = IntGauge::new("hecate_run_active", "1 while a shutdown or startup run is in progress")?;
         r.register(Box::new(run_active.clone()))?;
+        let forwarded = IntCounterVec::new(
+            Opts::new("hecate_forwarded_triggers_total", "Coordinator: triggers forwarded by other instances"),
+            &["forwarder"],
+        )?;
+        r.register(Box::new(forwarded.clone()))?;
+        let forwarders_waiting = IntGauge::new(
+            "hecate_forwarders_waiting",
+            "Coordinator: forwarders that triggered and have not cleared (no automatic startup until 0)",
+        )?;
+        r.register(Box::new(forwarders_waiting.clone()))?;
+        let fallbacks = prometheus::IntCounter::new(
+            "hecate_forwarder_fallbacks_total",
+            "Forwarder: triggers no coordinator accepted, so this host shut down on its own",
+        )?;
+        r.register(Box::new(fallbacks.clone()))?;
         Ok(Self {
+            forwarded,
+            forwarders_waiting,
+            fallbacks,
             status: gauge(&r, "hecate_ups_status", "1 when the UPS reports the ups.status flag", &["ups", "flag"])?,
             charge: gauge(&r, "hecate_ups_battery_charge_ratio", "battery.charge as a 0-1 ratio", &["ups"])?,
             load: gauge(&r, "hecate_ups_load_ratio", "ups.load as a 0-1 ratio of nominal", &["ups"])?,
@@ -123,6 +144,21 @@ impl Metrics {
         self.budget.set(budget_s);
         self.triggered.set(i64::from(triggered));
         self.run_active.set(i64::from(run_active));
+    }
+
+    /// Coordinator: a forwarder's trigger arrived.
+    pub fn forwarded(&self, forwarder: &str) {
+        self.forwarded.with_label_values(&[forwarder]).inc();
+    }
+
+    /// Coordinator: how many forwarders have not cleared.
+    pub fn set_forwarders_waiting(&self, n: usize) {
+        self.forwarders_waiting.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Forwarder: no coordinator took the trigger.
+    pub fn forwarder_fallback(&self) {
+        self.fallbacks.inc();
     }
 
     /// Records a finished run.

@@ -75,7 +75,7 @@ fn token_file(dir: &Path, token: &str) -> PathBuf {
 
 /// The coordinator: its own UPS stays on mains; it runs the cluster's shutdown when told.
 fn coordinator(port: u16, token: &Path) -> Daemon {
-    coordinator_with(port, token, "", "")
+    coordinator_with(port, token, ", metrics_listen: null", "")
 }
 
 /// The coordinator with more `daemon:` and `forwarding:` settings.
@@ -83,7 +83,7 @@ fn coordinator_with(port: u16, token: &Path, daemon: &str, forwarding: &str) -> 
     Daemon::start(&format!(
         "host: titan-db
 role: coordinator
-daemon: {{ poll_interval: 200ms, metrics_listen: null{daemon} }}
+daemon: {{ poll_interval: 200ms{daemon} }}
 power_sources: [ {{ type: simulated, name: main-ups }} ]
 cluster: {{ type: simulated }}
 nodes:
@@ -120,6 +120,17 @@ notifiers: [ {{ type: log }} ]
     ))
 }
 
+/// `GET /metrics` over a plain socket.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn wait_for_listen(port: u16) {
     wait_until("the coordinator's forwarding endpoint", Duration::from_secs(30), || {
         std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(|_| ()).map_err(|e| e.to_string())
@@ -131,7 +142,8 @@ fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
     let dir = tempfile::tempdir().unwrap();
     let token = token_file(dir.path(), TOKEN);
     let port = free_port(Ipv4Addr::LOCALHOST);
-    let coord = coordinator(port, &token);
+    let metrics_port = free_port(Ipv4Addr::LOCALHOST);
+    let coord = coordinator_with(port, &token, &format!(", metrics_listen: \"127.0.0.1:{metrics_port}\""), "");
     wait_for_listen(port);
     let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &token);
 
@@ -146,6 +158,9 @@ fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
         if phase == "forwarded" { Ok(()) } else { Err(format!("phase {phase}; forwarder log:\n{}", fwd.log())) }
     });
     assert!(fwd.shutdowns().is_empty(), "the forwarder must not run its own shutdown when the coordinator took it");
+    let metrics = scrape(metrics_port);
+    assert!(metrics.contains("hecate_forwarded_triggers_total{forwarder=\"tethys\"} 1"), "{metrics}");
+    assert!(metrics.contains("hecate_forwarders_waiting 1"), "tethys has not cleared yet:\n{metrics}");
     assert!(!fwd.log().contains(TOKEN) && !coord.log().contains(TOKEN), "the token is never logged");
 }
 
@@ -194,7 +209,12 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
     let port = free_port(Ipv4Addr::LOCALHOST);
     // The coordinator's own mains never fail: without the forwarder's clear it would start the
     // cluster a second after its shutdown, onto machines whose UPS is still failing.
-    let coord = coordinator_with(port, &token, ", startup_on_power_return: true, power_return_settle: 1s", "");
+    let coord = coordinator_with(
+        port,
+        &token,
+        ", metrics_listen: null, startup_on_power_return: true, power_return_settle: 1s",
+        "",
+    );
     wait_for_listen(port);
     let fwd = forwarder_with(
         &format!("http://127.0.0.1:{port}"),
@@ -238,7 +258,7 @@ fn over_tls_the_forwarder_trusts_only_its_ca_file() {
     let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let port = free_port(Ipv4Addr::LOCALHOST);
     let tls = format!(", tls_cert_file: {}, tls_key_file: {}", cert.display(), key.display());
-    let coord = coordinator_with(port, &token, "", &tls);
+    let coord = coordinator_with(port, &token, ", metrics_listen: null", &tls);
     wait_for_listen(port);
     let url = format!("https://127.0.0.1:{port}");
 
