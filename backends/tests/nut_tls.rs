@@ -30,43 +30,9 @@ impl Pki {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for certificates");
         let pki = Self { dir };
-        pki.make_ca("ca");
-        let ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-                   keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n";
-        std::fs::write(pki.path("server.ext"), ext).expect("write server.ext");
-        pki.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        pki.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ]);
-        let cert = std::fs::read_to_string(pki.path("server.crt")).expect("read server.crt");
-        let key = std::fs::read_to_string(pki.path("server.key")).expect("read server.key");
+        hecate_test_support::make_certificates(pki.dir.path());
+        let cert = std::fs::read_to_string(pki.path("cert.pem")).expect("read cert.pem");
+        let key = std::fs::read_to_string(pki.path("key.pem")).expect("read key.pem");
         std::fs::write(pki.path("server.pem"), cert + &key).expect("write server.pem");
         pki
     }

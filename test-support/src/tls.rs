@@ -7,13 +7,15 @@ use crate::require_executables;
 
 const OPENSSL: &str = "/usr/bin/openssl";
 
-/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it issued (`cert.pem`, `key.pem`) in `dir`.
+/// A test CA (`ca.pem`, `ca.key`) and a certificate for 127.0.0.1 and localhost it issued
+/// (`cert.pem`, `key.pem`) in `dir`.
 /// The server certificate is not a CA itself: rustls refuses a CA certificate as a server's.
 pub fn make_certificates(dir: &Path) {
     require_executables(&[OPENSSL]);
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         extendedKeyUsage=serverAuth\n",
     )
     .unwrap_or_else(|e| panic!("cannot write {}/server.ext: {e}", dir.display()));
     let steps: [&[&str]; 3] = [
