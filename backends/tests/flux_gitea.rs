@@ -88,13 +88,14 @@ async fn gitea_health(up: Arc<AtomicBool>) -> String {
 fn gitea_comes_up_with_its_deployment(c: Client, ns: &str, up: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let api: Api<Deployment> = Api::namespaced(c, ns);
     tokio::spawn(async move {
+        let mut resync = tokio::time::interval(RESYNC);
         loop {
+            resync.tick().await;
             if let Ok(Some(d)) = api.get_opt("gitea").await
                 && d.spec.and_then(|s| s.replicas).unwrap_or(1) >= 1
             {
                 up.store(true, Ordering::SeqCst);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
 }

@@ -77,11 +77,13 @@ async fn drain_waits_for_a_blocking_pdb_and_leaves_daemonset_and_mirror_pods() {
         let c = c.clone();
         let ns = ns.clone();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            while get_pod(&c, &ns, "b-web").await.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
-                assert!(tokio::time::Instant::now() < deadline, "the drain never evicted b-web");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_for("the drain to evict b-web", Duration::from_secs(30), || async {
+                match get_pod(&c, &ns, "b-web").await {
+                    Some(p) if p.metadata.deletion_timestamp.is_none() => Err("b-web not evicted yet".to_string()),
+                    _ => Ok(()),
+                }
+            })
+            .await;
             assert!(get_pod(&c, &ns, "a-db").await.unwrap().metadata.deletion_timestamp.is_none());
             set_disruptions_allowed(&c, &ns, "db", 1).await;
         })

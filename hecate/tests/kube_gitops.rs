@@ -13,7 +13,6 @@ mod kube_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use hecate_test_support::KubeApiServer;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -96,11 +95,12 @@ async fn shutdown_drains_and_suspends_then_startup_breaks_the_gitea_deadlock() {
     let gitea_watch = {
         let (deployments, up) = (deployments.clone(), up.clone());
         tokio::spawn(async move {
+            let mut resync = tokio::time::interval(RESYNC);
             loop {
+                resync.tick().await;
                 if let Ok(d) = deployments.get("gitea").await {
                     up.store(d.spec.and_then(|s| s.replicas).unwrap_or(0) >= 1, Ordering::SeqCst);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };

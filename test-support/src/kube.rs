@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{SETUP_HINT, free_port, require_executables, require_root};
+use crate::{SETUP_HINT, Step, free_port, poll, require_executables, require_root};
 
 const RUN_SCRIPT: &str = include_str!("../../tests/peers/k8s/run.sh");
 
@@ -107,20 +107,23 @@ impl KubeApiServer {
             .stderr(Stdio::piped());
         let mut child = spawn_from_keeper(command).unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
 
-        let deadline = Instant::now() + Duration::from_secs(150);
-        loop {
+        let ready = poll(Duration::from_secs(150), || {
             if dir.join("ready").exists() {
-                break;
+                return Step::Ready(());
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = s.read_to_string(&mut err);
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    let mut err = String::new();
+                    if let Some(mut s) = child.stderr.take() {
+                        let _ = s.read_to_string(&mut err);
+                    }
+                    Step::Fail(format!("exited with {status} before it was ready:\n{err}\n({SETUP_HINT})"))
                 }
-                panic!("kube-apiserver peer exited with {status} before it was ready:\n{err}\n({SETUP_HINT})");
+                _ => Step::Wait(format!("no {}/ready yet", dir.display())),
             }
-            assert!(Instant::now() < deadline, "kube-apiserver not ready within 150 s (logs in {})", dir.display());
-            std::thread::sleep(Duration::from_millis(100));
+        });
+        if let Err(why) = ready {
+            panic!("kube-apiserver peer: {why} (logs in {})", dir.display());
         }
 
         let kubeconfig = base.join("kubeconfig");
@@ -170,13 +173,11 @@ impl Drop for KubeApiServer {
         // SIGTERM, not Child::kill's SIGKILL: the script's trap stops etcd and the API server and
         // removes their directory.
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Whether it stopped in time or not, what follows makes sure it is gone.
+        let _ = poll(Duration::from_secs(20), || match child.try_wait() {
+            Ok(Some(_)) => Step::Ready(()),
+            _ => Step::Wait("still stopping".into()),
+        });
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -21,6 +21,30 @@ use tokio::sync::OnceCell;
 
 pub const FLUX_CRDS: &str = include_str!("../../../tests/peers/k8s/flux-crds.yaml");
 
+/// How often the stand-in controllers look at the API, as a real controller resyncs. They run
+/// until their task is aborted; nothing waits on them for a fixed time.
+pub const RESYNC: Duration = Duration::from_millis(100);
+
+/// Polls `probe` every 50 ms until it is `Ok`, or panics after `timeout` with `what` and the
+/// last reason.
+pub async fn wait_for<T, Fut>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        match probe().await {
+            Ok(v) => return v,
+            Err(why) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}: {why}")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// A client for the shared server (the test's own; Hecate's backends build theirs from the
 /// kubeconfig).
 pub async fn client(server: &KubeApiServer) -> Client {
@@ -84,7 +108,9 @@ pub async fn get_pod(client: &Client, ns: &str, name: &str) -> Option<Pod> {
 pub fn stand_in_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
     let api: Api<Pod> = Api::namespaced(client, ns);
     tokio::spawn(async move {
+        let mut resync = tokio::time::interval(RESYNC);
         loop {
+            resync.tick().await;
             if let Ok(list) = api.list(&ListParams::default()).await {
                 for p in list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
                     let name = p.metadata.name.clone().unwrap_or_default();
@@ -92,7 +118,6 @@ pub fn stand_in_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()>
                         api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
 }
@@ -142,28 +167,23 @@ pub async fn flux_crds(client: &Client) {
         }
         for kind in [git_repository(), kustomization(), helm_release()] {
             let name = format!("{}.{}", kind.plural, kind.group);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let crd = api.get(&name).await.unwrap();
+            wait_for(&format!("CRD {name} to be established"), Duration::from_secs(30), || async {
+                let crd = api.get(&name).await.map_err(|e| e.to_string())?;
                 let established = crd
                     .status
                     .and_then(|s| s.conditions)
                     .into_iter()
                     .flatten()
                     .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "CRD {name} not established within 30 s");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+                if established { Ok(()) } else { Err("not established".to_string()) }
+            })
+            .await;
         }
         // Discovery of a new group lags the Established condition a little.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while kube::discovery::group(client, "helm.toolkit.fluxcd.io").await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "flux groups not in discovery within 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for("the flux groups in discovery", Duration::from_secs(30), || async {
+            kube::discovery::group(client, "helm.toolkit.fluxcd.io").await.map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await;
     })
     .await;
 }
@@ -212,7 +232,9 @@ pub fn stand_in_flux(
 ) -> tokio::task::JoinHandle<()> {
     let ns = ns.to_string();
     tokio::spawn(async move {
+        let mut resync = tokio::time::interval(RESYNC);
         loop {
+            resync.tick().await;
             for ar in [git_repository(), kustomization(), helm_release()] {
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
                 let Ok(list) = api.list(&ListParams::default()).await else { continue };
@@ -248,7 +270,6 @@ pub fn stand_in_flux(
                     let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
 }
