@@ -40,6 +40,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq </dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  # the downloaded .debs are not needed once installed, and a small CI disk wants the room
+  apt-get clean
 fi
 
 for bin in /lib/nut/upsd /lib/nut/dummy-ups /usr/sbin/sshd /usr/bin/ipmi_sim /usr/bin/ipmitool /usr/bin/openssl; do

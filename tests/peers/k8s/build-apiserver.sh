@@ -22,6 +22,7 @@ fi
 apt-get update -qq </dev/null
 apt-get install -y -qq --no-install-recommends golang-go rsync make golang-github-modern-go-reflect2-dev \
   dpkg-dev </dev/null >/dev/null
+apt-get clean
 
 WORK=$(mktemp -d /var/tmp/hecate-kube-build.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
