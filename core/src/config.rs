@@ -104,6 +104,13 @@ pub struct ForwardingConfig {
     /// when absent.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Forwarder with `shutdown.power_off_self: true`: once the coordinator has taken the
+    /// trigger, power this host off when this long has passed without its mains coming back.
+    /// Longer than the coordinator needs for this host's own machines (if it stops any here),
+    /// shorter than this host's UPS lasts. Absent: after a handover this host stays up until
+    /// its mains return or its UPS runs out.
+    #[serde(default)]
+    pub power_off_self_after: Option<HumanDuration>,
 }
 
 fn default_forward_timeout() -> HumanDuration {
@@ -497,6 +504,26 @@ impl Config {
             }
             if f.ca_file.is_some() && !f.coordinator_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
                 p.push(("forwarding.ca_file".into(), "only used with an https `coordinator_url`".into()));
+            }
+            if f.power_off_self_after.is_some() {
+                if self.role != HostRole::Forwarder {
+                    p.push((
+                        "forwarding.power_off_self_after".into(),
+                        "only a forwarder hands its trigger over and waits to power itself off".into(),
+                    ));
+                } else if !self.shutdown.power_off_self {
+                    p.push((
+                        "forwarding.power_off_self_after".into(),
+                        "has no effect without `shutdown.power_off_self: true`".into(),
+                    ));
+                }
+            } else if self.role == HostRole::Forwarder && self.shutdown.power_off_self {
+                w.push(
+                    "forwarding: shutdown.power_off_self covers only this host's own fallback plan; after a \
+                     handover to the coordinator the host stays up until its UPS runs out (set \
+                     forwarding.power_off_self_after)"
+                        .into(),
+                );
             }
             if self.role == HostRole::Coordinator && f.tls_cert_file.is_none() {
                 w.push(

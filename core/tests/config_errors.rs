@@ -176,3 +176,29 @@ fn forwarding_roles_need_their_half_of_the_forwarding_section() {
     let (_, warnings) = Config::from_yaml(&plain, Path::new("t.yaml")).unwrap();
     assert!(warnings.iter().any(|w| w.contains("plain http")), "{warnings:?}");
 }
+
+#[test]
+fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
+    let ups = "power_sources:\n  - { type: stub_ups, name: u1 }\n";
+    let fwd = "forwarding: { coordinator_url: http://c:1, token_file: /t, power_off_self_after: 2m }\n";
+    let (e, s) = err(&format!("host: a\nrole: forwarder\n{fwd}{ups}"));
+    assert!(
+        e.problems.iter().any(|p| p.field == "forwarding.power_off_self_after" && p.message.contains("power_off_self")),
+        "{s}"
+    );
+    let (e, s) = err(&format!(
+        "host: a\nrole: coordinator\nforwarding: {{ listen: \"127.0.0.1:1\", token_file: /t, power_off_self_after: 2m }}\n{ups}"
+    ));
+    assert!(e.problems.iter().any(|p| p.field == "forwarding.power_off_self_after"), "{s}");
+
+    let off = "shutdown: { power_off_self: true }\n";
+    let (c, warnings) =
+        Config::from_yaml(&format!("host: a\nrole: forwarder\n{fwd}{off}{ups}"), Path::new("t.yaml")).unwrap();
+    assert_eq!(c.forwarding.unwrap().power_off_self_after.map(|d| d.as_secs()), Some(120));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Without it, power_off_self on a forwarder covers only its fallback plan: say so.
+    let bare = "forwarding: { coordinator_url: http://c:1, token_file: /t }\n";
+    let (_, warnings) =
+        Config::from_yaml(&format!("host: a\nrole: forwarder\n{bare}{off}{ups}"), Path::new("t.yaml")).unwrap();
+    assert!(warnings.iter().any(|w| w.contains("power_off_self_after")), "{warnings:?}");
+}

@@ -146,6 +146,9 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     let mut last_run: Option<serde_json::Value> = None;
     let mut online_since: Option<Instant> = None;
     let mut cycle_done = false;
+    // Forwarder: when the coordinator took the trigger, and whether this host was powered off since.
+    let mut forwarded_at: Option<Instant> = None;
+    let mut self_power_off_done = false;
 
     // A shutdown interrupted by a crash or restart continues before anything else.
     if Journal::pending(&cfg.state_dir, PlanKind::Shutdown) {
@@ -235,6 +238,8 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     tracing::warn!(%note, "the coordinator took the trigger: the cluster's shutdown is its to run");
                     phase = Phase::Forwarded;
                     online_since = None;
+                    forwarded_at = Some(Instant::now());
+                    self_power_off_done = false;
                 }
                 Err(why) => {
                     tracing::error!(%why, "forwarding the trigger failed: running this host's own shutdown plan");
@@ -417,6 +422,20 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 online_since = None;
+                // The coordinator shuts the cluster down; this host itself is on a failing UPS.
+                let after = cfg.forwarding.as_ref().and_then(|f| f.power_off_self_after);
+                if let (Some(after), Some(at), true, false) =
+                    (after, forwarded_at, cfg.shutdown.power_off_self, self_power_off_done)
+                    && at.elapsed() >= *after
+                {
+                    self_power_off_done = true;
+                    tracing::warn!(
+                        after = %after,
+                        "mains not back since the coordinator took the trigger: powering this host off"
+                    );
+                    rt.flush_notifications(crate::NOTIFY_FLUSH_TIMEOUT).await;
+                    crate::run::power_off_self(&cfg).await;
+                }
             }
         }
 

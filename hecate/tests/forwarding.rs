@@ -102,6 +102,11 @@ fn forwarder(url: &str, token: &Path) -> Daemon {
 
 /// The forwarder with more `daemon:` settings, UPS script steps and `forwarding:` settings.
 fn forwarder_with(url: &str, token: &Path, daemon: &str, script: &str, forwarding: &str) -> Daemon {
+    forwarder_full(url, token, daemon, script, forwarding, "")
+}
+
+/// The forwarder with all of the above and more top-level YAML (`extra`).
+fn forwarder_full(url: &str, token: &Path, daemon: &str, script: &str, forwarding: &str, extra: &str) -> Daemon {
     Daemon::start(&format!(
         "host: tethys
 role: forwarder
@@ -115,9 +120,15 @@ nodes:
   - {{ name: t1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
 forwarding: {{ coordinator_url: \"{url}\", token_file: {token}, timeout: 3s{forwarding} }}
 notifiers: [ {{ type: log }} ]
-",
+{extra}",
         token = token.display()
     ))
+}
+
+/// `shutdown:` for a forwarder that powers itself off with a recording command (no real
+/// poweroff): `touch MARK`.
+fn power_off_self_by_touching(mark: &Path) -> String {
+    format!("shutdown: {{ power_off_self: true, power_off_self_command: [ /usr/bin/touch, {} ] }}\n", mark.display())
 }
 
 /// `GET /metrics` over a plain socket.
@@ -248,6 +259,63 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
     assert!(cleared < started, "no startup before the forwarder cleared:\n{log}");
     assert!(fwd.shutdowns().is_empty());
     assert_eq!(fwd.status()["phase"], "watching", "the forwarder watches again");
+}
+
+#[test]
+fn after_the_handover_the_forwarder_powers_itself_off_when_its_mains_stay_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let mark = dir.path().join("tethys-powered-off");
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let coord = coordinator(port, &token);
+    wait_for_listen(port);
+    let fwd = forwarder_full(
+        &format!("http://127.0.0.1:{port}"),
+        &token,
+        "",
+        "",
+        ", power_off_self_after: 1s",
+        &power_off_self_by_touching(&mark),
+    );
+
+    wait_until("the forwarder's power-off command", Duration::from_secs(60), || {
+        if mark.exists() { Ok(()) } else { Err(format!("not powered off; forwarder log:\n{}", fwd.log())) }
+    });
+    let log = fwd.log();
+    let handed = log.find("the coordinator took the trigger").expect("the handover is logged");
+    let off = log.find("powering this host off").expect("the power-off is logged");
+    assert!(handed < off, "the host is powered off only after the handover:\n{log}");
+    assert!(fwd.shutdowns().is_empty(), "no local plan ran: the coordinator took the cluster's shutdown");
+    assert!(!coord.shutdowns().is_empty() || coord.status()["phase"] == "shutting_down", "{}", coord.log());
+}
+
+#[test]
+fn mains_back_before_the_delay_keep_the_forwarder_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let mark = dir.path().join("tethys-powered-off");
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let _coord = coordinator(port, &token);
+    wait_for_listen(port);
+    let fwd = forwarder_full(
+        &format!("http://127.0.0.1:{port}"),
+        &token,
+        ", power_return_settle: 1s",
+        ", { at: 5s, event: mains_back }",
+        ", power_off_self_after: 30s",
+        &power_off_self_by_touching(&mark),
+    );
+
+    wait_until("the forwarder to watch again after the handover", Duration::from_secs(60), || {
+        let log = fwd.log();
+        if log.contains("the coordinator took the trigger") && fwd.status()["phase"] == "watching" {
+            Ok(())
+        } else {
+            Err(format!("phase {}; forwarder log:\n{log}", fwd.status()["phase"]))
+        }
+    });
+    assert!(!mark.exists(), "mains came back within power_off_self_after: no power-off\n{}", fwd.log());
+    assert!(!fwd.log().contains("powering this host off"), "{}", fwd.log());
 }
 
 #[test]
