@@ -72,12 +72,7 @@ impl BackendError {
     /// The message followed by its causes, without the kind.
     pub fn detail(&self) -> String {
         let mut s = self.message.clone();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = self.source.as_deref().map(|e| e as _);
-        while let Some(c) = cur {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cur = c.source();
-        }
+        crate::node::push_causes(&mut s, self.source.as_deref().map(|e| e as _));
         s
     }
 

@@ -56,15 +56,16 @@ pub struct Runtime {
     pub controller_timeout: Duration,
 }
 
-/// A backend that failed to build, named by where it is in the config.
+/// A backend that failed to build, named by where it is in the config. Its text is the whole
+/// story (field, kind, message and causes) and it exposes no `source()`: a report that walks the
+/// chain (anyhow's `{:#}`) would otherwise print the backend's error twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{field}: {source}")]
+#[error("{field}: {}: {}", error.kind, error.detail())]
 pub struct BuildError {
     /// The config field, such as `nodes[1].controllers[0]`.
     pub field: String,
     /// Why.
-    #[source]
-    pub source: BackendError,
+    pub error: BackendError,
 }
 
 fn type_name<T: serde::Serialize + ?Sized>(v: &T) -> String {
@@ -81,7 +82,7 @@ impl Runtime {
         let ctx = BuildContext { host: cfg.host.clone(), state_dir: cfg.state_dir.clone() };
         let mut power = Vec::new();
         for (i, p) in cfg.power_sources.iter().enumerate() {
-            let source = p.build(&ctx).map_err(|source| BuildError { field: format!("power_sources[{i}]"), source })?;
+            let source = p.build(&ctx).map_err(|error| BuildError { field: format!("power_sources[{i}]"), error })?;
             power.push(Arc::new(PowerHandle {
                 name: p.name().to_string(),
                 kind: type_name(p),
@@ -95,26 +96,26 @@ impl Runtime {
             for (j, c) in n.controllers.iter().enumerate() {
                 ctrls.push(
                     c.build(&info, &ctx)
-                        .map_err(|source| BuildError { field: format!("nodes[{i}].controllers[{j}]"), source })?,
+                        .map_err(|error| BuildError { field: format!("nodes[{i}].controllers[{j}]"), error })?,
                 );
             }
             nodes.insert(n.name.clone(), ControllerChain::new(info, ctrls));
         }
         let cluster = match &cfg.cluster {
             Some(c) => {
-                Some((type_name(c), c.build(&ctx).map_err(|source| BuildError { field: "cluster".into(), source })?))
+                Some((type_name(c), c.build(&ctx).map_err(|error| BuildError { field: "cluster".into(), error })?))
             }
             None => None,
         };
         let gitops = match &cfg.gitops {
             Some(g) => {
-                Some((type_name(g), g.build(&ctx).map_err(|source| BuildError { field: "gitops".into(), source })?))
+                Some((type_name(g), g.build(&ctx).map_err(|error| BuildError { field: "gitops".into(), error })?))
             }
             None => None,
         };
         let mut notifiers = Vec::new();
         for (i, n) in cfg.notifiers.iter().enumerate() {
-            notifiers.push(n.build(&ctx).map_err(|source| BuildError { field: format!("notifiers[{i}]"), source })?);
+            notifiers.push(n.build(&ctx).map_err(|error| BuildError { field: format!("notifiers[{i}]"), error })?);
         }
         Ok(Runtime {
             host: cfg.host.clone(),

@@ -91,6 +91,30 @@ fn a_dry_run_prints_the_plan_and_does_nothing() {
 }
 
 #[test]
+fn a_backend_that_cannot_build_is_named_once_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nut.pass");
+    let cfg = dir.path().join("hecate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "host: h\nstate_dir: {}\npower_sources:\n  - {{ type: nut, name: u, ups: u, endpoint: \"127.0.0.1:1\", \
+             username: mon, password_file: {} }}\n",
+            dir.path().join("state").display(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(err.contains("power_sources[0]: config: cannot read password_file"), "{err}");
+    // The cause once: not repeated by each layer that wraps it.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(err.matches("cannot read password_file").count(), 1, "{err}");
+}
+
+#[test]
 fn shutdown_execute_on_the_simulation_runs_and_records() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = sim_config(dir.path(), &[]);
