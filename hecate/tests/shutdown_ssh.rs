@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use hecate_core::config::Config;
 use hecate_core::engine::{Outcome, RunReport};
@@ -18,7 +18,7 @@ use hecate_core::history::History;
 use hecate_core::plan::shutdown_plan;
 use hecate_core::runtime::Runtime;
 use hecate_core::{ErrorKind, node::NodeRole};
-use hecate_test_support::{SshNode, SshNodes};
+use hecate_test_support::{SshNode, SshNodes, wait_until};
 
 /// Three servers (s1 the init server) and three agents, one loopback address each.
 fn start_cluster(first: u8) -> SshNodes {
@@ -254,19 +254,17 @@ fn killed_mid_run_and_resumed_no_finished_step_runs_twice() {
         c
     };
     let mut first = hecate(false, "first.log").spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(journal_ended(&journal, "stop-agents/a1")
-        && journal_ended(&journal, "stop-agents/a3")
-        && count(a2, "systemctl stop k3s-agent") == 1)
-    {
+    wait_until("the agents' stops (a1, a3 done, a2 begun)", Duration::from_secs(60), || {
         assert!(first.try_wait().unwrap().is_none(), "hecate ended before it was killed");
-        assert!(
-            Instant::now() < deadline,
-            "the agents' stops never showed up: {:?}",
-            std::fs::read_to_string(&journal)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        if journal_ended(&journal, "stop-agents/a1")
+            && journal_ended(&journal, "stop-agents/a3")
+            && count(a2, "systemctl stop k3s-agent") == 1
+        {
+            Ok(())
+        } else {
+            Err(format!("journal: {:?}", std::fs::read_to_string(&journal)))
+        }
+    });
     first.kill().unwrap(); // SIGKILL: no cleanup of any kind
     first.wait().unwrap();
     // the moment of the kill: a2's stop had started and not ended, no server was touched
