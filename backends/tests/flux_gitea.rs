@@ -60,46 +60,6 @@ fn suspended(o: &kube::api::DynamicObject) -> bool {
     o.data.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// A stand-in Gitea health endpoint on loopback: 200 while `up`, 503 otherwise.
-async fn gitea_health(up: Arc<AtomicBool>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route(
-        "/api/healthz",
-        axum::routing::get(move || {
-            let up = up.clone();
-            async move {
-                if up.load(Ordering::SeqCst) {
-                    (axum::http::StatusCode::OK, "pass")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "fail")
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/api/healthz")
-}
-
-/// Stand-in Deployment controller + kubelet for Gitea: `up` turns true once the Deployment
-/// `ns/gitea` exists with at least one replica.
-fn gitea_comes_up_with_its_deployment(c: Client, ns: &str, up: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    let api: Api<Deployment> = Api::namespaced(c, ns);
-    tokio::spawn(async move {
-        let mut resync = tokio::time::interval(RESYNC);
-        loop {
-            resync.tick().await;
-            if let Ok(Some(d)) = api.get_opt("gitea").await
-                && d.spec.and_then(|s| s.replicas).unwrap_or(1) >= 1
-            {
-                up.store(true, Ordering::SeqCst);
-            }
-        }
-    })
-}
-
 async fn gitea_deployment(c: &Client, ns: &str, replicas: i32) {
     let api: Api<Deployment> = Api::namespaced(c.clone(), ns);
     let d: Deployment = serde_json::from_value(json!({
@@ -165,8 +125,8 @@ async fn deadlock_scales_gitea_up_reconciles_again_and_forces_the_branch() {
     let ns = flux_namespace(&c, "deadlock").await;
     gitea_deployment(&c, &ns, 0).await;
     let up = Arc::new(AtomicBool::new(false));
-    let health_url = gitea_health(up.clone()).await;
-    let gitea = gitea_comes_up_with_its_deployment(c.clone(), &ns, up.clone());
+    let health_url = stand_in_gitea_health(up.clone()).await;
+    let gitea = stand_in_gitea_deployment(c.clone(), &ns, up.clone());
     let source_up = up.clone();
     let flux = stand_in_flux(c.clone(), &ns, move || source_up.load(Ordering::SeqCst));
     let g = backend(
@@ -218,8 +178,8 @@ async fn deadlock_applies_gitea_manifests_from_a_directory() {
     let c = client(server).await;
     let ns = flux_namespace(&c, "manifests").await;
     let up = Arc::new(AtomicBool::new(false));
-    let health_url = gitea_health(up.clone()).await;
-    let gitea = gitea_comes_up_with_its_deployment(c.clone(), &ns, up.clone());
+    let health_url = stand_in_gitea_health(up.clone()).await;
+    let gitea = stand_in_gitea_deployment(c.clone(), &ns, up.clone());
     let source_up = up.clone();
     let flux = stand_in_flux(c.clone(), &ns, move || source_up.load(Ordering::SeqCst));
     let dir = tempfile::tempdir().unwrap();

@@ -70,40 +70,9 @@ async fn shutdown_drains_and_suspends_then_startup_breaks_the_gitea_deadlock() {
     .unwrap();
     deployments.create(&PostParams::default(), &gitea).await.unwrap();
     let up = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let health_url = format!("http://{}/api/healthz", listener.local_addr().unwrap());
-    {
-        let up = up.clone();
-        let app = axum::Router::new().route(
-            "/api/healthz",
-            axum::routing::get(move || {
-                let up = up.clone();
-                async move {
-                    if up.load(Ordering::SeqCst) {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::BAD_GATEWAY
-                    }
-                }
-            }),
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-    }
+    let health_url = stand_in_gitea_health(up.clone()).await;
     // Stand-in Deployment controller + kubelet: Gitea is up while its Deployment has a replica.
-    let gitea_watch = {
-        let (deployments, up) = (deployments.clone(), up.clone());
-        tokio::spawn(async move {
-            let mut resync = tokio::time::interval(RESYNC);
-            loop {
-                resync.tick().await;
-                if let Ok(d) = deployments.get("gitea").await {
-                    up.store(d.spec.and_then(|s| s.replicas).unwrap_or(0) >= 1, Ordering::SeqCst);
-                }
-            }
-        })
-    };
+    let gitea_watch = stand_in_gitea_deployment(c.clone(), &ns, up.clone());
     let source_up = up.clone();
     let flux = stand_in_flux(c.clone(), &ns, move || source_up.load(Ordering::SeqCst));
 

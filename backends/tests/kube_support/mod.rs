@@ -6,9 +6,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hecate_test_support::KubeApiServer;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -290,4 +293,43 @@ pub fn unique(prefix: &str) -> String {
 /// The `kubeconfig:` line of a backend config pointing at the shared server.
 pub fn kubeconfig_yaml(server: &KubeApiServer) -> String {
     format!("kubeconfig: {}\n", server.kubeconfig().display())
+}
+
+/// A stand-in Gitea health endpoint on loopback (`/api/healthz`): 200 while `up`, 503
+/// otherwise. Returns its url.
+pub async fn stand_in_gitea_health(up: Arc<AtomicBool>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/api/healthz",
+        axum::routing::get(move || {
+            let up = up.clone();
+            async move {
+                if up.load(Ordering::SeqCst) {
+                    (axum::http::StatusCode::OK, "pass")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "fail")
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/api/healthz")
+}
+
+/// Stand-in Deployment controller + kubelet for Gitea: while the Deployment `ns/gitea` exists,
+/// `up` follows whether it has a replica (unset means the API's default of one).
+pub fn stand_in_gitea_deployment(c: Client, ns: &str, up: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let api: Api<Deployment> = Api::namespaced(c, ns);
+    tokio::spawn(async move {
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            resync.tick().await;
+            if let Ok(Some(d)) = api.get_opt("gitea").await {
+                up.store(d.spec.and_then(|s| s.replicas).unwrap_or(1) >= 1, Ordering::SeqCst);
+            }
+        }
+    })
 }
