@@ -49,17 +49,6 @@ fn logins(node: &SshNode) -> usize {
     std::fs::read_to_string(node.dir().join("sshd.log")).unwrap().matches("Accepted publickey").count()
 }
 
-/// Gives the node a fresh host key and restarts its sshd on the same address and port: to the
-/// client, the node's key changed.
-fn change_host_key(node: &mut SshNode) {
-    let key = node.dir().join("ssh_host_ed25519_key");
-    std::fs::remove_file(&key).unwrap();
-    std::fs::remove_file(key.with_extension("pub")).unwrap();
-    let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    node.restart();
-}
-
 fn addr(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
@@ -222,7 +211,7 @@ async fn accept_new_host_keys_records_an_unknown_key_but_refuses_a_changed_one()
     assert_eq!(build(&tofu, &node).unwrap().run(&NodeOp::Probe).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), recorded);
 
-    change_host_key(&mut node);
+    node.change_host_key();
     let e = expect_err(build(&tofu, &node).unwrap().run(&NodeOp::StopUnit("k3s".into())).await);
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
     let fp = fingerprint(&node);

@@ -157,7 +157,7 @@ async fn dead_failing_and_impostor_nodes_are_reported_and_the_run_goes_on() {
     let mut nodes = start_cluster(90);
     nodes.by_name_mut("a1").unwrap().stop(); // sshd down
     nodes.by_name("a2").unwrap().set_exit("systemctl", 1); // k3s-agent will not stop
-    change_host_key(nodes.by_name_mut("s2").unwrap()); // not the machine known_hosts knows
+    nodes.by_name_mut("s2").unwrap().change_host_key(); // not the machine known_hosts knows
     let dir = tempfile::tempdir().unwrap();
     let cfg = load(&config_yaml(&nodes, &dir.path().join("state"), &nodes.known_hosts()));
     let report = run_in_process(&cfg).await;
@@ -203,16 +203,6 @@ async fn dead_failing_and_impostor_nodes_are_reported_and_the_run_goes_on() {
     let history = History::load(&dir.path().join("state/runs.json")).unwrap().history;
     let failures = history.runs[0].extra["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 6, "{failures:?}");
-}
-
-/// Gives the node a fresh host key (same address and port): to the client it changed.
-fn change_host_key(node: &mut SshNode) {
-    let key = node.dir().join("ssh_host_ed25519_key");
-    std::fs::remove_file(&key).unwrap();
-    std::fs::remove_file(key.with_extension("pub")).unwrap();
-    let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    node.restart();
 }
 
 fn journal_ended(journal: &Path, step: &str) -> bool {

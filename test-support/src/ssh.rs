@@ -112,13 +112,7 @@ impl SshNode {
         );
         std::fs::create_dir_all("/run/sshd").expect("create sshd's privilege separation dir");
         let dir = peer_temp_dir("hecate-sshd-");
-        let key = dir.path().join("ssh_host_ed25519_key");
-        let out = Command::new(SSH_KEYGEN)
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-            .arg(&key)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {SSH_KEYGEN}: {e}"));
-        assert!(out.status.success(), "ssh-keygen for node {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        new_host_key(dir.path(), name);
         // the shims run as hecate (no sudo) or root and append here
         let calls = dir.path().join("calls.log");
         write(&calls, "");
@@ -240,6 +234,17 @@ impl SshNode {
         if let Err(why) = self.spawn_and_wait() {
             panic!("restarting sshd for node {}: {why}", self.name);
         }
+    }
+
+    /// Gives the node a fresh host key and restarts its sshd on the same address and port: to a
+    /// client, the node's key changed.
+    pub fn change_host_key(&mut self) {
+        let key = self.dir.path().join("ssh_host_ed25519_key");
+        for path in [key.clone(), key.with_extension("pub")] {
+            std::fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+        }
+        new_host_key(self.dir.path(), &self.name);
+        self.restart();
     }
 
     /// Whether sshd is running (not stopped, not exited).
@@ -407,6 +412,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "(non-string panic)".to_owned())
+}
+
+/// Writes a new ed25519 host key `ssh_host_ed25519_key` (and `.pub`) into a node's dir.
+fn new_host_key(dir: &Path, name: &str) {
+    let key = dir.join("ssh_host_ed25519_key");
+    let out = Command::new(SSH_KEYGEN)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {SSH_KEYGEN}: {e}"));
+    assert!(out.status.success(), "ssh-keygen for node {name} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn check_shim_command(command: &str) {
