@@ -146,8 +146,9 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
     let mut last_run: Option<serde_json::Value> = None;
     let mut online_since: Option<Instant> = None;
     let mut cycle_done = false;
-    // Forwarder: when the coordinator took the trigger, and whether this host was powered off since.
-    let mut forwarded_at: Option<Instant> = None;
+    // Forwarder: when the coordinator took the trigger (monotonic for the delay, wall-clock for
+    // status), and whether this host was powered off since.
+    let mut forwarded_at: Option<(Instant, SystemTime)> = None;
     let mut self_power_off_done = false;
 
     // A shutdown interrupted by a crash or restart continues before anything else.
@@ -238,7 +239,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                     tracing::warn!(%note, "the coordinator took the trigger: the cluster's shutdown is its to run");
                     phase = Phase::Forwarded;
                     online_since = None;
-                    forwarded_at = Some(Instant::now());
+                    forwarded_at = Some((Instant::now(), SystemTime::now()));
                     self_power_off_done = false;
                 }
                 Err(why) => {
@@ -424,7 +425,7 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
                 online_since = None;
                 // The coordinator shuts the cluster down; this host itself is on a failing UPS.
                 let after = cfg.forwarding.as_ref().and_then(|f| f.power_off_self_after);
-                if let (Some(after), Some(at), true, false) =
+                if let (Some(after), Some((at, _)), true, false) =
                     (after, forwarded_at, cfg.shutdown.power_off_self, self_power_off_done)
                     && at.elapsed() >= *after
                 {
@@ -497,6 +498,15 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             trigger_reason: trigger_reason.clone(),
             last_run: last_run.clone(),
             waiting_for_forwarders: outstanding.iter().cloned().collect(),
+            power_off_self_at: match (phase, forwarded_at, cfg.forwarding.as_ref().and_then(|f| f.power_off_self_after))
+            {
+                (Phase::Forwarded, Some((_, wall)), Some(after))
+                    if cfg.shutdown.power_off_self && !self_power_off_done =>
+                {
+                    Some(humantime::format_rfc3339_seconds(wall + *after).to_string())
+                }
+                _ => None,
+            },
         };
         if let Err(e) = snap.save(&cfg.state_dir) {
             tracing::warn!(error = %format!("{e:#}"), "cannot write status.json");

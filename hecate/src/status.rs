@@ -160,6 +160,10 @@ pub struct Snapshot {
     /// Coordinator: forwarders whose outage has not cleared; no automatic startup until it has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for_forwarders: Vec<String>,
+    /// Forwarder after a handover: when it powers its own host off unless mains return first
+    /// (RFC 3339; `forwarding.power_off_self_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_off_self_at: Option<String>,
 }
 
 impl Snapshot {
@@ -182,6 +186,12 @@ impl Snapshot {
                 s,
                 "forwarders still on battery (no automatic startup until they clear): {}",
                 self.waiting_for_forwarders.join(", ")
+            );
+        }
+        if let Some(at) = &self.power_off_self_at {
+            let _ = writeln!(
+                s,
+                "the coordinator took the trigger; this host powers itself off at {at} unless mains return first"
             );
         }
         for src in &self.sources {
@@ -284,5 +294,6 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         trigger_reason: None,
         last_run: None,
         waiting_for_forwarders: Vec::new(),
+        power_off_self_at: None,
     })
 }

@@ -306,6 +306,17 @@ fn mains_back_before_the_delay_keep_the_forwarder_up() {
         &power_off_self_by_touching(&mark),
     );
 
+    // While it waits, its status says when it will power itself off.
+    let at = wait_until("the forwarder's power-off time in its status", Duration::from_secs(60), || {
+        let st = fwd.status();
+        match st["power_off_self_at"].as_str() {
+            Some(at) if st["phase"] == "forwarded" => Ok(at.to_string()),
+            _ => Err(format!("status {st}; forwarder log:\n{}", fwd.log())),
+        }
+    });
+    let at = humantime::parse_rfc3339(&at).unwrap();
+    let ahead = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    assert!(ahead > Duration::from_secs(20) && ahead <= Duration::from_secs(30), "{ahead:?} ahead");
     wait_until("the forwarder to watch again after the handover", Duration::from_secs(60), || {
         let log = fwd.log();
         if log.contains("the coordinator took the trigger") && fwd.status()["phase"] == "watching" {
@@ -315,6 +326,7 @@ fn mains_back_before_the_delay_keep_the_forwarder_up() {
         }
     });
     assert!(!mark.exists(), "mains came back within power_off_self_after: no power-off\n{}", fwd.log());
+    assert!(fwd.status().get("power_off_self_at").is_none(), "nothing scheduled once watching: {}", fwd.status());
     assert!(!fwd.log().contains("powering this host off"), "{}", fwd.log());
 }
 
