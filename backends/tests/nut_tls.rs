@@ -5,7 +5,6 @@
 //! installed (scripts/install-test-deps.sh).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hecate_backends::power::nut::client::{NutClient, TlsSettings};
@@ -16,7 +15,6 @@ use hecate_core::power::PowerSource;
 use hecate_test_support::Upsd;
 
 const UPS: &str = "atlasups";
-const OPENSSL: &str = "/usr/bin/openssl";
 /// Bounds every test past upsd's start, so a hang fails instead of blocking the suite.
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
@@ -37,29 +35,6 @@ impl Pki {
         pki
     }
 
-    /// A self-signed CA certificate `<name>.pem` with its key `<name>.key`.
-    fn make_ca(&self, name: &str) -> PathBuf {
-        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=hecate test {name}"),
-        ]);
-        self.path(&cert)
-    }
-
     fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
@@ -70,16 +45,6 @@ impl Pki {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new(OPENSSL)
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {OPENSSL} (scripts/install-test-deps.sh installs it): {e}"));
-        assert!(out.status.success(), "openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -160,7 +125,7 @@ async fn server_name_can_differ_from_the_endpoint_host() {
 #[tokio::test]
 async fn certificate_from_another_ca_is_an_auth_error_never_a_reading() {
     let pki = Pki::new();
-    let other_ca = pki.make_ca("other-ca");
+    let other_ca = hecate_test_support::make_ca(pki.dir.path(), "other-ca");
     let upsd = Upsd::start_with_tls(UPS, &pki.server_pem());
     bounded(async {
         let mut ups = NutUps::new(&config(&upsd, &other_ca, None)).unwrap();
