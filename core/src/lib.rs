@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod gitops;
 pub mod history;
+pub mod lifecycle;
 pub mod node;
 pub mod notify;
 pub mod plan;
@@ -19,6 +20,7 @@ pub mod policy;
 pub mod power;
 pub mod registry;
 pub mod runtime;
+pub mod supervisor;
 pub mod trace;
 mod yaml_index;
 

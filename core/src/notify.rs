@@ -29,12 +29,27 @@ pub enum EventKind {
     StepFailed,
     /// A forwarder could not reach its coordinator and acted locally.
     ForwarderFallback,
+    /// A run could not start (run lock, descriptors, disk) and is retried, or gave up because
+    /// mains came back first.
+    RunNotStarted,
+    /// A run interrupted by a crash or power loss was closed without resuming it.
+    RunInterrupted,
+    /// A backend could not be built: what needs it fails at once, everything else runs.
+    BackendUnavailable,
 }
 
 impl EventKind {
     /// Whether an operator should be woken for this.
     pub fn is_urgent(self) -> bool {
-        matches!(self, Self::ShutdownTriggered | Self::StepFailed | Self::ForwarderFallback)
+        matches!(
+            self,
+            Self::ShutdownTriggered
+                | Self::StepFailed
+                | Self::ForwarderFallback
+                | Self::RunNotStarted
+                | Self::RunInterrupted
+                | Self::BackendUnavailable
+        )
     }
 
     /// The `snake_case` name, as serialised.
@@ -48,6 +63,9 @@ impl EventKind {
             Self::StartupDone => "startup_done",
             Self::StepFailed => "step_failed",
             Self::ForwarderFallback => "forwarder_fallback",
+            Self::RunNotStarted => "run_not_started",
+            Self::RunInterrupted => "run_interrupted",
+            Self::BackendUnavailable => "backend_unavailable",
         }
     }
 }

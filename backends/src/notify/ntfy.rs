@@ -184,7 +184,8 @@ impl Ntfy {
             EventKind::OnBattery => "battery",
             EventKind::PowerRestored => "electric_plug",
             EventKind::ShutdownTriggered | EventKind::ForwarderFallback => "rotating_light",
-            EventKind::StepFailed => "warning",
+            EventKind::StepFailed | EventKind::RunNotStarted | EventKind::BackendUnavailable => "warning",
+            EventKind::RunInterrupted => "hourglass",
             EventKind::StageFinished => "arrow_forward",
             EventKind::ShutdownDone | EventKind::StartupDone => "white_check_mark",
         }

@@ -31,6 +31,30 @@ enum Line {
     End { at: String, outcome: StepOutcome },
 }
 
+/// What the journal of an unfinished run holds: enough to decide whether to resume it, without
+/// trusting any number in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalSummary {
+    /// The run's kind.
+    pub kind: PlanKind,
+    /// Why it ran, as journaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it started, as journaled (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Steps it began.
+    pub steps_started: usize,
+    /// Steps it finished.
+    pub steps_finished: usize,
+    /// Seconds since the journal was last written, when the clock can tell (a clock that went
+    /// backwards, as one may at boot before it is synchronised, cannot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<f64>,
+    /// Whether the file could be read at all.
+    pub readable: bool,
+}
+
 /// An open journal for one run.
 #[derive(Debug)]
 pub struct Journal {
@@ -55,6 +79,53 @@ impl Journal {
     /// Whether an unfinished run of this kind is waiting to be resumed.
     pub fn pending(state_dir: &Path, kind: PlanKind) -> bool {
         Self::path_for(state_dir, kind).exists()
+    }
+
+    /// What an unfinished run's journal holds, if there is one. `now` is the wall clock, for the
+    /// journal's age. Lines that do not parse (one cut short by a crash) are skipped.
+    pub fn inspect(state_dir: &Path, kind: PlanKind, now: SystemTime) -> Option<JournalSummary> {
+        let path = Self::path_for(state_dir, kind);
+        let meta = std::fs::metadata(&path).ok()?;
+        let age_s = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).map(|d| d.as_secs_f64());
+        let mut summary = JournalSummary {
+            kind,
+            reason: None,
+            started_at: None,
+            steps_started: 0,
+            steps_finished: 0,
+            age_s,
+            readable: true,
+        };
+        let Ok(f) = File::open(&path) else {
+            summary.readable = false;
+            return Some(summary);
+        };
+        for line in BufReader::new(f).lines() {
+            let Ok(line) = line else {
+                summary.readable = summary.steps_started > 0 || summary.started_at.is_some();
+                break;
+            };
+            match serde_json::from_str::<Line>(&line) {
+                Ok(Line::Run { reason, started_at, .. }) => {
+                    summary.reason = Some(reason);
+                    summary.started_at = Some(started_at);
+                }
+                Ok(Line::Start { .. }) => summary.steps_started += 1,
+                Ok(Line::End { .. }) => summary.steps_finished += 1,
+                Err(_) => {}
+            }
+        }
+        Some(summary)
+    }
+
+    /// Closes an unfinished run's journal without resuming it: the file is renamed to
+    /// `journal-KIND.jsonl.interrupted-<unix time>` (kept for the record, never deleted).
+    pub fn set_aside(state_dir: &Path, kind: PlanKind, now: SystemTime) -> Result<PathBuf, JournalError> {
+        let path = Self::path_for(state_dir, kind);
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let aside = path.with_extension(format!("jsonl.interrupted-{secs}"));
+        std::fs::rename(&path, &aside).map_err(|source| JournalError { path: path.clone(), source })?;
+        Ok(aside)
     }
 
     /// Opens the journal: continues an unfinished run when `resume` is set and one exists,
@@ -96,7 +167,12 @@ impl Journal {
         let mut j = Journal { path, file, started_at, finished, earlier_elapsed_s: earlier, resumed };
         if j.started_at.is_none() {
             let at = now();
-            j.append(&Line::Run { kind, reason: reason.to_string(), started_at: at.clone() })?;
+            if let Err(e) = j.append(&Line::Run { kind, reason: reason.to_string(), started_at: at.clone() }) {
+                // A journal without its first line (a full disk) would later look like an
+                // interrupted run: leave none behind.
+                let _ = std::fs::remove_file(&j.path);
+                return Err(e);
+            }
             j.started_at = Some(at);
         }
         Ok(j)

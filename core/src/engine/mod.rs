@@ -16,7 +16,7 @@ use crate::notify::{Event, EventKind};
 use crate::plan::{Action, OnFailure, Plan, PlanKind, Stage, Step};
 use crate::runtime::{Runtime, join_all};
 
-pub use journal::{Journal, JournalError};
+pub use journal::{Journal, JournalError, JournalSummary};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
