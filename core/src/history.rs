@@ -65,6 +65,8 @@ pub enum RunOutcome {
     Failed,
     /// Some steps failed or were skipped, the run went on.
     Partial,
+    /// The run stopped part-way (a crash, a power loss) and was closed without being resumed.
+    Interrupted,
     /// Any other outcome, kept verbatim.
     Other(String),
 }
@@ -75,6 +77,7 @@ impl From<String> for RunOutcome {
             "success" => Self::Success,
             "failed" => Self::Failed,
             "partial" => Self::Partial,
+            "interrupted" => Self::Interrupted,
             _ => Self::Other(s),
         }
     }
@@ -92,6 +95,7 @@ impl fmt::Display for RunOutcome {
             Self::Success => "success",
             Self::Failed => "failed",
             Self::Partial => "partial",
+            Self::Interrupted => "interrupted",
             Self::Other(s) => s,
         })
     }

@@ -1024,7 +1024,7 @@ impl Supervisor {
             }
             PeerMessage::Clear => {
                 if self.outstanding.remove(&from) {
-                    fx.log(Level::Info, format!("forwarder {from}'s mains are back"));
+                    fx.log(Level::Info, format!("forwarder {from}: mains are back"));
                 } else {
                     fx.log(Level::Debug, format!("clear from forwarder {from}, which has no outage on record"));
                 }

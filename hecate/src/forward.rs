@@ -25,7 +25,6 @@ use axum::serve::IncomingStream;
 use hecate_core::config::{Config, HostRole};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -300,107 +299,53 @@ pub async fn post(
     }
 }
 
-/// A forwarder's link to its coordinator: sends its trigger and, once its mains are back and
-/// stable, its clear. The daemon loop asks it what happened at each tick.
-#[derive(Debug)]
-pub struct Forwarder {
+/// A forwarder's link to its coordinator: posts its trigger and its clear. When to send which is
+/// the supervisor's decision (`hecate_core::supervisor`); this only carries it out.
+#[derive(Clone)]
+pub struct ForwardLink {
     host: String,
     base_url: String,
-    token: String,
+    token: Arc<str>,
     client: reqwest::Client,
     timeout: Duration,
-    /// The trigger being sent, with its reason and event details.
-    sending: Option<(Delivery, String, Details)>,
-    /// The coordinator has not heard our mains are back (true at start: this host may have gone
-    /// down with its UPS and come back).
-    clear_pending: bool,
-    clearing: Option<Delivery>,
-    settled_since: Option<Instant>,
 }
 
-/// A post on its way: what the coordinator answered, or why it was not reached.
-type Delivery = JoinHandle<Result<String, String>>;
+impl std::fmt::Debug for ForwardLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ForwardLink")
+            .field("host", &self.host)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
 
-/// Event details of a trigger.
-pub type Details = serde_json::Map<String, serde_json::Value>;
-
-impl Forwarder {
+impl ForwardLink {
     /// The link for a `role: forwarder` config (`None` for other roles). Reads the token and
-    /// `ca_file` now, so a missing file stops the daemon at start, not when the UPS runs low.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<Option<Forwarder>> {
+    /// `ca_file` now, so a missing file is reported at start, not when the UPS runs low.
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Option<ForwardLink>> {
         let (HostRole::Forwarder, Some(f)) = (cfg.role, &cfg.forwarding) else {
             return Ok(None);
         };
-        Ok(Some(Forwarder {
+        Ok(Some(ForwardLink {
             host: cfg.host.clone(),
             base_url: f.coordinator_url.clone().unwrap_or_default(),
-            token: read_token(&f.token_file)?,
+            token: read_token(&f.token_file)?.into(),
             client: client(f.ca_file.as_deref())?,
             timeout: *f.timeout,
-            sending: None,
-            clear_pending: true,
-            clearing: None,
-            settled_since: None,
         }))
     }
 
-    fn spawn_post(&self, what: &str, body: serde_json::Value) -> Delivery {
-        let (client, token, timeout) = (self.client.clone(), self.token.clone(), self.timeout);
-        let url = endpoint(&self.base_url, what);
-        tokio::spawn(async move { post(&client, &url, &token, body, timeout).await })
+    /// Posts the trigger until the coordinator takes it or `forwarding.timeout` passes.
+    pub async fn trigger(&self, reason: &str) -> Result<String, String> {
+        let body = serde_json::json!({ "host": self.host, "reason": reason });
+        post(&self.client, &endpoint(&self.base_url, "trigger"), &self.token, body, self.timeout).await
     }
 
-    /// Starts sending a trigger. A clear still on its way is called off: it would be stale.
-    pub fn send_trigger(&mut self, reason: &str, details: Details) {
-        if let Some(h) = self.clearing.take() {
-            h.abort();
-        }
-        self.clear_pending = true;
-        let task = self.spawn_post("trigger", serde_json::json!({ "host": self.host, "reason": reason }));
-        self.sending = Some((task, reason.to_string(), details));
-    }
-
-    /// The trigger's outcome once known: the coordinator's answer, or why it was not reached;
-    /// with the trigger's reason and details.
-    pub async fn trigger_outcome(&mut self) -> Option<(Result<String, String>, String, Details)> {
-        if !self.sending.as_ref().is_some_and(|(h, _, _)| h.is_finished()) {
-            return None;
-        }
-        let (h, reason, details) = self.sending.take()?;
-        let result = h.await.unwrap_or_else(|e| Err(format!("the forwarding task failed: {e}")));
-        Some((result, reason, details))
-    }
-
-    /// Mains have been back since `since` (already settled): the clear may go out at once.
-    pub fn settled(&mut self, since: Instant) {
-        self.settled_since = Some(since);
-    }
-
-    /// At each tick while watching: once mains have been back for `settle`, tell the
-    /// coordinator (retried after another `settle` if it does not take it).
-    pub async fn tend_clear(&mut self, watching: bool, all_online: bool, settle: Duration) {
-        if self.clearing.as_ref().is_some_and(JoinHandle::is_finished)
-            && let Some(h) = self.clearing.take()
-        {
-            match h.await.unwrap_or_else(|e| Err(e.to_string())) {
-                Ok(note) => {
-                    tracing::info!(%note, "told the coordinator our mains are back");
-                    self.clear_pending = false;
-                }
-                Err(why) => tracing::warn!(%why, "could not tell the coordinator our mains are back"),
-            }
-            self.settled_since = None;
-        }
-        if !all_online {
-            self.settled_since = None;
-            return;
-        }
-        if self.clear_pending && self.clearing.is_none() && watching {
-            let since = *self.settled_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= settle {
-                self.clearing = Some(self.spawn_post("clear", serde_json::json!({ "host": self.host })));
-            }
-        }
+    /// Posts the clear (our mains are back and stable) the same way.
+    pub async fn clear(&self) -> Result<String, String> {
+        let body = serde_json::json!({ "host": self.host });
+        post(&self.client, &endpoint(&self.base_url, "clear"), &self.token, body, self.timeout).await
     }
 }
 

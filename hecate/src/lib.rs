@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod forward;
 pub mod logging;
 pub mod metrics;
+pub mod observe;
 pub mod run;
 pub mod simulate;
 pub mod status;
@@ -57,7 +58,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Command::Startup { run, force_flux_branch } => run::startup(&run, force_flux_branch).await,
             Command::Shutdown { run, reason } => run::shutdown(&run, &reason).await,
             Command::Daemon { config } => daemon::run_from_file(&config).await,
-            Command::Demo { timeout } => daemon::demo(timeout.into()).await,
+            Command::Demo { timeout } => observe::demo(timeout.into()).await,
             Command::Status { config, json } => status::show(&config, json).await,
             Command::Simulate { trace, runs, config, json } => {
                 simulate::run(&trace, runs.as_deref(), config.as_deref(), json)

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use hecate_core::policy::Decision;
 use hecate_core::power::{PowerReading, StatusFlag};
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use std::sync::{Arc, Mutex};
+
+use hecate_core::supervisor::{Counters, PhaseKind, Supervisor};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The flags exported as `hecate_ups_status{flag=...}`.
 const FLAGS: [StatusFlag; 9] = [
@@ -40,6 +43,11 @@ pub struct Metrics {
     forwarded: IntCounterVec,
     forwarders_waiting: IntGauge,
     fallbacks: prometheus::IntCounter,
+    phase: IntGaugeVec,
+    start_failures: IntCounterVec,
+    interrupted: prometheus::IntCounter,
+    /// The supervisor's counters as last exported.
+    seen: Arc<Mutex<Counters>>,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<GaugeVec> {
@@ -81,7 +89,29 @@ impl Metrics {
             "Forwarder: triggers no coordinator accepted, so this host shut down on its own",
         )?;
         r.register(Box::new(fallbacks.clone()))?;
+        let phase = IntGaugeVec::new(
+            Opts::new("hecate_phase", "1 for the daemon's current lifecycle phase (see the README), 0 for the others"),
+            &["phase"],
+        )?;
+        r.register(Box::new(phase.clone()))?;
+        let start_failures = IntCounterVec::new(
+            Opts::new(
+                "hecate_run_start_failures_total",
+                "Runs that could not start (run lock, descriptors, disk); a shutdown is retried every poll",
+            ),
+            &["kind"],
+        )?;
+        r.register(Box::new(start_failures.clone()))?;
+        let interrupted = prometheus::IntCounter::new(
+            "hecate_interrupted_runs_total",
+            "Interrupted shutdowns found at start and closed without resuming (mains were on)",
+        )?;
+        r.register(Box::new(interrupted.clone()))?;
         Ok(Self {
+            phase,
+            start_failures,
+            interrupted,
+            seen: Arc::default(),
             forwarded,
             forwarders_waiting,
             fallbacks,
@@ -139,26 +169,30 @@ impl Metrics {
         self.threshold.with_label_values(&[ups]).set(decision.threshold_s);
     }
 
-    /// Records the budget and trigger state.
-    pub fn set_state(&self, budget_s: f64, triggered: bool, run_active: bool) {
+    /// Records the supervisor's state: budget, trigger, phase, and its counters (the
+    /// Prometheus counters advance by what the supervisor counted since the last call).
+    pub fn set_lifecycle(&self, sup: &Supervisor, budget_s: f64) {
         self.budget.set(budget_s);
-        self.triggered.set(i64::from(triggered));
-        self.run_active.set(i64::from(run_active));
-    }
-
-    /// Coordinator: a forwarder's trigger arrived.
-    pub fn forwarded(&self, forwarder: &str) {
-        self.forwarded.with_label_values(&[forwarder]).inc();
-    }
-
-    /// Coordinator: how many forwarders have not cleared.
-    pub fn set_forwarders_waiting(&self, n: usize) {
-        self.forwarders_waiting.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    /// Forwarder: no coordinator took the trigger.
-    pub fn forwarder_fallback(&self) {
-        self.fallbacks.inc();
+        self.triggered.set(i64::from(sup.is_triggered()));
+        self.run_active.set(i64::from(sup.phase().run().is_some()));
+        self.forwarders_waiting.set(i64::try_from(sup.outstanding().len()).unwrap_or(i64::MAX));
+        let current = sup.phase().kind();
+        for p in PhaseKind::ALL {
+            self.phase.with_label_values(&[p.as_str()]).set(i64::from(p == current));
+        }
+        let now = sup.counters();
+        let Ok(mut seen) = self.seen.lock() else { return };
+        for (host, n) in &now.forwarded_triggers {
+            let before = seen.forwarded_triggers.get(host).copied().unwrap_or(0);
+            self.forwarded.with_label_values(&[host]).inc_by(n.saturating_sub(before));
+        }
+        for (kind, n) in &now.run_start_failures {
+            let before = seen.run_start_failures.get(kind).copied().unwrap_or(0);
+            self.start_failures.with_label_values(&[kind]).inc_by(n.saturating_sub(before));
+        }
+        self.fallbacks.inc_by(now.forwarder_fallbacks.saturating_sub(seen.forwarder_fallbacks));
+        self.interrupted.inc_by(now.interrupted_runs.saturating_sub(seen.interrupted_runs));
+        *seen = now.clone();
     }
 
     /// Records a finished run.

@@ -43,7 +43,7 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = lock_runs(&cfg.state_dir, plan.kind)?;
-    let report = execute(cfg, rt.clone(), &plan, args.resume, terminal_sink()).await?;
+    let report = execute(cfg, rt.clone(), &plan, args.resume, terminal_sink()).await;
     print_summary(&report);
     if let Some(ev) = finished_event(&cfg.host, &report) {
         rt.notify_all(&ev);
@@ -104,53 +104,32 @@ pub fn run_lock_holder(state_dir: &Path) -> Option<(u32, String)> {
     Some((words.next()?.parse().ok()?, words.next()?.to_string()))
 }
 
-/// Waits for the run lock. A shutdown does not wait for a startup to finish: power is failing,
-/// so the startup (typically the boot-time bootstrap) is stopped with SIGTERM — its journal stays
-/// and the cluster is shut down from whatever state it reached. Another shutdown is waited for;
-/// running this one after it is harmless, every step being idempotent.
-pub async fn lock_runs_waiting(state_dir: &Path, kind: PlanKind) -> anyhow::Result<File> {
-    let mut signalled = None;
-    let mut waited = std::time::Duration::ZERO;
-    let step = std::time::Duration::from_millis(250);
-    loop {
-        if let Some(f) = try_lock_runs(state_dir, kind)? {
-            return Ok(f);
+/// Runs a plan with its journal and records the finished run in runs.json. A run matters more
+/// than its records: a journal that cannot be written (a full disk) means a run that could not
+/// be resumed after a crash, not a run that does not happen, and a run that cannot be recorded is
+/// still done. Both are logged.
+pub async fn execute(cfg: &Config, rt: Arc<Runtime>, plan: &Plan, resume: bool, sink: EventSink) -> RunReport {
+    let mut journal = match Journal::open(&cfg.state_dir, plan.kind, &plan.reason, resume) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::error!(error = %e, kind = %plan.kind, "cannot write the run's journal: running without one (a crash now could not be resumed)");
+            None
         }
-        let holder = run_lock_holder(state_dir);
-        if kind == PlanKind::Shutdown
-            && let Some((pid, held_by)) = &holder
-            && held_by == "startup"
-            && signalled != Some(*pid)
-        {
-            tracing::warn!(pid, "a startup holds the run lock while power is failing: stopping it");
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            signalled = Some(*pid);
-        }
-        if waited.as_secs().is_multiple_of(30) && waited.subsec_millis() < 250 {
-            tracing::info!(?holder, "waiting for the run lock");
-        }
-        tokio::time::sleep(step).await;
-        waited += step;
-    }
-}
-
-/// Runs a plan with its journal and records the finished run in runs.json.
-pub async fn execute(
-    cfg: &Config,
-    rt: Arc<Runtime>,
-    plan: &Plan,
-    resume: bool,
-    sink: EventSink,
-) -> anyhow::Result<RunReport> {
-    let mut journal = Journal::open(&cfg.state_dir, plan.kind, &plan.reason, resume)?;
-    if journal.is_resumed() {
+    };
+    if journal.as_ref().is_some_and(Journal::is_resumed) {
         tracing::info!(kind = %plan.kind, "resuming an interrupted run from its journal");
     }
     let engine = Engine::new(rt, engine_options(cfg), sink);
-    let report = engine.execute(plan, Some(&mut journal)).await;
-    crate::status::record_run(cfg, &report)?;
-    journal.complete()?;
-    Ok(report)
+    let report = engine.execute(plan, journal.as_mut()).await;
+    if let Err(e) = crate::status::record_run(cfg, &report) {
+        tracing::error!(error = %format!("{e:#}"), "the run is done but could not be recorded");
+    }
+    if let Some(j) = journal
+        && let Err(e) = j.complete()
+    {
+        tracing::error!(error = %e, "the run is done but its journal could not be removed");
+    }
+    report
 }
 
 /// Powers this host off with the configured command, once the run is recorded and notifications

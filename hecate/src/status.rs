@@ -8,12 +8,14 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use hecate_core::budget::{self, Budget};
 use hecate_core::config::Config;
+use hecate_core::engine::Journal;
 use hecate_core::engine::{Outcome, RunReport};
 use hecate_core::history::{History, RunKind, RunOutcome, RunRecord, StageDuration};
 use hecate_core::plan::PlanKind;
 use hecate_core::policy::{Decision, Policy};
 use hecate_core::power::{PowerReading, Sample};
 use hecate_core::runtime::Runtime;
+use hecate_core::supervisor::{Phase, PhaseKind, ShutdownEnd, Supervisor};
 use serde::{Deserialize, Serialize};
 
 /// runs.json in the state dir.
@@ -120,24 +122,6 @@ pub struct SourceStatus {
     pub poll_errors: u64,
 }
 
-/// What the daemon is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Watching the UPSes.
-    Watching,
-    /// A shutdown run is in progress.
-    ShuttingDown,
-    /// The cluster was shut down; waiting for mains power.
-    ShutDown,
-    /// A startup run is in progress.
-    StartingUp,
-    /// A forwarder is sending its trigger to the coordinator.
-    Forwarding,
-    /// The coordinator accepted this forwarder's trigger; waiting for mains power.
-    Forwarded,
-}
-
 /// The state `hecate status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -147,8 +131,14 @@ pub struct Snapshot {
     pub updated_at: String,
     /// Whether a daemon wrote it (false: a one-off poll by `hecate status`).
     pub from_daemon: bool,
-    /// What the daemon is doing.
-    pub phase: Phase,
+    /// What the daemon is doing (see the lifecycle in the README).
+    pub phase: PhaseKind,
+    /// When the phase began, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<String>,
+    /// The phase in a sentence, with its numbers (attempts, the last error, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_detail: Option<String>,
     /// The budget and its source.
     pub budget: Budget,
     /// Each power source.
@@ -167,6 +157,61 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The daemon's view: the supervisor's state at supervisor time `now_s`.
+    pub fn from_supervisor(
+        cfg: &Config,
+        rt: &Runtime,
+        sup: &Supervisor,
+        now_s: f64,
+        budget: &Budget,
+        last_run: Option<serde_json::Value>,
+    ) -> Snapshot {
+        let wall_now = SystemTime::now();
+        // Supervisor time is the daemon's monotonic clock; shown as wall-clock time.
+        let wall = |t: f64| {
+            Duration::try_from_secs_f64((now_s - t).max(0.0))
+                .ok()
+                .and_then(|ago| wall_now.checked_sub(ago))
+                .map(|w| humantime::format_rfc3339_seconds(w).to_string())
+        };
+        let sources = sup
+            .sources()
+            .iter()
+            .map(|s| SourceStatus {
+                name: s.name.clone(),
+                kind: rt.power_kind(&s.name),
+                reading: match &s.sample {
+                    Some(Sample::Reading(r)) => Some(r.clone()),
+                    _ => None,
+                },
+                error: match &s.sample {
+                    Some(Sample::NoData { reason }) => Some(reason.clone()),
+                    _ => None,
+                },
+                decision: s.decision.clone(),
+                poll_errors: s.polls_without_data,
+            })
+            .collect();
+        let phase = sup.phase();
+        Snapshot {
+            host: cfg.host.clone(),
+            updated_at: humantime::format_rfc3339_seconds(wall_now).to_string(),
+            from_daemon: true,
+            phase: phase.kind(),
+            phase_since: phase.since().and_then(wall),
+            phase_detail: phase_detail(phase, cfg),
+            budget: budget.clone(),
+            sources,
+            trigger_reason: sup.trigger().map(|t| t.reason.clone()),
+            last_run,
+            waiting_for_forwarders: sup.outstanding().iter().cloned().collect(),
+            power_off_self_at: sup.power_off_self_due().and_then(|due| {
+                let ahead = Duration::try_from_secs_f64((due - now_s).max(0.0)).ok()?;
+                wall_now.checked_add(ahead).map(|w| humantime::format_rfc3339_seconds(w).to_string())
+            }),
+        }
+    }
+
     /// Writes it atomically to the state dir.
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(self)?;
@@ -179,7 +224,12 @@ impl Snapshot {
         use std::fmt::Write as _;
         let mut s = String::new();
         let origin = if self.from_daemon { "daemon" } else { "one-off poll (no daemon running)" };
-        let _ = writeln!(s, "host {} — {:?} — as of {} ({origin})", self.host, self.phase, self.updated_at);
+        let phase = self.phase.as_str().replace('_', " ");
+        let _ = writeln!(s, "host {} — {phase} — as of {} ({origin})", self.host, self.updated_at);
+        if let Some(d) = &self.phase_detail {
+            let since = self.phase_since.as_deref().map(|t| format!(" (since {t})")).unwrap_or_default();
+            let _ = writeln!(s, "{d}{since}");
+        }
         let _ = writeln!(s, "shutdown budget: {}", self.budget);
         if !self.waiting_for_forwarders.is_empty() {
             let _ = writeln!(
@@ -230,6 +280,69 @@ impl Snapshot {
             let _ = writeln!(s, "\nlast run: {r}");
         }
         s
+    }
+}
+
+/// A phase in a sentence for `hecate status`.
+fn phase_detail(phase: &Phase, cfg: &Config) -> Option<String> {
+    let settle = humantime::format_duration(*cfg.daemon.power_return_settle);
+    Some(match phase {
+        Phase::Watching => return None,
+        Phase::Recovering { interrupted, .. } => format!(
+            "a shutdown started at {} was interrupted after {} step(s); it is resumed only if power is still failing",
+            interrupted.started_at.as_deref().unwrap_or("an unknown time"),
+            interrupted.steps_finished
+        ),
+        Phase::Forwarding { .. } => "sending the trigger to the coordinator".into(),
+        Phase::Forwarded { .. } => "the coordinator took the trigger; waiting for mains".into(),
+        Phase::ShutdownQueued { attempts, last_error, .. } => {
+            format!("the shutdown could not start ({attempts} attempt(s); last: {last_error}); retrying every poll")
+        }
+        Phase::ShuttingDown { resume: true, .. } => "resuming an interrupted shutdown".into(),
+        Phase::ShuttingDown { .. } => "shutdown in progress".into(),
+        Phase::ShutDown { end: ShutdownEnd::Interrupted, .. } => {
+            format!("an interrupted shutdown was not resumed; waiting for mains to be back for {settle}")
+        }
+        Phase::ShutDown { end: ShutdownEnd::Finished(o), .. } => format!(
+            "the cluster was shut down ({}); waiting for mains to be back for {settle}",
+            serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        ),
+        Phase::StartingUp { .. } => "startup in progress".into(),
+    })
+}
+
+/// Closes an interrupted shutdown that is not resumed: recorded in runs.json as `interrupted`
+/// and its journal put aside. Failures are logged: nothing here may stop the daemon.
+pub fn close_interrupted(cfg: &Config, why: &str) {
+    let now = SystemTime::now();
+    if let Some(j) = Journal::inspect(&cfg.state_dir, PlanKind::Shutdown, now) {
+        let started = j.started_at.as_deref().and_then(|s| humantime::parse_rfc3339_weak(s).ok());
+        // From its start to its last journal line, when the clock can tell.
+        let lasted = match (started, j.age_s) {
+            (Some(started), Some(age)) => Duration::try_from_secs_f64(age)
+                .ok()
+                .and_then(|age| now.checked_sub(age))
+                .and_then(|last| last.duration_since(started).ok())
+                .unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        let mut rec = RunRecord::new(RunKind::Shutdown, started.unwrap_or(now), lasted, RunOutcome::Interrupted);
+        rec.trigger_reason = j.reason.clone();
+        rec.extra.insert("interrupted".into(), serde_json::json!(why));
+        rec.extra.insert("steps_finished".into(), serde_json::json!(j.steps_finished));
+        rec.extra.insert("host".into(), serde_json::json!(cfg.host));
+        match History::append(&runs_path(cfg), rec) {
+            Ok(l) => {
+                if let Some(w) = l.warning {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record the interrupted shutdown in runs.json"),
+        }
+    }
+    match Journal::set_aside(&cfg.state_dir, PlanKind::Shutdown, now) {
+        Ok(aside) => tracing::info!(journal = %aside.display(), "the interrupted shutdown's journal was put aside"),
+        Err(e) => tracing::error!(error = %e, "cannot put the interrupted shutdown's journal aside"),
     }
 }
 
@@ -288,7 +401,9 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         host: cfg.host.clone(),
         updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         from_daemon: false,
-        phase: Phase::Watching,
+        phase: PhaseKind::Watching,
+        phase_since: None,
+        phase_detail: None,
         budget,
         sources,
         trigger_reason: None,

@@ -254,7 +254,7 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
         }
     });
     let log = coord.log();
-    let cleared = log.find("forwarder's mains are back").expect("the clear arrived");
+    let cleared = log.find("forwarder tethys: mains are back").expect("the clear arrived");
     let started = log.find("mains power is back and stable: starting the cluster").expect("the startup began");
     assert!(cleared < started, "no startup before the forwarder cleared:\n{log}");
     assert!(fwd.shutdowns().is_empty());
