@@ -56,7 +56,7 @@ async fn a_refused_login_is_an_auth_error() {
     std::fs::write(&pw, "wrong").unwrap();
     let n = build(&config(&sink, pw.to_str().unwrap(), ""));
     let e = n.notify(&event(EventKind::OnBattery)).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Auth, "{}", hecate_core::node::error_chain(&e));
+    assert_eq!(e.kind, ErrorKind::Auth, "{}", hecate_core::error::error_chain(&e));
     assert!(sink.try_next().is_none());
 }
 

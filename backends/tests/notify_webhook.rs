@@ -83,7 +83,7 @@ async fn failures_carry_a_kind_and_no_url() {
     let n = build(&format!("type: webhook\nurl: http://{closed}/path-secret\ntimeout: 2s\n"));
     let e = n.notify(&ev).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
-    assert!(!hecate_core::node::error_chain(&e).contains("path-secret"), "{}", hecate_core::node::error_chain(&e));
+    assert!(!hecate_core::error::error_chain(&e).contains("path-secret"), "{}", hecate_core::error::error_chain(&e));
 }
 
 #[tokio::test]

@@ -268,7 +268,7 @@ async fn deliver(notifier: &dyn Notifier, item: &Queued, opts: &DeliveryOptions)
                 tracing::debug!(notifier = notifier.name(), event = %item.event.kind, tries, "notification delivered");
                 return true;
             }
-            Ok(Err(e)) => (e.kind, crate::node::error_chain(&e)),
+            Ok(Err(e)) => (e.kind, crate::error::error_chain(&e)),
             Err(_) => {
                 (ErrorKind::Timeout, format!("no answer within {}", humantime::format_duration(policy.attempt_timeout)))
             }

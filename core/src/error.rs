@@ -72,12 +72,32 @@ impl BackendError {
     /// The message followed by its causes, without the kind.
     pub fn detail(&self) -> String {
         let mut s = self.message.clone();
-        crate::node::push_causes(&mut s, self.source.as_deref().map(|e| e as _));
+        push_causes(&mut s, self.source.as_deref().map(|e| e as _));
         s
     }
 
     /// Shorthand for an [`ErrorKind::Unsupported`] error.
     pub fn unsupported(what: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, what)
+    }
+}
+
+/// An error's message followed by its causes, `: `-separated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    push_causes(&mut s, e.source());
+    s
+}
+
+/// Appends each cause in the chain, `: `-separated, except one the text already ends with: many
+/// messages quote their cause (`cannot read X: {e}`), and saying it twice helps nobody.
+pub fn push_causes(s: &mut String, mut cur: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
     }
 }

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod power;
 pub mod registry;
 pub mod runtime;
+pub mod secret;
 pub mod supervisor;
 pub mod trace;
 mod yaml_index;

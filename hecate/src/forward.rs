@@ -58,9 +58,10 @@ const MAX_FIELD: usize = 512;
 
 /// Reads the shared secret: the file's first line, at least 16 characters.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the forwarding token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
+    let token = hecate_core::secret::read_secret_line(path, "forwarding.token_file")
+        .map_err(|e| anyhow::anyhow!("{}", e.detail()))?
+        .trim()
+        .to_string();
     anyhow::ensure!(
         token.len() >= 16,
         "the forwarding token in {} is shorter than 16 characters (e.g. `openssl rand -hex 24 > {}`)",
@@ -289,7 +290,7 @@ pub async fn post(
                 ));
             }
             Ok(r) => format!("coordinator answered {}", r.status()),
-            Err(e) => error_chain(&e),
+            Err(e) => hecate_core::error::error_chain(&e),
         };
         tracing::warn!(url, tries, %why, "the coordinator did not accept");
         if Instant::now() + Duration::from_secs(1) >= deadline {
@@ -349,18 +350,6 @@ impl ForwardLink {
     }
 }
 
-/// An error and its causes on one line (reqwest's own message hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,8 +369,11 @@ mod tests {
         std::fs::write(&p, "short\n").unwrap_or_else(|e| panic!("{e}"));
         let e = read_token(&p).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("shorter than 16"), "{e}");
-        std::fs::write(&p, "0123456789abcdef0123\nsecond line\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&p, "0123456789abcdef0123\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read_token(&p).unwrap_or_default(), "0123456789abcdef0123");
+        // One reader for every secret file: a second line is refused, not silently dropped.
+        std::fs::write(&p, "0123456789abcdef0123\nsecond line\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(read_token(&p).is_err());
         assert!(read_token(&dir.path().join("missing")).is_err());
     }
 }

@@ -179,36 +179,9 @@ async fn wait_for(driver: &dyn PowerDriver, want: PowerState, within: Duration, 
     }
 }
 
-/// Reads a one-line secret (a password, `user:password`) from a file: its content without one
-/// trailing line break. Errors name the file, never its content; `what` names the setting.
+/// Reads a one-line secret (a password, `user:password`): the project's one reader and rule.
 pub(crate) fn read_secret_file(file: &Path, what: &str) -> Result<String, BackendError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        BackendError::with_source(ErrorKind::Config, format!("cannot read {what} {}", file.display()), e)
-    })?;
-    let line = text.strip_suffix('\n').unwrap_or(&text);
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    if line.is_empty() {
-        return Err(BackendError::new(ErrorKind::Config, format!("{what} {} is empty", file.display())));
-    }
-    if line.contains(['\n', '\r', '\0']) {
-        return Err(BackendError::new(
-            ErrorKind::Config,
-            format!("{what} {} holds more than one line; it takes a single line", file.display()),
-        ));
-    }
-    warn_if_world_readable(file, what);
-    Ok(line.to_owned())
-}
-
-/// A secret file others can read is still used (refusing would turn a permissions slip into a
-/// failed shutdown), but said loudly.
-fn warn_if_world_readable(file: &Path, what: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(file)
-        && meta.permissions().mode() & 0o004 != 0
-    {
-        tracing::warn!(file = %file.display(), "{what} is readable by every user; chmod 600 it");
-    }
+    hecate_core::secret::read_secret_line(file, what)
 }
 
 /// Whether a host name or address can be passed to a tool as one argument: not empty, no

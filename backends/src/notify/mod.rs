@@ -40,15 +40,11 @@ pub(crate) fn policy(timeout: HumanDuration, retry_for: HumanDuration, events: &
     DeliveryPolicy { attempt_timeout: *timeout, retry_for: *retry_for, events: events.to_vec() }
 }
 
-/// Reads a secret from a file: its whole content, one trailing line break ignored. Read at each
-/// send rather than at start: a rotated secret is picked up, and a missing file fails only this
-/// notifier, never the daemon's start.
+/// Reads a secret from a file (the project's one reader and rule). Read at each send rather than
+/// at start: a rotated secret is picked up, and a missing file fails only this notifier, never the
+/// daemon's start.
 pub(crate) fn read_secret(path: &Path, what: &str) -> Result<String, BackendError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        BackendError::with_source(ErrorKind::Config, format!("cannot read {what} {}", path.display()), e)
-    })?;
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
+    hecate_core::secret::read_secret_line(path, what)
 }
 
 /// Installs the ring crypto provider unless one is: `hecate` does this first thing, but a

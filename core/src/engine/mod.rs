@@ -303,7 +303,7 @@ impl Engine {
         };
         let (ok, message) = match result {
             Ok(note) => (true, note),
-            Err(e) => (false, crate::node::error_chain(&e)),
+            Err(e) => (false, crate::error::error_chain(&e)),
         };
         StepOutcome {
             id: step.id.clone(),

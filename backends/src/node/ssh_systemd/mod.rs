@@ -200,18 +200,8 @@ fn load_identity(path: &Path) -> Result<russh::keys::PrivateKey, BackendError> {
             "identity file {shown} is an rsa key; use an ed25519 or ecdsa key (hecate is built without rsa)"
         )));
     }
-    warn_if_readable_by_others(path);
+    hecate_core::secret::warn_if_exposed(path, "identity_file");
     Ok(key)
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "identity file is readable by other users; chmod 600 it");
-    }
 }
 
 fn check_known_hosts_file(path: &Path, accept_new: bool) -> Result<(), BackendError> {

@@ -243,36 +243,9 @@ impl NutTlsConfig {
     }
 }
 
-/// Reads a password file. Errors name the file, never its content.
+/// Reads the password file (the project's one reader and rule).
 fn read_password(file: &std::path::Path) -> Result<Secret, BackendError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        BackendError::with_source(ErrorKind::Config, format!("cannot read password_file {}: {e}", file.display()), e)
-    })?;
-    let password = text.strip_suffix('\n').unwrap_or(&text);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        return Err(BackendError::new(ErrorKind::Config, format!("password_file {} is empty", file.display())));
-    }
-    if password.contains(['\n', '\r', '\0']) {
-        return Err(BackendError::new(
-            ErrorKind::Config,
-            format!("password_file {} holds more than one line; upsd passwords are one line", file.display()),
-        ));
-    }
-    warn_if_world_readable(file);
-    Ok(Secret::new(password))
-}
-
-fn warn_if_world_readable(file: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(file)
-        && meta.permissions().mode() & 0o004 != 0
-    {
-        tracing::warn!(
-            file = %file.display(),
-            "password_file is readable by every user; chmod 600 it"
-        );
-    }
+    hecate_core::secret::read_secret_line(file, "password_file").map(|p| Secret::new(&p))
 }
 
 /// Loads the CA file of a `tls` block. Errors name the file.
