@@ -314,6 +314,23 @@ pub struct ConfigError {
     pub snippet: Option<String>,
 }
 
+impl ConfigError {
+    /// Problems given by field path (`nodes[1].controllers[0]`), each placed at its line and
+    /// column in `text`, in file order.
+    pub fn located(text: &str, file: &Path, problems: Vec<(String, String)>) -> ConfigError {
+        let index = crate::yaml_index::Index::build(text);
+        let mut problems: Vec<Problem> = problems
+            .into_iter()
+            .map(|(field, message)| {
+                let loc = index.as_ref().and_then(|i| i.locate(&field));
+                Problem { line: loc.map(|l| l.0), column: loc.map(|l| l.1), field, message }
+            })
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError { file: file.to_path_buf(), problems, snippet: None }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
@@ -370,16 +387,7 @@ impl Config {
         if problems.is_empty() {
             return Ok((config, warnings));
         }
-        let index = crate::yaml_index::Index::build(text);
-        let mut problems: Vec<Problem> = problems
-            .into_iter()
-            .map(|(field, message)| {
-                let loc = index.as_ref().and_then(|i| i.locate(&field));
-                Problem { line: loc.map(|l| l.0), column: loc.map(|l| l.1), field, message }
-            })
-            .collect();
-        problems.sort_by_key(|p| (p.line, p.column));
-        Err(ConfigError { file: file.to_path_buf(), problems, snippet: None })
+        Err(ConfigError::located(text, file, problems))
     }
 
     /// Checks everything the types cannot: returns (problems as (field path, message), warnings).

@@ -54,6 +54,87 @@ pub struct Runtime {
     pub notifiers: Delivery,
     /// Time limit of one controller's try (shutdown and startup share the shorter one).
     pub controller_timeout: Duration,
+    /// Backends that could not be built (see [`Runtime::build_degraded`]).
+    pub unavailable: Vec<BuildError>,
+}
+
+/// Every backend of a config that could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct BuildErrors(pub Vec<BuildError>);
+
+/// Stands in for a backend that could not be built: it claims whatever is asked of it, so each
+/// operation reaches it in its place, and fails at once with the build error; a node's fallback
+/// chain then goes on to its next controller.
+#[derive(Debug)]
+struct Unavailable {
+    kind: String,
+    why: String,
+}
+
+impl Unavailable {
+    fn error(&self) -> BackendError {
+        BackendError::new(crate::error::ErrorKind::Config, format!("{} is unavailable: {}", self.kind, self.why))
+    }
+}
+
+const EVERY_CAPABILITY: [Capability; 7] = [
+    Capability::Probe,
+    Capability::StartUnit,
+    Capability::StopUnit,
+    Capability::UnitStatus,
+    Capability::PowerOff,
+    Capability::PowerOn,
+    Capability::PowerState,
+];
+
+#[async_trait::async_trait]
+impl crate::node::NodeController for Unavailable {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn capabilities(&self) -> &[Capability] {
+        &EVERY_CAPABILITY
+    }
+    async fn run(&self, _op: &crate::node::NodeOp) -> Result<crate::node::NodeOpOutput, BackendError> {
+        Err(self.error())
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterApi for Unavailable {
+    async fn health(&self) -> Result<(), BackendError> {
+        Err(self.error())
+    }
+    async fn nodes(&self) -> Result<Vec<crate::cluster::ClusterNode>, BackendError> {
+        Err(self.error())
+    }
+    async fn cordon(&self, _node: &str) -> Result<(), BackendError> {
+        Err(self.error())
+    }
+    async fn uncordon(&self, _node: &str) -> Result<(), BackendError> {
+        Err(self.error())
+    }
+    async fn drain(
+        &self,
+        _node: &str,
+        _opts: &crate::cluster::DrainOptions,
+    ) -> Result<crate::cluster::DrainReport, BackendError> {
+        Err(self.error())
+    }
+}
+
+#[async_trait::async_trait]
+impl GitOpsBootstrap for Unavailable {
+    async fn suspend(&self) -> Result<crate::gitops::GitOpsReport, BackendError> {
+        Err(self.error())
+    }
+    async fn resume(&self, _opts: &crate::gitops::ResumeOptions) -> Result<crate::gitops::GitOpsReport, BackendError> {
+        Err(self.error())
+    }
+    async fn health(&self) -> Result<crate::gitops::GitOpsHealth, BackendError> {
+        Err(self.error())
+    }
 }
 
 /// A backend that failed to build, named by where it is in the config. Its text is the whole
@@ -77,47 +158,73 @@ fn type_name<T: serde::Serialize + ?Sized>(v: &T) -> String {
 }
 
 impl Runtime {
-    /// Builds every backend of the config.
-    pub fn build(cfg: &Config) -> Result<Runtime, BuildError> {
+    /// Builds every backend of the config; fails, naming every backend that could not be
+    /// built, unless all were. For `config check` and tests; the daemon and the commands use
+    /// [`Runtime::build_degraded`].
+    pub fn build(cfg: &Config) -> Result<Runtime, BuildErrors> {
+        let mut rt = Self::build_degraded(cfg);
+        if rt.unavailable.is_empty() { Ok(rt) } else { Err(BuildErrors(std::mem::take(&mut rt.unavailable))) }
+    }
+
+    /// Builds every backend it can. Degraded, never blind: a backend that cannot be built is
+    /// listed in [`Runtime::unavailable`] and everything else works. A power source that cannot
+    /// be built is left out (the others are watched; it is never taken for a UPS without data,
+    /// which would count down to a shutdown); a notifier likewise; a node controller, the
+    /// cluster API or GitOps is replaced by a stand-in that fails at once with its build error,
+    /// so the steps that need it say why and a node's fallback chain goes on.
+    pub fn build_degraded(cfg: &Config) -> Runtime {
         let ctx = BuildContext { host: cfg.host.clone(), state_dir: cfg.state_dir.clone() };
+        let mut unavailable = Vec::new();
         let mut power = Vec::new();
         for (i, p) in cfg.power_sources.iter().enumerate() {
-            let source = p.build(&ctx).map_err(|error| BuildError { field: format!("power_sources[{i}]"), error })?;
-            power.push(Arc::new(PowerHandle {
-                name: p.name().to_string(),
-                kind: type_name(p),
-                source: Mutex::new(source),
-            }));
+            match p.build(&ctx) {
+                Ok(source) => power.push(Arc::new(PowerHandle {
+                    name: p.name().to_string(),
+                    kind: type_name(p),
+                    source: Mutex::new(source),
+                })),
+                Err(error) => unavailable.push(BuildError { field: format!("power_sources[{i}]"), error }),
+            }
         }
         let mut nodes = BTreeMap::new();
         for (i, n) in cfg.nodes.iter().enumerate() {
             let info = NodeInfo { name: n.name.clone(), address: n.address.clone(), role: n.role };
-            let mut ctrls = Vec::new();
+            let mut ctrls: Vec<Box<dyn crate::node::NodeController>> = Vec::new();
             for (j, c) in n.controllers.iter().enumerate() {
-                ctrls.push(
-                    c.build(&info, &ctx)
-                        .map_err(|error| BuildError { field: format!("nodes[{i}].controllers[{j}]"), error })?,
-                );
+                match c.build(&info, &ctx) {
+                    Ok(ctrl) => ctrls.push(ctrl),
+                    Err(error) => {
+                        ctrls.push(Box::new(Unavailable { kind: type_name(c), why: error.detail() }));
+                        unavailable.push(BuildError { field: format!("nodes[{i}].controllers[{j}]"), error });
+                    }
+                }
             }
             nodes.insert(n.name.clone(), ControllerChain::new(info, ctrls));
         }
-        let cluster = match &cfg.cluster {
-            Some(c) => {
-                Some((type_name(c), c.build(&ctx).map_err(|error| BuildError { field: "cluster".into(), error })?))
-            }
-            None => None,
-        };
-        let gitops = match &cfg.gitops {
-            Some(g) => {
-                Some((type_name(g), g.build(&ctx).map_err(|error| BuildError { field: "gitops".into(), error })?))
-            }
-            None => None,
-        };
+        let cluster = cfg.cluster.as_ref().map(|c| {
+            let built = c.build(&ctx).unwrap_or_else(|error| {
+                let stand_in = Box::new(Unavailable { kind: type_name(c), why: error.detail() });
+                unavailable.push(BuildError { field: "cluster".into(), error });
+                stand_in
+            });
+            (type_name(c), built)
+        });
+        let gitops = cfg.gitops.as_ref().map(|g| {
+            let built = g.build(&ctx).unwrap_or_else(|error| {
+                let stand_in = Box::new(Unavailable { kind: type_name(g), why: error.detail() });
+                unavailable.push(BuildError { field: "gitops".into(), error });
+                stand_in
+            });
+            (type_name(g), built)
+        });
         let mut notifiers = Vec::new();
         for (i, n) in cfg.notifiers.iter().enumerate() {
-            notifiers.push(n.build(&ctx).map_err(|error| BuildError { field: format!("notifiers[{i}]"), error })?);
+            match n.build(&ctx) {
+                Ok(n) => notifiers.push(n),
+                Err(error) => unavailable.push(BuildError { field: format!("notifiers[{i}]"), error }),
+            }
         }
-        Ok(Runtime {
+        Runtime {
             host: cfg.host.clone(),
             power,
             nodes,
@@ -125,7 +232,8 @@ impl Runtime {
             gitops,
             notifiers: Delivery::new(notifiers, DeliveryOptions::default()),
             controller_timeout: *cfg.shutdown.controller_timeout.min(cfg.startup.controller_timeout),
-        })
+            unavailable,
+        }
     }
 
     /// A node's chain.

@@ -83,7 +83,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         std::fs::write(&p, "x").unwrap();
-        for (mode, exposed) in [(0o600, false), (0o640, false), (0o400, false), (0o644, true), (0o660, true), (0o602, true)] {
+        for (mode, exposed) in
+            [(0o600, false), (0o640, false), (0o400, false), (0o644, true), (0o660, true), (0o602, true)]
+        {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
             assert_eq!(is_exposed(&p), Some(exposed), "{mode:o}");
         }

@@ -126,8 +126,14 @@ pub struct RunArgs {
 /// `hecate config ...`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Parse and validate config files; every problem is listed with file, line and field.
+    /// Parse and validate config files and build every backend as the daemon would (files it
+    /// names present and readable, keys parse; no network); every problem is listed with file,
+    /// line and field.
     Check {
+        /// Parse and validate only, without building the backends: for a config meant for another
+        /// machine, whose files are not here.
+        #[arg(long)]
+        no_build: bool,
         /// The files.
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -4,17 +4,37 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use hecate_core::config::Config;
+use hecate_core::config::{Config, ConfigError};
 use hecate_core::registry;
+use hecate_core::runtime::Runtime;
 
 use crate::cli::Cli;
 
-/// `hecate config check FILE...`: the same loading code the daemon uses.
-pub fn config_check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// `hecate config check FILE...`: the same loading code the daemon uses, then every backend is
+/// built as the daemon would build it (files present and readable, keys parse; no network).
+/// Every problem is listed with its file, line and field; any problem fails the check, so the
+/// installer's and the self-update's gates refuse what would leave the daemon degraded. With
+/// `build` false, only parsing and validation.
+pub fn config_check(files: &[PathBuf], build: bool) -> anyhow::Result<ExitCode> {
     crate::init_process();
     let mut failed = false;
     for f in files {
-        match Config::load(f) {
+        let checked = std::fs::read_to_string(f)
+            .map_err(|e| ConfigError::located("", f, vec![(String::new(), format!("cannot read: {e}"))]))
+            .and_then(|text| {
+                let (cfg, warnings) = Config::from_yaml(&text, f)?;
+                if !build {
+                    return Ok((cfg, warnings));
+                }
+                let rt = Runtime::build_degraded(&cfg);
+                let problems: Vec<(String, String)> = rt
+                    .unavailable
+                    .iter()
+                    .map(|b| (b.field.clone(), format!("cannot be built: {}: {}", b.error.kind, b.error.detail())))
+                    .collect();
+                if problems.is_empty() { Ok((cfg, warnings)) } else { Err(ConfigError::located(&text, f, problems)) }
+            });
+        match checked {
             Ok((cfg, warnings)) => {
                 println!(
                     "{}: ok ({} power source(s), {} node(s))",

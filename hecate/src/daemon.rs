@@ -127,14 +127,19 @@ impl Shell {
         std::fs::create_dir_all(&cfg.state_dir)
             .with_context(|| format!("creating state dir {}", cfg.state_dir.display()))?;
         let daemon_lock = lock_daemon(&cfg.state_dir)?;
-        let rt = Arc::new(Runtime::build(&cfg).context("building backends")?);
+        let rt = Arc::new(Runtime::build_degraded(&cfg));
         let metrics = Metrics::new()?;
         let (tx, inbox) = mpsc::channel(64);
         let sup = Supervisor::new(
             hecate_core::supervisor::SupervisorConfig::from_config(&cfg),
             rt.power.iter().map(|p| p.name.clone()),
         );
-        let link = ForwardLink::from_config(&cfg)?;
+        // A forwarder without its token or CA still watches its UPS; its trigger then falls back
+        // to its own shutdown at once.
+        let link = ForwardLink::from_config(&cfg).unwrap_or_else(|e| {
+            tracing::error!(error = %format!("{e:#}"), "forwarding unavailable: a trigger will run this host's own plan");
+            None
+        });
         let shell = Shell {
             t0: Instant::now(),
             sink,
@@ -154,7 +159,8 @@ impl Shell {
             _daemon_lock: daemon_lock,
             cfg,
         };
-        shell.serve()?;
+        shell.report_unavailable();
+        shell.serve();
         shell.spawn_poller();
         tracing::info!(
             host = %shell.cfg.host,
@@ -166,9 +172,27 @@ impl Shell {
         Ok(shell)
     }
 
-    /// `/metrics` and, on a coordinator, the forwarding endpoint. Neither failing to bind stops
-    /// UPS protection: it is logged and the daemon goes on.
-    fn serve(&self) -> anyhow::Result<()> {
+    /// Backends that could not be built: logged, notified, counted; everything else runs.
+    fn report_unavailable(&self) {
+        for b in &self.rt.unavailable {
+            tracing::error!(backend = %b.field, "backend unavailable: {b}; what needs it fails at once, everything else runs");
+            let ev = Event::now(
+                EventKind::BackendUnavailable,
+                &self.cfg.host,
+                format!("{b}; what needs it fails at once, everything else runs"),
+            )
+            .with("backend", b.field.clone());
+            self.rt.notify_all(&ev);
+            self.metrics.backend_unavailable(&b.field);
+        }
+        if self.rt.power.is_empty() {
+            tracing::error!("no power source could be built: no UPS is watched");
+        }
+    }
+
+    /// `/metrics` and, on a coordinator, the forwarding endpoint. Neither failing stops UPS
+    /// protection: it is logged and the daemon goes on.
+    fn serve(&self) {
         if let Some(addr) = self.cfg.daemon.metrics_listen {
             let m = self.metrics.clone();
             tokio::spawn(async move {
@@ -183,13 +207,21 @@ impl Shell {
             .as_ref()
             .filter(|_| self.sup.config().role == hecate_core::supervisor::Role::Coordinator)
         else {
-            return Ok(());
+            return;
         };
-        // A missing token file stops the daemon here, not when the UPS runs low.
-        let token = forward::read_token(&f.token_file)?;
-        let tls = match (&f.tls_cert_file, &f.tls_key_file) {
-            (Some(cert), Some(key)) => Some(forward::tls_acceptor(cert, key)?),
-            _ => None,
+        let endpoint = forward::read_token(&f.token_file).and_then(|token| {
+            let tls = match (&f.tls_cert_file, &f.tls_key_file) {
+                (Some(cert), Some(key)) => Some(forward::tls_acceptor(cert, key)?),
+                _ => None,
+            };
+            Ok((token, tls))
+        });
+        let (token, tls) = match endpoint {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable: forwarders cannot reach this coordinator");
+                return;
+            }
         };
         if let Some(listen) = f.listen {
             let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
@@ -212,7 +244,6 @@ impl Shell {
                 }
             });
         }
-        Ok(())
     }
 
     /// Reads every source every `poll_interval`, each read bounded, and sends the samples in.
@@ -308,23 +339,25 @@ impl Shell {
                 if let Some(h) = self.clearing.take() {
                     h.abort();
                 }
-                if let Some(link) = self.link.clone() {
-                    let (tx, reason) = (self.tx.clone(), reason.clone());
-                    tokio::spawn(async move {
-                        let r = link.trigger(&reason).await;
-                        let _ = tx.send(Msg::Input(Input::Forwarded(r))).await;
-                    });
-                }
+                let (link, tx, reason) = (self.link.clone(), self.tx.clone(), reason.clone());
+                tokio::spawn(async move {
+                    let r = match link {
+                        Some(link) => link.trigger(&reason).await,
+                        None => Err("forwarding is unavailable (see the error at start)".into()),
+                    };
+                    let _ = tx.send(Msg::Input(Input::Forwarded(r))).await;
+                });
             }
             Effect::SendClear => {
-                if let Some(link) = self.link.clone() {
-                    let tx = self.tx.clone();
-                    let h = tokio::spawn(async move {
-                        let r = link.clear().await;
-                        let _ = tx.send(Msg::Input(Input::Cleared(r))).await;
-                    });
-                    self.clearing = Some(h.abort_handle());
-                }
+                let (link, tx) = (self.link.clone(), self.tx.clone());
+                let h = tokio::spawn(async move {
+                    let r = match link {
+                        Some(link) => link.clear().await,
+                        None => Err("forwarding is unavailable (see the error at start)".into()),
+                    };
+                    let _ = tx.send(Msg::Input(Input::Cleared(r))).await;
+                });
+                self.clearing = Some(h.abort_handle());
             }
             Effect::PowerOffSelf { why } => {
                 tracing::warn!(%why, "powering this host off");

@@ -63,7 +63,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Command::Simulate { trace, runs, config, json } => {
                 simulate::run(&trace, runs.as_deref(), config.as_deref(), json)
             }
-            Command::Config { command: ConfigCommand::Check { files } } => commands::config_check(&files),
+            Command::Config { command: ConfigCommand::Check { files, no_build } } => {
+                commands::config_check(&files, !no_build)
+            }
             Command::Config { command: ConfigCommand::Schema } => commands::config_schema(),
             Command::Backends { json } => commands::backends(json),
             Command::Completions { shell } => commands::completions(shell),

@@ -46,6 +46,7 @@ pub struct Metrics {
     phase: IntGaugeVec,
     start_failures: IntCounterVec,
     interrupted: prometheus::IntCounter,
+    unavailable: IntGaugeVec,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -107,7 +108,16 @@ impl Metrics {
             "Interrupted shutdowns found at start and closed without resuming (mains were on)",
         )?;
         r.register(Box::new(interrupted.clone()))?;
+        let unavailable = IntGaugeVec::new(
+            Opts::new(
+                "hecate_backend_unavailable",
+                "1 for each backend (by config field) that could not be built; what needs it fails at once",
+            ),
+            &["backend"],
+        )?;
+        r.register(Box::new(unavailable.clone()))?;
         Ok(Self {
+            unavailable,
             phase,
             start_failures,
             interrupted,
@@ -193,6 +203,11 @@ impl Metrics {
         self.fallbacks.inc_by(now.forwarder_fallbacks.saturating_sub(seen.forwarder_fallbacks));
         self.interrupted.inc_by(now.interrupted_runs.saturating_sub(seen.interrupted_runs));
         *seen = now.clone();
+    }
+
+    /// A backend that could not be built.
+    pub fn backend_unavailable(&self, field: &str) {
+        self.unavailable.with_label_values(&[field]).set(1);
     }
 
     /// Records a finished run.

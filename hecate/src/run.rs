@@ -19,7 +19,7 @@ use crate::cli::RunArgs;
 /// `hecate startup`.
 pub async fn startup(args: &RunArgs, force_branch: Option<String>) -> anyhow::Result<ExitCode> {
     let cfg = crate::load_config(&args.config)?;
-    let rt = Arc::new(Runtime::build(&cfg).context("building backends")?);
+    let rt = Arc::new(build_reporting(&cfg));
     let plan = plan::startup_plan(&cfg, &rt, "requested from the command line", force_branch);
     carry_out(&cfg, rt, plan, args).await
 }
@@ -27,9 +27,20 @@ pub async fn startup(args: &RunArgs, force_branch: Option<String>) -> anyhow::Re
 /// `hecate shutdown`.
 pub async fn shutdown(args: &RunArgs, reason: &str) -> anyhow::Result<ExitCode> {
     let cfg = crate::load_config(&args.config)?;
-    let rt = Arc::new(Runtime::build(&cfg).context("building backends")?);
+    let rt = Arc::new(build_reporting(&cfg));
     let plan = plan::shutdown_plan(&cfg, &rt, reason);
     carry_out(&cfg, rt, plan, args).await
+}
+
+/// Builds what it can; each backend that cannot be built is said on stderr. A run goes on
+/// without it (the steps that need it fail at once, fallbacks go on): a broken SSH key on one
+/// node must not keep the others up.
+fn build_reporting(cfg: &Config) -> Runtime {
+    let rt = Runtime::build_degraded(cfg);
+    for b in &rt.unavailable {
+        eprintln!("problem: {b}");
+    }
+    rt
 }
 
 async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -39,6 +50,14 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         } else {
             print!("{}", plan.render(&crate::status::expected(cfg, plan.kind)));
             println!("\ndry run: nothing was done. Add --execute to carry this plan out.");
+        }
+        // A dry run is a preflight: a backend that cannot be built fails it.
+        if !rt.unavailable.is_empty() {
+            eprintln!(
+                "{} backend(s) cannot be built (above): the steps that need them would fail",
+                rt.unavailable.len()
+            );
+            return Ok(ExitCode::FAILURE);
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -150,6 +150,9 @@ pub struct Snapshot {
     /// Coordinator: forwarders whose outage has not cleared; no automatic startup until it has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for_forwarders: Vec<String>,
+    /// Backends that could not be built (config field, kind, why): what needs them fails at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
     /// Forwarder after a handover: when it powers its own host off unless mains return first
     /// (RFC 3339; `forwarding.power_off_self_after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +208,7 @@ impl Snapshot {
             trigger_reason: sup.trigger().map(|t| t.reason.clone()),
             last_run,
             waiting_for_forwarders: sup.outstanding().iter().cloned().collect(),
+            unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
             power_off_self_at: sup.power_off_self_due().and_then(|due| {
                 let ahead = Duration::try_from_secs_f64((due - now_s).max(0.0)).ok()?;
                 wall_now.checked_add(ahead).map(|w| humantime::format_rfc3339_seconds(w).to_string())
@@ -237,6 +241,9 @@ impl Snapshot {
                 "forwarders still on battery (no automatic startup until they clear): {}",
                 self.waiting_for_forwarders.join(", ")
             );
+        }
+        for u in &self.unavailable {
+            let _ = writeln!(s, "backend unavailable (what needs it fails at once): {u}");
         }
         if let Some(at) = &self.power_off_self_at {
             let _ = writeln!(
@@ -372,7 +379,7 @@ fn daemon_snapshot(cfg: &Config) -> Option<Snapshot> {
 }
 
 async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
-    let rt = Runtime::build(cfg).context("building backends")?;
+    let rt = Runtime::build_degraded(cfg);
     let budget = budget(cfg);
     let mut sources = Vec::new();
     for p in &rt.power {
@@ -409,6 +416,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         trigger_reason: None,
         last_run: None,
         waiting_for_forwarders: Vec::new(),
+        unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
         power_off_self_at: None,
     })
 }

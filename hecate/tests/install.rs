@@ -650,6 +650,11 @@ fn the_installed_config_passes_check_and_so_does_its_nut_source_uncommented() {
     }
     let edited = edited.join("\n") + "\n";
     assert!(edited.contains("\n  - type: nut\n    name: atlasups\n    ups: atlasups\n"), "{edited}");
+    // `config check` builds the source, which reads its password file: the one the installer
+    // wrote, here under the temp root.
+    let pass = root.path().join("etc/hecate/nut.pass");
+    assert!(edited.contains("/etc/hecate/nut.pass") && pass.exists(), "{edited}");
+    let edited = edited.replace("/etc/hecate/nut.pass", &pass.display().to_string());
     let path = root.path().join("nut.yaml");
     std::fs::write(&path, edited).unwrap();
     let out = check(&path);

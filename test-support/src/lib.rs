@@ -15,6 +15,7 @@
 //!
 //! Ports are always loopback and never 22, 623, 3493 or 9560 (the real services' ports), TCP or UDP.
 
+mod daemon;
 mod ipmi;
 mod kube;
 mod nut;
@@ -29,6 +30,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use daemon::HecateDaemon;
 pub use ipmi::IpmiSim;
 pub use kube::{KUBE_APISERVER, KubeApiServer};
 pub use nut::Upsd;
