@@ -17,17 +17,81 @@ use crate::notify::NotifierConfig;
 use crate::policy::PolicyConfig;
 use crate::power::PowerSourceConfig;
 
-/// What this Hecate instance is in a multi-UPS setup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+/// What this Hecate instance is in a multi-UPS setup, with the settings of that role.
+///
+/// ```yaml
+/// role: standalone            # the default
+/// role:
+///   coordinator: { listen: 10.10.0.5:9561, token_file: /etc/hecate/forwarding.token }
+/// role:
+///   forwarder: { coordinator_url: https://10.10.0.5:9561, token_file: /etc/hecate/forwarding.token }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum HostRole {
+pub enum Role {
     /// Watches its UPS and runs the cluster's shutdown itself.
     #[default]
     Standalone,
     /// Runs the cluster's shutdown and accepts triggers forwarded by other instances.
-    Coordinator,
+    Coordinator(CoordinatorConfig),
     /// Watches its own UPS and forwards triggers to the coordinator, acting locally if that fails.
-    Forwarder,
+    Forwarder(ForwarderConfig),
+}
+
+impl Role {
+    /// `standalone`, `coordinator` or `forwarder`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Coordinator(_) => "coordinator",
+            Self::Forwarder(_) => "forwarder",
+        }
+    }
+}
+
+/// A coordinator: accepts forwarded triggers and clears on `listen` (`POST /v1/trigger`,
+/// `/v1/clear`) and shuts the whole cluster down.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// The address to accept forwarded triggers on (e.g. `10.10.0.5:9561`): one the forwarders
+    /// reach, not `0.0.0.0` unless firewalled.
+    pub listen: SocketAddr,
+    /// The secret shared with the forwarders (one line, at least 16 characters), expected as a
+    /// bearer token.
+    pub token_file: PathBuf,
+    /// Serve the endpoint over TLS with this certificate chain (PEM)...
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// ... and this private key (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// A forwarder (a host on another UPS): sends its shutdown trigger to the coordinator, which
+/// shuts the whole cluster down; if the coordinator cannot be reached within `timeout`, it runs
+/// its own shutdown plan instead.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderConfig {
+    /// The coordinator's forwarding endpoint, `http(s)://HOST:PORT` (its `/v1/trigger` and
+    /// `/v1/clear` are used).
+    pub coordinator_url: String,
+    /// The secret shared with the coordinator (one line, at least 16 characters).
+    pub token_file: PathBuf,
+    /// How long to keep trying the coordinator before shutting down locally.
+    #[serde(default = "default_forward_timeout")]
+    pub timeout: HumanDuration,
+    /// Trust only this CA (PEM) for an `https` coordinator_url; the system's roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With `shutdown.power_off_self: true`: once the coordinator has taken the trigger, power
+    /// this host off when this long has passed without its mains coming back. Longer than the
+    /// coordinator needs for this host's own machines (if it stops any here), shorter than this
+    /// host's UPS lasts. Absent: after a handover this host stays up until its mains return or
+    /// its UPS runs out.
+    #[serde(default)]
+    pub power_off_self_after: Option<HumanDuration>,
 }
 
 /// The whole configuration file.
@@ -36,9 +100,10 @@ pub enum HostRole {
 pub struct Config {
     /// This host's name, used in logs, notifications and run records.
     pub host: String,
-    /// What this instance is in a multi-UPS setup.
+    /// What this instance is in a multi-UPS setup: `standalone` (the default), or
+    /// `coordinator:`/`forwarder:` with that role's settings.
     #[serde(default)]
-    pub role: HostRole,
+    pub role: Role,
     /// Where runs.json, the journal and the lock live.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -71,46 +136,6 @@ pub struct Config {
     /// How the startup plan is built.
     #[serde(default)]
     pub startup: StartupConfig,
-    /// Multi-UPS: where a forwarder sends its trigger, where a coordinator accepts them.
-    #[serde(default)]
-    pub forwarding: Option<ForwardingConfig>,
-}
-
-/// Multi-UPS forwarding. A forwarder (a host on another UPS) sends its shutdown trigger to the
-/// coordinator, which shuts the whole cluster down; if the coordinator cannot be reached within
-/// `timeout`, the forwarder runs its own shutdown plan instead.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardingConfig {
-    /// Forwarder: the coordinator's forwarding endpoint, `http://HOST:PORT` (its `/v1/trigger` and
-    /// `/v1/clear` are used).
-    #[serde(default)]
-    pub coordinator_url: Option<String>,
-    /// Coordinator: the address to accept forwarded triggers on (e.g. `10.10.0.5:9561`).
-    #[serde(default)]
-    pub listen: Option<SocketAddr>,
-    /// The secret both sides share (one line, at least 16 characters), sent as a bearer token.
-    pub token_file: PathBuf,
-    /// Forwarder: how long to keep trying the coordinator before shutting down locally.
-    #[serde(default = "default_forward_timeout")]
-    pub timeout: HumanDuration,
-    /// Coordinator: serve the endpoint over TLS with this certificate chain (PEM)...
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// ... and this private key (PEM).
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// Forwarder: trust only this CA (PEM) for an `https` coordinator_url; the system's roots
-    /// when absent.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Forwarder with `shutdown.power_off_self: true`: once the coordinator has taken the
-    /// trigger, power this host off when this long has passed without its mains coming back.
-    /// Longer than the coordinator needs for this host's own machines (if it stops any here),
-    /// shorter than this host's UPS lasts. Absent: after a handover this host stays up until
-    /// its mains return or its UPS runs out.
-    #[serde(default)]
-    pub power_off_self_after: Option<HumanDuration>,
 }
 
 fn default_forward_timeout() -> HumanDuration {
@@ -480,65 +505,44 @@ impl Config {
         }
         p.extend(self.policy.validate().into_iter().map(|m| ("policy".to_string(), m)));
         p.extend(self.budget.validate().into_iter().map(|m| ("budget".to_string(), m)));
-        match (self.role, &self.forwarding) {
-            (HostRole::Forwarder, None) => p.push((
-                "forwarding".into(),
-                "role forwarder needs `forwarding.coordinator_url` and `token_file`".into(),
-            )),
-            (HostRole::Coordinator, None) => {
-                p.push(("forwarding".into(), "role coordinator needs `forwarding.listen` and `token_file`".into()))
-            }
-            (HostRole::Forwarder, Some(f)) => match &f.coordinator_url {
-                None => p.push(("forwarding.coordinator_url".into(), "a forwarder needs the coordinator's url".into())),
-                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                    p.push(("forwarding.coordinator_url".into(), format!("must be an http(s) url, not {u:?}")))
+        match &self.role {
+            Role::Standalone => {}
+            Role::Coordinator(c) => {
+                if c.tls_cert_file.is_some() != c.tls_key_file.is_some() {
+                    p.push(("role.coordinator".into(), "`tls_cert_file` and `tls_key_file` go together".into()));
                 }
-                Some(_) => {}
-            },
-            (HostRole::Coordinator, Some(f)) if f.listen.is_none() => {
-                p.push(("forwarding.listen".into(), "a coordinator needs an address to accept triggers on".into()))
+                if c.tls_cert_file.is_none() {
+                    w.push(
+                        "role.coordinator: the trigger endpoint is plain http, so its token crosses the network in \
+                         clear (set tls_cert_file and tls_key_file)"
+                            .into(),
+                    );
+                }
             }
-            (HostRole::Standalone, Some(_)) => {
-                w.push("`forwarding` is ignored: role is standalone (set role: coordinator or forwarder)".into())
-            }
-            _ => {}
-        }
-        if let Some(f) = &self.forwarding {
-            if f.timeout.is_zero() {
-                p.push(("forwarding.timeout".into(), "must be greater than zero".into()));
-            }
-            if f.tls_cert_file.is_some() != f.tls_key_file.is_some() {
-                p.push(("forwarding".into(), "`tls_cert_file` and `tls_key_file` go together".into()));
-            }
-            if f.ca_file.is_some() && !f.coordinator_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
-                p.push(("forwarding.ca_file".into(), "only used with an https `coordinator_url`".into()));
-            }
-            if f.power_off_self_after.is_some() {
-                if self.role != HostRole::Forwarder {
-                    p.push((
-                        "forwarding.power_off_self_after".into(),
-                        "only a forwarder hands its trigger over and waits to power itself off".into(),
-                    ));
-                } else if !self.shutdown.power_off_self {
-                    p.push((
-                        "forwarding.power_off_self_after".into(),
+            Role::Forwarder(f) => {
+                let u = &f.coordinator_url;
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    p.push(("role.forwarder.coordinator_url".into(), format!("must be an http(s) url, not {u:?}")));
+                }
+                if f.timeout.is_zero() {
+                    p.push(("role.forwarder.timeout".into(), "must be greater than zero".into()));
+                }
+                if f.ca_file.is_some() && !u.starts_with("https://") {
+                    p.push(("role.forwarder.ca_file".into(), "only used with an https `coordinator_url`".into()));
+                }
+                match (f.power_off_self_after.is_some(), self.shutdown.power_off_self) {
+                    (true, false) => p.push((
+                        "role.forwarder.power_off_self_after".into(),
                         "has no effect without `shutdown.power_off_self: true`".into(),
-                    ));
+                    )),
+                    (false, true) => w.push(
+                        "role.forwarder: shutdown.power_off_self covers only this host's own fallback plan; after \
+                         a handover to the coordinator the host stays up until its UPS runs out (set \
+                         role.forwarder.power_off_self_after)"
+                            .into(),
+                    ),
+                    _ => {}
                 }
-            } else if self.role == HostRole::Forwarder && self.shutdown.power_off_self {
-                w.push(
-                    "forwarding: shutdown.power_off_self covers only this host's own fallback plan; after a \
-                     handover to the coordinator the host stays up until its UPS runs out (set \
-                     forwarding.power_off_self_after)"
-                        .into(),
-                );
-            }
-            if self.role == HostRole::Coordinator && f.tls_cert_file.is_none() {
-                w.push(
-                    "forwarding: the trigger endpoint is plain http, so its token crosses the network in clear \
-                     (set tls_cert_file and tls_key_file)"
-                        .into(),
-                );
             }
         }
         if !self.nodes.is_empty() && self.cluster.is_none() {
@@ -569,6 +573,9 @@ fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> 
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
+    if let Some(hint) = migration_hint(path, &message) {
+        message = format!("{message}; {hint}");
+    }
     let loc = e.location().map(|l| (l.line(), l.column()));
     // serde_path_to_error names the field; the index gives that field's own line when the
     // error is about its value (an unknown field is best shown where the parser saw it).
@@ -581,6 +588,20 @@ fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> 
         problems: vec![Problem { line: located.map(|l| l.0), column: located.map(|l| l.1), field, message }],
         snippet,
     }
+}
+
+/// What to change in a config written for an earlier layout.
+fn migration_hint(path: &str, message: &str) -> Option<&'static str> {
+    let role_needs_settings =
+        (path == "role.coordinator" || path == "role.forwarder") && message.contains("expected mapping");
+    if role_needs_settings || message.contains("unknown field `forwarding`") {
+        return Some(
+            "a coordinator's or forwarder's settings go under its role, e.g. `role: { coordinator: { listen: \
+             10.10.0.5:9561, token_file: /etc/hecate/forwarding.token } }` (what was the `forwarding:` block; \
+             see configs/forwarder.yaml)",
+        );
+    }
+    None
 }
 
 /// Every "at line L, column C" in a message.

@@ -66,7 +66,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, HostRole};
+use crate::config::{self, Config};
 use crate::engine::{JournalSummary, Outcome};
 use crate::notify::EventKind;
 use crate::plan::PlanKind;
@@ -125,14 +125,12 @@ pub struct SupervisorConfig {
 impl SupervisorConfig {
     /// The settings of a config.
     pub fn from_config(cfg: &Config) -> Self {
-        let role = match cfg.role {
-            HostRole::Standalone => Role::Standalone,
-            HostRole::Coordinator => Role::Coordinator,
-            HostRole::Forwarder => Role::Forwarder {
-                power_off_self_after_s: cfg
-                    .forwarding
-                    .as_ref()
-                    .and_then(|f| f.power_off_self_after)
+        let role = match &cfg.role {
+            config::Role::Standalone => Role::Standalone,
+            config::Role::Coordinator(_) => Role::Coordinator,
+            config::Role::Forwarder(f) => Role::Forwarder {
+                power_off_self_after_s: f
+                    .power_off_self_after
                     .filter(|_| cfg.shutdown.power_off_self)
                     .map(|d| d.as_secs_f64()),
             },

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use hecate_core::config::{Config, ConfigError};
+use hecate_core::config::{Config, ConfigError, Role};
 
 // The core alone links no backends; a tiny power source lets these documents parse.
 mod stub {
@@ -138,67 +138,70 @@ fn policy_problems_are_reported() {
 }
 
 #[test]
-fn forwarding_roles_need_their_half_of_the_forwarding_section() {
+fn each_role_carries_its_own_settings() {
     let ups = "power_sources:\n  - { type: stub_ups, name: u1 }\n";
+    // A role without its settings, or settings of the wrong role, do not parse: the type says so.
     let (e, s) = err(&format!("host: a\nrole: forwarder\n{ups}"));
-    assert!(e.problems.iter().any(|p| p.field == "forwarding" && p.message.contains("coordinator_url")), "{s}");
-    let (e, s) = err(&format!("host: a\nrole: coordinator\n{ups}"));
-    assert!(e.problems.iter().any(|p| p.field == "forwarding" && p.message.contains("listen")), "{s}");
+    assert!(e.problems.iter().any(|p| p.field.starts_with("role")), "{s}");
+    let (e, s) = err(&format!("host: a\nrole:\n  coordinator: {{ token_file: /t }}\n{ups}"));
+    assert!(e.problems.iter().any(|p| p.field.starts_with("role") && p.message.contains("listen")), "{s}");
     let (e, s) = err(&format!(
-        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: titan-db:9561, token_file: /t, timeout: 0s }}\n{ups}"
+        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:1\", token_file: /t, power_off_self_after: 2m }}\n{ups}"
     ));
-    assert!(e.problems.iter().any(|p| p.field == "forwarding.coordinator_url" && p.message.contains("http")), "{s}");
-    assert!(e.problems.iter().any(|p| p.field == "forwarding.timeout"), "{s}");
-    assert!(s.contains("test.yaml:3"), "the line of `forwarding`: {s}");
-    let (e, s) = err(&format!("host: a\nrole: coordinator\nforwarding: {{ token_file: /t }}\n{ups}"));
-    assert!(e.problems.iter().any(|p| p.field == "forwarding.listen"), "{s}");
-
-    let ok = format!(
-        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: http://titan-db:9561, token_file: /t }}\n{ups}"
-    );
-    let (c, warnings) = Config::from_yaml(&ok, Path::new("t.yaml")).unwrap();
-    assert_eq!(c.forwarding.unwrap().timeout.as_secs(), 30);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    let (_, warnings) =
-        Config::from_yaml(&format!("host: a\nforwarding: {{ token_file: /t }}\n{ups}"), Path::new("t.yaml")).unwrap();
-    assert!(warnings.iter().any(|w| w.contains("ignored")), "{warnings:?}");
+    assert!(e.problems.iter().any(|p| p.message.contains("power_off_self_after")), "{s}");
+    // The old `forwarding:` block is refused by name.
+    let (e, s) = err(&format!("host: a\nforwarding: {{ token_file: /t }}\n{ups}"));
+    assert!(e.problems.iter().any(|p| p.message.contains("forwarding")), "{s}");
 
     let (e, s) = err(&format!(
-        "host: a\nrole: coordinator\nforwarding: {{ listen: \"127.0.0.1:9561\", token_file: /t, tls_cert_file: /c }}\n{ups}"
+        "host: a\nrole:\n  forwarder: {{ coordinator_url: titan-db:9561, token_file: /t, timeout: 0s }}\n{ups}"
+    ));
+    assert!(
+        e.problems.iter().any(|p| p.field == "role.forwarder.coordinator_url" && p.message.contains("http")),
+        "{s}"
+    );
+    assert!(e.problems.iter().any(|p| p.field == "role.forwarder.timeout"), "{s}");
+    assert!(s.contains("test.yaml:3"), "the line of the forwarder's settings: {s}");
+
+    let ok = format!("host: a\nrole:\n  forwarder: {{ coordinator_url: http://titan-db:9561, token_file: /t }}\n{ups}");
+    let (c, warnings) = Config::from_yaml(&ok, Path::new("t.yaml")).unwrap();
+    let Role::Forwarder(f) = c.role else { panic!("a forwarder: {:?}", c.role) };
+    assert_eq!(f.timeout.as_secs(), 30);
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let (e, s) = err(&format!(
+        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:9561\", token_file: /t, tls_cert_file: /c }}\n{ups}"
     ));
     assert!(e.problems.iter().any(|p| p.message.contains("go together")), "{s}");
     let (e, s) = err(&format!(
-        "host: a\nrole: forwarder\nforwarding: {{ coordinator_url: http://c:1, token_file: /t, ca_file: /ca }}\n{ups}"
+        "host: a\nrole:\n  forwarder: {{ coordinator_url: http://c:1, token_file: /t, ca_file: /ca }}\n{ups}"
     ));
-    assert!(e.problems.iter().any(|p| p.field == "forwarding.ca_file"), "{s}");
-    let plain =
-        format!("host: a\nrole: coordinator\nforwarding: {{ listen: \"127.0.0.1:9561\", token_file: /t }}\n{ups}");
-    let (_, warnings) = Config::from_yaml(&plain, Path::new("t.yaml")).unwrap();
+    assert!(e.problems.iter().any(|p| p.field == "role.forwarder.ca_file"), "{s}");
+    let plain = format!("host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:9561\", token_file: /t }}\n{ups}");
+    let (c, warnings) = Config::from_yaml(&plain, Path::new("t.yaml")).unwrap();
+    assert!(matches!(c.role, Role::Coordinator(_)));
     assert!(warnings.iter().any(|w| w.contains("plain http")), "{warnings:?}");
 }
 
 #[test]
 fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
     let ups = "power_sources:\n  - { type: stub_ups, name: u1 }\n";
-    let fwd = "forwarding: { coordinator_url: http://c:1, token_file: /t, power_off_self_after: 2m }\n";
-    let (e, s) = err(&format!("host: a\nrole: forwarder\n{fwd}{ups}"));
+    let fwd = "role:\n  forwarder: { coordinator_url: http://c:1, token_file: /t, power_off_self_after: 2m }\n";
+    let (e, s) = err(&format!("host: a\n{fwd}{ups}"));
     assert!(
-        e.problems.iter().any(|p| p.field == "forwarding.power_off_self_after" && p.message.contains("power_off_self")),
+        e.problems
+            .iter()
+            .any(|p| p.field == "role.forwarder.power_off_self_after" && p.message.contains("power_off_self")),
         "{s}"
     );
-    let (e, s) = err(&format!(
-        "host: a\nrole: coordinator\nforwarding: {{ listen: \"127.0.0.1:1\", token_file: /t, power_off_self_after: 2m }}\n{ups}"
-    ));
-    assert!(e.problems.iter().any(|p| p.field == "forwarding.power_off_self_after"), "{s}");
 
     let off = "shutdown: { power_off_self: true }\n";
-    let (c, warnings) =
-        Config::from_yaml(&format!("host: a\nrole: forwarder\n{fwd}{off}{ups}"), Path::new("t.yaml")).unwrap();
-    assert_eq!(c.forwarding.unwrap().power_off_self_after.map(|d| d.as_secs()), Some(120));
+    let (c, warnings) = Config::from_yaml(&format!("host: a\n{fwd}{off}{ups}"), Path::new("t.yaml")).unwrap();
+    let Role::Forwarder(f) = c.role else { panic!("a forwarder") };
+    assert_eq!(f.power_off_self_after.map(|d| d.as_secs()), Some(120));
     assert!(warnings.is_empty(), "{warnings:?}");
     // Without it, power_off_self on a forwarder covers only its fallback plan: say so.
-    let bare = "forwarding: { coordinator_url: http://c:1, token_file: /t }\n";
-    let (_, warnings) =
-        Config::from_yaml(&format!("host: a\nrole: forwarder\n{bare}{off}{ups}"), Path::new("t.yaml")).unwrap();
+    let bare = "role:\n  forwarder: { coordinator_url: http://c:1, token_file: /t }\n";
+    let (_, warnings) = Config::from_yaml(&format!("host: a\n{bare}{off}{ups}"), Path::new("t.yaml")).unwrap();
     assert!(warnings.iter().any(|w| w.contains("power_off_self_after")), "{warnings:?}");
 }

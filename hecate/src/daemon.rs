@@ -201,12 +201,7 @@ impl Shell {
                 }
             });
         }
-        let Some(f) = self
-            .cfg
-            .forwarding
-            .as_ref()
-            .filter(|_| self.sup.config().role == hecate_core::supervisor::Role::Coordinator)
-        else {
+        let hecate_core::config::Role::Coordinator(f) = &self.cfg.role else {
             return;
         };
         let endpoint = forward::read_token(&f.token_file).and_then(|token| {
@@ -223,7 +218,8 @@ impl Shell {
                 return;
             }
         };
-        if let Some(listen) = f.listen {
+        {
+            let listen = f.listen;
             let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
             tokio::spawn(async move {
                 if let Err(e) = forward::serve(listen, token, fwd_tx, tls).await {

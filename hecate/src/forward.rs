@@ -7,7 +7,7 @@
 //!   forwarder that triggered has cleared, the coordinator does not start the cluster on its own
 //!   (its machines may still hang on the failing UPS).
 //!
-//! A forwarder that triggers posts to the coordinator, retrying until `forwarding.timeout`; if no
+//! A forwarder that triggers posts to the coordinator, retrying until its `timeout`; if no
 //! coordinator accepted by then, the daemon runs the forwarder's own shutdown plan instead (and
 //! says so with a `forwarder_fallback` event).
 
@@ -22,7 +22,7 @@ use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::serve::IncomingStream;
-use hecate_core::config::{Config, HostRole};
+use hecate_core::config::{Config, Role};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -58,7 +58,7 @@ const MAX_FIELD: usize = 512;
 
 /// Reads the shared secret: the file's first line, at least 16 characters.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let token = hecate_core::secret::read_secret_line(path, "forwarding.token_file")
+    let token = hecate_core::secret::read_secret_line(path, "token_file")
         .map_err(|e| anyhow::anyhow!("{}", e.detail()))?
         .trim()
         .to_string();
@@ -107,10 +107,10 @@ pub fn client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy();
     if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading forwarding.ca_file {}", ca.display()))?;
+        let pem = std::fs::read(ca).with_context(|| format!("reading ca_file {}", ca.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("forwarding.ca_file {} is not PEM", ca.display()))?;
-        anyhow::ensure!(!certs.is_empty(), "forwarding.ca_file {} holds no certificate", ca.display());
+            .with_context(|| format!("ca_file {} is not PEM", ca.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "ca_file {} holds no certificate", ca.display());
         builder = builder.tls_certs_only(certs);
     }
     builder.build().context("building the forwarding http client")
@@ -325,19 +325,19 @@ impl ForwardLink {
     /// The link for a `role: forwarder` config (`None` for other roles). Reads the token and
     /// `ca_file` now, so a missing file is reported at start, not when the UPS runs low.
     pub fn from_config(cfg: &Config) -> anyhow::Result<Option<ForwardLink>> {
-        let (HostRole::Forwarder, Some(f)) = (cfg.role, &cfg.forwarding) else {
+        let Role::Forwarder(f) = &cfg.role else {
             return Ok(None);
         };
         Ok(Some(ForwardLink {
             host: cfg.host.clone(),
-            base_url: f.coordinator_url.clone().unwrap_or_default(),
+            base_url: f.coordinator_url.clone(),
             token: read_token(&f.token_file)?.into(),
             client: client(f.ca_file.as_deref())?,
             timeout: *f.timeout,
         }))
     }
 
-    /// Posts the trigger until the coordinator takes it or `forwarding.timeout` passes.
+    /// Posts the trigger until the coordinator takes it or the forwarder's `timeout` passes.
     pub async fn trigger(&self, reason: &str) -> Result<String, String> {
         let body = serde_json::json!({ "host": self.host, "reason": reason });
         post(&self.client, &endpoint(&self.base_url, "trigger"), &self.token, body, self.timeout).await

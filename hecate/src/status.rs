@@ -154,7 +154,7 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<String>,
     /// Forwarder after a handover: when it powers its own host off unless mains return first
-    /// (RFC 3339; `forwarding.power_off_self_after`).
+    /// (RFC 3339; `role.forwarder.power_off_self_after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_off_self_at: Option<String>,
 }

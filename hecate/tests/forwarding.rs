@@ -6,65 +6,16 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hecate_test_support::{free_port, wait_until};
+use hecate_test_support::{HecateDaemon, free_port, wait_until};
 
 const TOKEN: &str = "test-forwarding-token-0123456789";
 
-struct Daemon {
-    child: Child,
-    state: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+type Daemon = HecateDaemon;
 
-impl Daemon {
-    fn start(yaml_body: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let yaml = format!("state_dir: {}\n{yaml_body}", state.display());
-        let cfg = dir.path().join("hecate.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let log = dir.path().join("daemon.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hecate"))
-            .args(["daemon", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Daemon { child, state, log, _dir: dir }
-    }
-
-    fn status(&self) -> serde_json::Value {
-        std::fs::read_to_string(self.state.join("status.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default()
-    }
-
-    fn shutdowns(&self) -> Vec<serde_json::Value> {
-        let runs: Vec<serde_json::Value> = std::fs::read_to_string(self.state.join("runs.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        runs.into_iter().filter(|r| r["kind"] == "shutdown").collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(yaml_body: &str) -> Daemon {
+    HecateDaemon::start(Path::new(env!("CARGO_BIN_EXE_hecate")), yaml_body)
 }
 
 fn token_file(dir: &Path, token: &str) -> PathBuf {
@@ -80,15 +31,15 @@ fn coordinator(port: u16, token: &Path) -> Daemon {
 
 /// The coordinator with more `daemon:` and `forwarding:` settings.
 fn coordinator_with(port: u16, token: &Path, daemon: &str, forwarding: &str) -> Daemon {
-    Daemon::start(&format!(
+    start(&format!(
         "host: titan-db
-role: coordinator
+role:
+  coordinator: {{ listen: \"127.0.0.1:{port}\", token_file: {token}{forwarding} }}
 daemon: {{ poll_interval: 200ms{daemon} }}
 power_sources: [ {{ type: simulated, name: main-ups }} ]
 cluster: {{ type: simulated }}
 nodes:
   - {{ name: s1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
-forwarding: {{ listen: \"127.0.0.1:{port}\", token_file: {token}{forwarding} }}
 notifiers: [ {{ type: log }} ]
 ",
         token = token.display()
@@ -107,9 +58,10 @@ fn forwarder_with(url: &str, token: &Path, daemon: &str, script: &str, forwardin
 
 /// The forwarder with all of the above and more top-level YAML (`extra`).
 fn forwarder_full(url: &str, token: &Path, daemon: &str, script: &str, forwarding: &str, extra: &str) -> Daemon {
-    Daemon::start(&format!(
+    start(&format!(
         "host: tethys
-role: forwarder
+role:
+  forwarder: {{ coordinator_url: \"{url}\", token_file: {token}, timeout: 3s{forwarding} }}
 daemon: {{ poll_interval: 200ms, metrics_listen: null{daemon} }}
 policy: {{ debounce_polls: 1 }}
 budget: {{ default_shutdown_budget: 10s }}
@@ -118,7 +70,6 @@ power_sources:
 cluster: {{ type: simulated }}
 nodes:
   - {{ name: t1, address: x, role: server, init: true, controllers: [ {{ type: simulated, step_duration: 50ms }} ] }}
-forwarding: {{ coordinator_url: \"{url}\", token_file: {token}, timeout: 3s{forwarding} }}
 notifiers: [ {{ type: log }} ]
 {extra}",
         token = token.display()
@@ -159,7 +110,7 @@ fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
     let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &token);
 
     let runs = wait_until("the coordinator's shutdown", Duration::from_secs(60), || {
-        let s = coord.shutdowns();
+        let s = coord.runs_of("shutdown");
         if s.is_empty() { Err(format!("no shutdown yet; coordinator log:\n{}", coord.log())) } else { Ok(s) }
     });
     let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
@@ -168,7 +119,7 @@ fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
         let phase = fwd.status()["phase"].clone();
         if phase == "forwarded" { Ok(()) } else { Err(format!("phase {phase}; forwarder log:\n{}", fwd.log())) }
     });
-    assert!(fwd.shutdowns().is_empty(), "the forwarder must not run its own shutdown when the coordinator took it");
+    assert!(fwd.runs_of("shutdown").is_empty(), "the forwarder must not run its own shutdown when the coordinator took it");
     let metrics = scrape(metrics_port);
     assert!(metrics.contains("hecate_forwarded_triggers_total{forwarder=\"tethys\"} 1"), "{metrics}");
     assert!(metrics.contains("hecate_forwarders_waiting 1"), "tethys has not cleared yet:\n{metrics}");
@@ -187,13 +138,13 @@ fn a_refused_forward_falls_back_to_the_local_shutdown() {
     let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &wrong);
 
     let runs = wait_until("the forwarder's own shutdown", Duration::from_secs(60), || {
-        let s = fwd.shutdowns();
+        let s = fwd.runs_of("shutdown");
         if s.is_empty() { Err(format!("no local shutdown yet; forwarder log:\n{}", fwd.log())) } else { Ok(s) }
     });
     let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
     assert!(reason.contains("forwarding failed: coordinator answered 401"), "{reason}");
     assert!(fwd.log().contains("\"kind\":\"forwarder_fallback\""), "the fallback event:\n{}", fwd.log());
-    assert!(coord.shutdowns().is_empty(), "a wrong token must not shut the cluster down");
+    assert!(coord.runs_of("shutdown").is_empty(), "a wrong token must not shut the cluster down");
     assert!(coord.log().contains("forwarded message refused: missing or wrong token"), "{}", coord.log());
 }
 
@@ -205,7 +156,7 @@ fn an_unreachable_coordinator_falls_back_after_the_timeout() {
     let port = free_port(Ipv4Addr::LOCALHOST);
     let fwd = forwarder(&format!("http://127.0.0.1:{port}"), &token);
     let runs = wait_until("the forwarder's own shutdown", Duration::from_secs(60), || {
-        let s = fwd.shutdowns();
+        let s = fwd.runs_of("shutdown");
         if s.is_empty() { Err(format!("no local shutdown yet; forwarder log:\n{}", fwd.log())) } else { Ok(s) }
     });
     let reason = runs[0]["trigger_reason"].as_str().unwrap_or_default().to_string();
@@ -238,7 +189,7 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
     wait_until("the coordinator to wait for tethys", Duration::from_secs(60), || {
         let st = coord.status();
         let waiting = st["waiting_for_forwarders"].clone();
-        let done = !coord.shutdowns().is_empty();
+        let done = !coord.runs_of("shutdown").is_empty();
         if done && waiting == serde_json::json!(["tethys"]) && st["phase"] == "shut_down" {
             Ok(())
         } else {
@@ -257,7 +208,7 @@ fn the_coordinator_starts_the_cluster_only_once_the_forwarder_has_cleared() {
     let cleared = log.find("forwarder tethys: mains are back").expect("the clear arrived");
     let started = log.find("mains power is back and stable: starting the cluster").expect("the startup began");
     assert!(cleared < started, "no startup before the forwarder cleared:\n{log}");
-    assert!(fwd.shutdowns().is_empty());
+    assert!(fwd.runs_of("shutdown").is_empty());
     assert_eq!(fwd.status()["phase"], "watching", "the forwarder watches again");
 }
 
@@ -285,8 +236,8 @@ fn after_the_handover_the_forwarder_powers_itself_off_when_its_mains_stay_out() 
     let handed = log.find("the coordinator took the trigger").expect("the handover is logged");
     let off = log.find("powering this host off").expect("the power-off is logged");
     assert!(handed < off, "the host is powered off only after the handover:\n{log}");
-    assert!(fwd.shutdowns().is_empty(), "no local plan ran: the coordinator took the cluster's shutdown");
-    assert!(!coord.shutdowns().is_empty() || coord.status()["phase"] == "shutting_down", "{}", coord.log());
+    assert!(fwd.runs_of("shutdown").is_empty(), "no local plan ran: the coordinator took the cluster's shutdown");
+    assert!(!coord.runs_of("shutdown").is_empty() || coord.status()["phase"] == "shutting_down", "{}", coord.log());
 }
 
 #[test]
@@ -345,13 +296,13 @@ fn over_tls_the_forwarder_trusts_only_its_ca_file() {
     // Without the CA the coordinator's certificate is not trusted: the forwarder acts locally.
     let untrusting = forwarder(&url, &token);
     wait_until("the untrusting forwarder's own shutdown", Duration::from_secs(60), || {
-        if untrusting.shutdowns().is_empty() { Err(untrusting.log()) } else { Ok(()) }
+        if untrusting.runs_of("shutdown").is_empty() { Err(untrusting.log()) } else { Ok(()) }
     });
-    assert!(coord.shutdowns().is_empty(), "nothing reached the coordinator:\n{}", coord.log());
+    assert!(coord.runs_of("shutdown").is_empty(), "nothing reached the coordinator:\n{}", coord.log());
 
     let fwd = forwarder_with(&url, &token, "", "", &format!(", ca_file: {}", ca.display()));
     let runs = wait_until("the coordinator's shutdown", Duration::from_secs(60), || {
-        let s = coord.shutdowns();
+        let s = coord.runs_of("shutdown");
         if s.is_empty() {
             Err(format!("coordinator log:\n{}\nforwarder log:\n{}", coord.log(), fwd.log()))
         } else {
@@ -359,5 +310,5 @@ fn over_tls_the_forwarder_trusts_only_its_ca_file() {
         }
     });
     assert!(runs[0]["trigger_reason"].as_str().unwrap_or_default().starts_with("forwarded by tethys"));
-    assert!(fwd.shutdowns().is_empty());
+    assert!(fwd.runs_of("shutdown").is_empty());
 }
