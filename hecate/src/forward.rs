@@ -18,15 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::serve::IncomingStream;
 use hecate_core::config::{Config, Role};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+
+use crate::http::Limits;
 
 /// What a forwarder sent.
 #[derive(Debug, Clone)]
@@ -116,71 +115,9 @@ pub fn client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     builder.build().context("building the forwarding http client")
 }
 
-/// The peer of a request, from either listener.
-#[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
-
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// Connections whose TLS handshake finished. Handshakes run in their own tasks under a time
-/// limit, so a client that connects and stalls holds up nobody else.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accepting task only ends with the process.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_tls(tcp: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
-    loop {
-        let (sock, peer) = match tcp.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: do not spin.
-                tracing::warn!(error = %e, "forwarding endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
-                Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "forwarding endpoint: tls handshake failed"),
-                Err(_) => tracing::warn!(%peer, "forwarding endpoint: tls handshake timed out"),
-            }
-        });
-    }
-}
-
-/// Serves the endpoint on `listen`, over TLS when `tls` is given, until the process ends.
+/// Serves the endpoint on `listen`, over TLS when `tls` is given, until the process ends, within
+/// [`Limits::FORWARDING`]: anyone on the LAN can connect before the token is checked, so
+/// connections (TLS handshakes included) are capped and timed out (see [`crate::http`]).
 pub async fn serve(
     listen: SocketAddr,
     token: String,
@@ -190,26 +127,17 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/v1/trigger", axum::routing::post(trigger))
         .route("/v1/clear", axum::routing::post(clear))
-        .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(Shared { token, tx });
     let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the forwarding endpoint {listen}"))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%listen, scheme, "accepting forwarded triggers on /v1/trigger and /v1/clear");
-    match tls {
-        None => axum::serve(tcp, app.into_make_service_with_connect_info::<Peer>()).await,
-        Some(acceptor) => {
-            let local = tcp.local_addr()?;
-            let (ready_tx, ready) = mpsc::channel(16);
-            tokio::spawn(accept_tls(tcp, acceptor, ready_tx));
-            axum::serve(TlsListener { ready, local }, app.into_make_service_with_connect_info::<Peer>()).await
-        }
-    }
-    .context("serving the forwarding endpoint")
+    crate::http::serve(tcp, "forwarding endpoint", app, tls, Limits::FORWARDING).await;
+    Ok(())
 }
 
 async fn trigger(
     State(shared): State<Shared>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
@@ -218,7 +146,7 @@ async fn trigger(
 
 async fn clear(
     State(shared): State<Shared>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {

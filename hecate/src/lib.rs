@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod forward;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod observe;

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use hecate_core::supervisor::{Counters, PhaseKind, Supervisor};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::http::Limits;
+
 /// The flags exported as `hecate_ups_status{flag=...}`.
 const FLAGS: [StatusFlag; 9] = [
     StatusFlag::Online,
@@ -224,7 +226,9 @@ impl Metrics {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// Serves `/metrics` until the task is dropped.
+    /// Serves `/metrics` until the task is dropped, within [`Limits::METRICS`]: the port is
+    /// open to the LAN without a token, so connections are capped and timed out (see
+    /// [`crate::http`]). An error only if `addr` cannot be bound.
     pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
@@ -236,7 +240,8 @@ impl Metrics {
                 async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
             }),
         );
-        axum::serve(listener, app).await.context("metrics server")
+        crate::http::serve(listener, "/metrics", app, None, Limits::METRICS).await;
+        Ok(())
     }
 }
 

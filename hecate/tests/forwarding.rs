@@ -119,7 +119,10 @@ fn the_coordinator_runs_the_shutdown_a_forwarder_sends() {
         let phase = fwd.status()["phase"].clone();
         if phase == "forwarded" { Ok(()) } else { Err(format!("phase {phase}; forwarder log:\n{}", fwd.log())) }
     });
-    assert!(fwd.runs_of("shutdown").is_empty(), "the forwarder must not run its own shutdown when the coordinator took it");
+    assert!(
+        fwd.runs_of("shutdown").is_empty(),
+        "the forwarder must not run its own shutdown when the coordinator took it"
+    );
     let metrics = scrape(metrics_port);
     assert!(metrics.contains("hecate_forwarded_triggers_total{forwarder=\"tethys\"} 1"), "{metrics}");
     assert!(metrics.contains("hecate_forwarders_waiting 1"), "tethys has not cleared yet:\n{metrics}");

@@ -570,6 +570,8 @@ fn the_units_pass_systemd_analyze_verify() {
         "NoNewPrivileges=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         "ExecStart=/usr/local/bin/hecate daemon --config /etc/hecate/hecate.yaml",
+        // issue 12: idle LAN connections must not leave a run without descriptors
+        "LimitNOFILE=65536",
     ] {
         assert!(unit.lines().any(|l| l == line), "hecate.service lacks {line:?}");
     }

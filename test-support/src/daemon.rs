@@ -25,6 +25,17 @@ impl HecateDaemon {
     /// As [`HecateDaemon::start`], letting the caller prepare the state dir first (a journal
     /// left by an earlier run, say).
     pub fn start_with(binary: &Path, yaml_body: &str, prepare: impl FnOnce(&Path)) -> HecateDaemon {
+        Self::start_wrapped(&[], binary, yaml_body, prepare)
+    }
+
+    /// As [`HecateDaemon::start_with`], run through `wrapper` (a program and its arguments that
+    /// execs the rest, such as `prlimit --nofile=1024:4096`), so the child is still the daemon.
+    pub fn start_wrapped(
+        wrapper: &[String],
+        binary: &Path,
+        yaml_body: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> HecateDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).expect("state dir");
@@ -33,7 +44,15 @@ impl HecateDaemon {
         std::fs::write(&config, format!("state_dir: {}\n{yaml_body}", state.display())).expect("config");
         let log = dir.path().join("daemon.log");
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["daemon", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -41,7 +60,12 @@ impl HecateDaemon {
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
-            .expect("start hecate daemon");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting hecate daemon{}: {e}",
+                    wrapper.first().map(|w| format!(" through {w}")).unwrap_or_default()
+                )
+            });
         HecateDaemon { child, state, log, config, _dir: dir }
     }
 
@@ -88,7 +112,12 @@ impl HecateDaemon {
 
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_some()
+        self.exit_status().is_some()
+    }
+
+    /// How the process exited, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Stops it with SIGTERM (SIGKILL after `grace`) and returns the whole log.
