@@ -2,6 +2,8 @@
 //! runs in milliseconds. The first ones are the scenarios of issue 12 that the daemon before the
 //! supervisor got wrong.
 
+mod common;
+
 use hecate_core::engine::{JournalSummary, Outcome};
 use hecate_core::lifecycle::{Happening, Replay, StoryUps};
 use hecate_core::notify::EventKind;
@@ -386,4 +388,34 @@ fn a_new_trigger_after_a_failed_shutdown_runs_it_again() {
         .step(40.0, Input::Peer { from: "c".into(), address: "z".into(), message: PeerMessage::Trigger("t".into()) });
     assert!(!fx.iter().any(|e| matches!(e, Effect::StartRun { .. })), "{fx:?}");
     assert_eq!(sup.phase().kind(), PhaseKind::ShutDown);
+}
+
+/// The lifecycle replay decides as the policy replay does: on every trace of the shared corpus
+/// the supervisor starts its first shutdown at the poll where `trace::replay` triggers.
+#[test]
+fn the_lifecycle_replay_triggers_where_the_policy_replay_does() {
+    use hecate_core::budget::{self, BudgetConfig};
+    use hecate_core::history::History;
+    use hecate_core::trace::{self, Trace};
+
+    let dir = common::traces_dir();
+    let runs = History::load(&dir.join("runs.json")).expect("runs.json").history.runs;
+    let budget_s = budget::estimate(&runs, &BudgetConfig::default()).seconds;
+    let files = trace::trace_files(&dir).expect("the shared trace corpus");
+    assert!(!files.is_empty());
+    for f in files {
+        let tr = Trace::load(&f).expect("trace");
+        let policy = trace::replay(&tr, &PolicyConfig::default(), budget_s, 2.0).triggered_at;
+        let end = tr.rows.last().map_or(0.0, |r| r.t);
+        let power = Box::new(move |t: f64| match tr.at(t) {
+            Some(row) => row.sample.clone(),
+            None => Sample::NoData { reason: "before the trace".into() },
+        });
+        let mut r = Replay::new(config(Role::Standalone, false), vec![("ups".into(), power)]);
+        r.budget_s = budget_s;
+        r.shutdown_s = budget_s;
+        r.run_until(end);
+        let lifecycle = shutdowns(&r).first().map(|(t, _)| *t);
+        assert_eq!(lifecycle, policy, "{}\n{}", f.display(), timeline(&r));
+    }
 }

@@ -73,7 +73,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Replay outage traces through the trigger policy on a virtual clock.
+    /// Replay outage traces through the trigger policy on a virtual clock (with --lifecycle,
+    /// through the whole daemon's decisions).
     Simulate {
         /// A trace file, or a directory of `*.csv` traces.
         #[arg(long)]
@@ -87,6 +88,11 @@ pub enum Command {
         /// One JSON object per trace and line.
         #[arg(long)]
         json: bool,
+        /// Replay through the daemon's lifecycle (the supervisor), not only the policy: the trace
+        /// drives the power source and the output lists the runs started and when (a shutdown
+        /// takes the budget).
+        #[arg(long)]
+        lifecycle: bool,
     },
     /// Check or describe config files.
     Config {

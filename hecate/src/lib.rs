@@ -6,6 +6,7 @@ pub mod commands;
 pub mod daemon;
 pub mod forward;
 pub mod http;
+pub mod lifecycle_replay;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
@@ -61,7 +62,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Command::Daemon { config } => daemon::run_from_file(&config).await,
             Command::Demo { timeout } => observe::demo(timeout.into()).await,
             Command::Status { config, json } => status::show(&config, json).await,
-            Command::Simulate { trace, runs, config, json } => {
+            Command::Simulate { trace, runs, config, json, lifecycle: true } => {
+                lifecycle_replay::run(&trace, runs.as_deref(), config.as_deref(), json)
+            }
+            Command::Simulate { trace, runs, config, json, lifecycle: false } => {
                 simulate::run(&trace, runs.as_deref(), config.as_deref(), json)
             }
             Command::Config { command: ConfigCommand::Check { files, no_build } } => {

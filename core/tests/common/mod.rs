@@ -13,6 +13,7 @@ pub fn traces_dir() -> PathBuf {
 }
 
 /// The ground truth in a trace's header comments, which only the tests' judges read.
+#[allow(dead_code)] // not every test that shares this module judges
 pub fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
     fs::read_to_string(path)
         .expect("trace readable")
