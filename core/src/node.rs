@@ -43,6 +43,19 @@ pub enum Capability {
     PowerState,
 }
 
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 7] = [
+        Self::Probe,
+        Self::StartUnit,
+        Self::StopUnit,
+        Self::UnitStatus,
+        Self::PowerOff,
+        Self::PowerOn,
+        Self::PowerState,
+    ];
+}
+
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -78,23 +78,13 @@ impl Unavailable {
     }
 }
 
-const EVERY_CAPABILITY: [Capability; 7] = [
-    Capability::Probe,
-    Capability::StartUnit,
-    Capability::StopUnit,
-    Capability::UnitStatus,
-    Capability::PowerOff,
-    Capability::PowerOn,
-    Capability::PowerState,
-];
-
 #[async_trait::async_trait]
 impl crate::node::NodeController for Unavailable {
     fn kind(&self) -> &str {
         &self.kind
     }
     fn capabilities(&self) -> &[Capability] {
-        &EVERY_CAPABILITY
+        &Capability::ALL
     }
     async fn run(&self, _op: &crate::node::NodeOp) -> Result<crate::node::NodeOpOutput, BackendError> {
         Err(self.error())

@@ -47,16 +47,6 @@ fn default_boot() -> HumanDuration {
     HumanDuration::from_secs(2)
 }
 
-const ALL: [Capability; 7] = [
-    Capability::Probe,
-    Capability::StartUnit,
-    Capability::StopUnit,
-    Capability::UnitStatus,
-    Capability::PowerOff,
-    Capability::PowerOn,
-    Capability::PowerState,
-];
-
 #[typetag::serde(name = "simulated")]
 impl NodeControllerConfig for SimulatedNodeConfig {
     fn build(&self, node: &NodeInfo, _ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError> {
@@ -69,7 +59,7 @@ impl NodeControllerConfig for SimulatedNodeConfig {
         Ok(Box::new(SimulatedNode {
             node: node.name.clone(),
             world: w,
-            caps: self.capabilities.clone().unwrap_or_else(|| ALL.to_vec()),
+            caps: self.capabilities.clone().unwrap_or_else(|| Capability::ALL.to_vec()),
             cfg: self.clone(),
         }))
     }
