@@ -23,6 +23,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::serve::IncomingStream;
 use hecate_core::config::{Config, HostRole};
+use hecate_core::duration::limits::ONE_DAY;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -267,7 +268,8 @@ pub async fn post(
     body: serde_json::Value,
     timeout: Duration,
 ) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
+    // Held to a day so that a time no config check stopped cannot overflow the clock.
+    let deadline = Instant::now().checked_add(timeout.min(*ONE_DAY)).unwrap_or_else(Instant::now);
     let body = body.to_string();
     let mut tries = 0;
     loop {
@@ -293,7 +295,7 @@ pub async fn post(
             Err(e) => hecate_core::error::error_chain(&e),
         };
         tracing::warn!(url, tries, %why, "the coordinator did not accept");
-        if Instant::now() + Duration::from_secs(1) >= deadline {
+        if Instant::now().checked_add(Duration::from_secs(1)).is_none_or(|t| t >= deadline) {
             return Err(format!("{why} ({tries} tries in {})", humantime::format_duration(timeout)));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
