@@ -117,9 +117,9 @@ pub struct ForwardingConfig {
 
 /// The shortest `daemon.poll_interval`: faster polling only loads the UPS's firmware and upsd.
 pub const MIN_POLL_INTERVAL: HumanDuration = HumanDuration::from_millis(100);
-/// The longest `daemon.poll_interval`: hecate.service's watchdog (`WatchdogSec=30s`) expects to
-/// hear from the daemon that often, and a slower poll sees an outage too late.
-pub const MAX_POLL_INTERVAL: HumanDuration = HumanDuration::from_secs(30);
+/// The longest `daemon.poll_interval`: a slower poll sees an outage too late (the trigger waits
+/// `debounce_polls` polls), and the daemon tells the watchdog it is alive only while polls arrive.
+pub const MAX_POLL_INTERVAL: HumanDuration = HumanDuration::from_secs(60);
 
 fn default_forward_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
@@ -133,8 +133,7 @@ fn default_state_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// How often every power source is polled. 100ms to 30s (hecate.service's watchdog expects
-    /// to hear from the daemon at least every 30 s); default 2s.
+    /// How often every power source is polled. 100ms to 1m; default 2s.
     pub poll_interval: HumanDuration,
     /// Where `/metrics` listens; `null` turns it off.
     pub metrics_listen: Option<SocketAddr>,
