@@ -460,7 +460,12 @@ nodes:
     let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(
         fields,
-        ["nodes[0].controllers[0]", "nodes[0].controllers[0]", "nodes[0].controllers[1]", "nodes[0].controllers[2]"],
+        [
+            "nodes[0].controllers[0].endpoint",
+            "nodes[0].controllers[0].ca_file",
+            "nodes[0].controllers[1].cipher_suite",
+            "nodes[0].controllers[2].mac"
+        ],
         "{err}"
     );
     assert!(err.problems.iter().all(|p| p.line.is_some()), "{err}");

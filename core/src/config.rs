@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::budget::BudgetConfig;
 use crate::cluster::{ClusterApiConfig, DrainFallback};
-use crate::duration::HumanDuration;
+use crate::duration::limits::{MAX_CONCURRENCY, MIN_TIMEOUT, ONE_DAY, ONE_STEP};
+use crate::duration::{HumanDuration, count_out_of_range};
 use crate::gitops::GitOpsConfig;
 use crate::node::{NodeControllerConfig, NodeRole};
 use crate::notify::NotifierConfig;
@@ -138,6 +139,12 @@ pub struct Config {
     pub startup: StartupConfig,
 }
 
+/// The shortest `daemon.poll_interval`: faster polling only loads the UPS's firmware and upsd.
+pub const MIN_POLL_INTERVAL: HumanDuration = HumanDuration::from_millis(100);
+/// The longest `daemon.poll_interval`: a slower poll sees an outage too late (the trigger waits
+/// `debounce_polls` polls), and the daemon tells the watchdog it is alive only while polls arrive.
+pub const MAX_POLL_INTERVAL: HumanDuration = HumanDuration::from_secs(60);
+
 fn default_forward_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
 }
@@ -150,14 +157,14 @@ fn default_state_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// How often every power source is polled.
+    /// How often every power source is polled. 100ms to 1m; default 2s.
     pub poll_interval: HumanDuration,
     /// Where `/metrics` listens; `null` turns it off.
     pub metrics_listen: Option<SocketAddr>,
     /// Run the startup plan when mains power is back after a shutdown this daemon ran (for a
     /// coordinator that stays up through the outage). Boot-time startup is the bootstrap unit's job.
     pub startup_on_power_return: bool,
-    /// How long mains must be back before that startup begins.
+    /// How long mains must be back before that startup begins. At most 1 day; default 1m.
     pub power_return_settle: HumanDuration,
 }
 
@@ -214,19 +221,19 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// Steps running at once within a stage.
+    /// Steps running at once within a stage. 1 to 1024; default 8.
     pub concurrency: usize,
-    /// Default time limit of one step.
+    /// Default time limit of one step. 1ms to 1h; default 2m.
     pub step_timeout: HumanDuration,
     /// Suspend GitOps first so it does not fight the shutdown.
     pub suspend_gitops: bool,
     /// Cordon and drain agents before stopping them.
     pub drain: bool,
-    /// How long a drain may take.
+    /// How long a drain may take. At most 1h; default 1m 30s.
     pub drain_timeout: HumanDuration,
     /// What to do with pods a PodDisruptionBudget still protects at the drain deadline.
     pub drain_fallback: DrainFallback,
-    /// Time limit of one controller's try at an operation.
+    /// Time limit of one controller's try at an operation. 1ms to 1h; default 30s.
     pub controller_timeout: HumanDuration,
     /// Power nodes off at the end.
     pub power_off_nodes: bool,
@@ -266,7 +273,7 @@ pub struct UpsOffConfig {
     /// The NUT instant command: `shutdown.return` (return when mains are back) or `load.off.delay`.
     #[serde(default = "default_ups_off_command")]
     pub command: String,
-    /// The delay parameter passed with the command, in seconds.
+    /// The delay parameter passed with the command, in seconds. At most 1h.
     #[serde(default)]
     pub delay: Option<HumanDuration>,
 }
@@ -279,21 +286,21 @@ fn default_ups_off_command() -> String {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StartupConfig {
-    /// Steps running at once within a stage.
+    /// Steps running at once within a stage. 1 to 1024; default 8.
     pub concurrency: usize,
-    /// Default time limit of one step.
+    /// Default time limit of one step. 1ms to 1h; default 2m.
     pub step_timeout: HumanDuration,
-    /// Time limit of one controller's try at an operation.
+    /// Time limit of one controller's try at an operation. 1ms to 1h; default 30s.
     pub controller_timeout: HumanDuration,
     /// Power nodes on first.
     pub power_on_nodes: bool,
-    /// How long to wait for each node to answer after power-on.
+    /// How long to wait for each node to answer after power-on. 1ms to 1 day; default 5m.
     pub reachable_timeout: HumanDuration,
-    /// How long to wait for the Kubernetes API.
+    /// How long to wait for the Kubernetes API. 1ms to 1 day; default 5m.
     pub api_timeout: HumanDuration,
-    /// How long to wait for every node to be Ready.
+    /// How long to wait for every node to be Ready. 1ms to 1 day; default 10m.
     pub nodes_ready_timeout: HumanDuration,
-    /// How long to wait for GitOps to reconcile.
+    /// How long to wait for GitOps to reconcile. 1ms to 1 day; default 10m.
     pub gitops_timeout: HumanDuration,
     /// Patch the GitOps source to this branch before reconciling.
     pub force_flux_branch: Option<String>,
@@ -422,8 +429,40 @@ impl Config {
         if self.host.trim().is_empty() {
             p.push(("host".into(), "must not be empty".into()));
         }
-        if self.daemon.poll_interval.is_zero() {
-            p.push(("daemon.poll_interval".into(), "must be greater than zero".into()));
+        let mut range = |field: &str, value: HumanDuration, min: HumanDuration, max: HumanDuration| {
+            if let Some(m) = value.out_of_range(min, max) {
+                p.push((field.to_string(), m));
+            }
+        };
+        range("daemon.poll_interval", self.daemon.poll_interval, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL);
+        range("daemon.power_return_settle", self.daemon.power_return_settle, HumanDuration::ZERO, ONE_DAY);
+        let (s, u) = (&self.shutdown, &self.startup);
+        range("shutdown.step_timeout", s.step_timeout, MIN_TIMEOUT, ONE_STEP);
+        range("shutdown.drain_timeout", s.drain_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.controller_timeout", s.controller_timeout, MIN_TIMEOUT, ONE_STEP);
+        if let Some(delay) = s.ups_off.as_ref().and_then(|o| o.delay) {
+            range("shutdown.ups_off.delay", delay, HumanDuration::ZERO, ONE_STEP);
+        }
+        range("startup.step_timeout", u.step_timeout, MIN_TIMEOUT, ONE_STEP);
+        range("startup.controller_timeout", u.controller_timeout, MIN_TIMEOUT, ONE_STEP);
+        for (field, value) in [
+            ("startup.reachable_timeout", u.reachable_timeout),
+            ("startup.api_timeout", u.api_timeout),
+            ("startup.nodes_ready_timeout", u.nodes_ready_timeout),
+            ("startup.gitops_timeout", u.gitops_timeout),
+        ] {
+            range(field, value, MIN_TIMEOUT, ONE_DAY);
+        }
+        if let Role::Forwarder(f) = &self.role {
+            range("role.forwarder.timeout", f.timeout, MIN_TIMEOUT, ONE_STEP);
+            if let Some(after) = f.power_off_self_after {
+                range("role.forwarder.power_off_self_after", after, HumanDuration::ZERO, ONE_DAY);
+            }
+        }
+        for (field, c) in [("shutdown.concurrency", s.concurrency), ("startup.concurrency", u.concurrency)] {
+            if let Some(m) = count_out_of_range(u64::try_from(c).unwrap_or(u64::MAX), 1, MAX_CONCURRENCY) {
+                p.push((field.into(), m));
+            }
         }
         if self.power_sources.is_empty() {
             p.push(("power_sources".into(), "at least one power source is needed".into()));
@@ -433,13 +472,13 @@ impl Config {
             if !names.insert(s.name().to_string()) {
                 p.push((format!("power_sources[{i}].name"), format!("duplicate power source name `{}`", s.name())));
             }
-            p.extend(s.validate().into_iter().map(|m| (format!("power_sources[{i}]"), m)));
+            p.extend(s.validate().into_iter().map(|m| about_field(&format!("power_sources[{i}]"), m)));
         }
         if let Some(c) = &self.cluster {
-            p.extend(c.validate().into_iter().map(|m| ("cluster".to_string(), m)));
+            p.extend(c.validate().into_iter().map(|m| about_field("cluster", m)));
         }
         if let Some(g) = &self.gitops {
-            p.extend(g.validate().into_iter().map(|m| ("gitops".to_string(), m)));
+            p.extend(g.validate().into_iter().map(|m| about_field("gitops", m)));
             if self.cluster.is_none() {
                 p.push(("gitops".into(), "a gitops backend needs a `cluster:` to talk to".into()));
             }
@@ -478,7 +517,7 @@ impl Config {
                 p.push((format!("nodes[{i}].controllers"), "at least one controller is needed".into()));
             }
             for (j, c) in n.controllers.iter().enumerate() {
-                p.extend(c.validate().into_iter().map(|m| (format!("nodes[{i}].controllers[{j}]"), m)));
+                p.extend(c.validate().into_iter().map(|m| about_field(&format!("nodes[{i}].controllers[{j}]"), m)));
                 w.extend(c.warnings().into_iter().map(|m| format!("nodes[{i}].controllers[{j}] ({}): {m}", n.name)));
             }
         }
@@ -486,14 +525,7 @@ impl Config {
             p.push(("nodes".into(), format!("{inits} nodes are marked `init: true`; at most one may be")));
         }
         for (i, n) in self.notifiers.iter().enumerate() {
-            p.extend(n.validate().into_iter().map(|m| (format!("notifiers[{i}]"), m)));
-        }
-        for (field, c) in
-            [("shutdown.concurrency", self.shutdown.concurrency), ("startup.concurrency", self.startup.concurrency)]
-        {
-            if c == 0 {
-                p.push((field.into(), "must be at least 1".into()));
-            }
+            p.extend(n.validate().into_iter().map(|m| about_field(&format!("notifiers[{i}]"), m)));
         }
         if self.shutdown.power_off_self && self.shutdown.power_off_self_command.is_empty() {
             p.push(("shutdown.power_off_self_command".into(), "must name a program when power_off_self is on".into()));
@@ -503,8 +535,8 @@ impl Config {
         {
             p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
         }
-        p.extend(self.policy.validate().into_iter().map(|m| ("policy".to_string(), m)));
-        p.extend(self.budget.validate().into_iter().map(|m| ("budget".to_string(), m)));
+        p.extend(self.policy.validate().into_iter().map(|m| about_field("policy", m)));
+        p.extend(self.budget.validate().into_iter().map(|m| about_field("budget", m)));
         match &self.role {
             Role::Standalone => {}
             Role::Coordinator(c) => {
@@ -523,9 +555,6 @@ impl Config {
                 let u = &f.coordinator_url;
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     p.push(("role.forwarder.coordinator_url".into(), format!("must be an http(s) url, not {u:?}")));
-                }
-                if f.timeout.is_zero() {
-                    p.push(("role.forwarder.timeout".into(), "must be greater than zero".into()));
                 }
                 if f.ca_file.is_some() && !u.starts_with("https://") {
                     p.push(("role.forwarder.ca_file".into(), "only used with an https `coordinator_url`".into()));
@@ -555,6 +584,32 @@ impl Config {
     pub fn nodes_with_role(&self, role: NodeRole) -> impl Iterator<Item = &NodeConfig> {
         self.nodes.iter().filter(move |n| n.role == role)
     }
+}
+
+/// A section's or backend's problem as (field path, message). A message that starts with the
+/// name of one of the section's fields (`` `retry_for` must … ``, `user: …`, `window must …`) is
+/// about that field, so `config check` points at the field's own line rather than the section's.
+fn about_field(section: &str, message: String) -> (String, String) {
+    match leading_field(&message) {
+        Some(name) => (format!("{section}.{name}"), message),
+        None => (section.to_string(), message),
+    }
+}
+
+fn leading_field(message: &str) -> Option<&str> {
+    let is_name = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    };
+    if let Some(rest) = message.strip_prefix('`') {
+        let (name, _) = rest.split_once('`')?;
+        return is_name(name).then_some(name);
+    }
+    let (name, rest) = message.split_once(' ')?;
+    if let Some(name) = name.strip_suffix(':') {
+        return is_name(name).then_some(name);
+    }
+    (is_name(name) && rest.starts_with("must ")).then_some(name)
 }
 
 fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> ConfigError {

@@ -180,7 +180,7 @@ impl Delivery {
                 if st.queue.len() >= self.opts.queue_capacity {
                     return Err(format!("queue full ({} events waiting)", st.queue.len()));
                 }
-                st.queue.push_back(Queued { event: event.clone(), deadline: Instant::now() + policy.retry_for });
+                st.queue.push_back(Queued { event: event.clone(), deadline: deadline_after(policy.retry_for) });
                 lane.shared.publish(&st);
                 Ok(())
             });
@@ -204,7 +204,7 @@ impl Delivery {
     /// are still waiting. For a process about to exit; what is left is logged when the delivery
     /// is dropped.
     pub async fn flush(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         for lane in &self.lanes {
             let mut rx = lane.shared.pending.subscribe();
             // A timeout only means the wait is over: what is left is counted below.
@@ -228,6 +228,17 @@ impl Drop for Delivery {
             }
         }
     }
+}
+
+/// The longest anything is retried or waited for here. Notifier configs are checked to stay far
+/// below it; a policy built in code with a larger one (`Duration::MAX`) gets this instead of a
+/// clock overflow.
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Now plus `wait`, at most [`LONGEST_WAIT`] ahead.
+fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
 }
 
 /// The one line for an event a notifier did not get.
@@ -275,7 +286,8 @@ async fn deliver(notifier: &dyn Notifier, item: &Queued, opts: &DeliveryOptions)
         };
         let wait = backoff.min(opts.max_backoff);
         let permanent = matches!(kind, ErrorKind::Config | ErrorKind::Unsupported);
-        if permanent || Instant::now() + wait >= item.deadline {
+        // A wait so long the clock cannot hold its end is past any deadline.
+        if permanent || Instant::now().checked_add(wait).is_none_or(|next| next >= item.deadline) {
             give_up(notifier.name(), &item.event, tries, &error);
             return false;
         }
@@ -312,6 +324,7 @@ mod tests {
         tries: Arc<AtomicU32>,
         delivered: Arc<Mutex<Vec<EventKind>>>,
         events: Vec<EventKind>,
+        retry_for: Duration,
     }
 
     impl Fake {
@@ -324,6 +337,7 @@ mod tests {
                 tries: Arc::default(),
                 delivered: Arc::default(),
                 events: Vec::new(),
+                retry_for: Duration::from_secs(60),
             }
         }
     }
@@ -347,7 +361,7 @@ mod tests {
         fn policy(&self) -> DeliveryPolicy {
             DeliveryPolicy {
                 attempt_timeout: Duration::from_secs(5),
-                retry_for: Duration::from_secs(60),
+                retry_for: self.retry_for,
                 events: self.events.clone(),
             }
         }
@@ -380,6 +394,29 @@ mod tests {
         assert_eq!(d.flush(Duration::from_secs(600)).await, 0);
         // Tries at 0, 1, 3, 7, 15, 31 s; the next would start at 61 s, after the 60 s allowed.
         assert_eq!(tries.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_time_or_backoff_too_long_for_the_clock_neither_panics_nor_hangs() {
+        // Retried as long as a day allows: the failures are retried and the event delivered.
+        let fake = Fake { fail_first: 2, retry_for: Duration::MAX, ..Fake::new("f") };
+        let (tries, delivered) = (fake.tries.clone(), fake.delivered.clone());
+        let opts = DeliveryOptions { max_backoff: Duration::MAX, ..DeliveryOptions::default() };
+        let d = Delivery::new(vec![Box::new(fake)], opts);
+        assert!(d.enqueue(&event(EventKind::OnBattery)).is_empty());
+        assert_eq!(d.flush(Duration::MAX).await, 0);
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+        assert_eq!(*delivered.lock().unwrap_or_else(PoisonError::into_inner), vec![EventKind::OnBattery]);
+
+        // A first pause the clock cannot hold ends past any deadline: one try, then given up.
+        let fake = Fake { fail_first: u32::MAX, retry_for: Duration::MAX, ..Fake::new("g") };
+        let tries = fake.tries.clone();
+        let opts =
+            DeliveryOptions { first_backoff: Duration::MAX, max_backoff: Duration::MAX, ..DeliveryOptions::default() };
+        let d = Delivery::new(vec![Box::new(fake)], opts);
+        d.enqueue(&event(EventKind::OnBattery));
+        assert_eq!(d.flush(Duration::from_secs(60)).await, 0);
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

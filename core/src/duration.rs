@@ -11,6 +11,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// No time at all.
+    pub const ZERO: HumanDuration = HumanDuration(Duration::ZERO);
+
     /// From whole seconds.
     pub const fn from_secs(s: u64) -> Self {
         Self(Duration::from_secs(s))
@@ -25,6 +28,58 @@ impl HumanDuration {
     pub fn secs_f64(&self) -> f64 {
         self.0.as_secs_f64()
     }
+
+    /// `None` when `min <= self <= max`; otherwise what is wrong, for a validation message that
+    /// names the field before it: "must be at most 1h, got 3000years" or "must be between 1ms and
+    /// 1h, got 0s".
+    pub fn out_of_range(self, min: HumanDuration, max: HumanDuration) -> Option<String> {
+        if min <= self && self <= max {
+            return None;
+        }
+        Some(if min.is_zero() {
+            format!("must be at most {max}, got {self}")
+        } else {
+            format!("must be between {min} and {max}, got {self}")
+        })
+    }
+}
+
+/// `None` when `min <= value <= max`; otherwise what is wrong with a count (steps at once,
+/// polls, runs), for a validation message that names the field before it.
+pub fn count_out_of_range(value: u64, min: u64, max: u64) -> Option<String> {
+    (!(min..=max).contains(&value)).then(|| format!("must be between {min} and {max}, got {value}"))
+}
+
+/// The longest a run can physically take, seconds: a day. No UPS lasts that long, and the
+/// config's limits keep every shutdown far below it; a record or journal line that says
+/// otherwise is damaged.
+pub const MAX_RUN_SECS: f64 = limits::ONE_DAY.0.as_secs_f64();
+
+/// Whether `secs` is a duration a run or one of its steps can have taken: a finite number of
+/// seconds from 0 to [`MAX_RUN_SECS`].
+pub fn is_physical_duration(secs: f64) -> bool {
+    secs.is_finite() && (0.0..=MAX_RUN_SECS).contains(&secs)
+}
+
+/// Upper limits shared by many settings, so that the same kind of setting has the same range
+/// everywhere. Each is far beyond any sensible value yet far below what makes arithmetic on
+/// clocks overflow (a `Duration` of hundreds of billions of years).
+pub mod limits {
+    use super::HumanDuration;
+
+    /// The smallest time limit: a time limit of zero would fail everything at once.
+    pub const MIN_TIMEOUT: HumanDuration = HumanDuration::from_millis(1);
+    /// One try at something remote: a request, a connection, a command.
+    pub const ONE_TRY: HumanDuration = HumanDuration::from_secs(10 * 60);
+    /// One step of a run, or the wait between two checks of a slow condition.
+    pub const ONE_STEP: HumanDuration = HumanDuration::from_secs(60 * 60);
+    /// A whole run, a wait for a cluster to come back, or how long anything is worth retrying.
+    /// No UPS lasts this long, so no shutdown can take longer.
+    pub const ONE_DAY: HumanDuration = HumanDuration::from_secs(24 * 60 * 60);
+    /// Steps running at once within a stage, and other counts of things in a cluster.
+    pub const MAX_CONCURRENCY: u64 = 1024;
+    /// A count of polls or runs.
+    pub const MAX_COUNT: u64 = 1000;
 }
 
 impl Deref for HumanDuration {
@@ -96,5 +151,29 @@ impl schemars::JsonSchema for HumanDuration {
             "description": "a duration with a unit: `500ms`, `2s`, `5m`, `1h 30m`",
             "pattern": "^\\s*[0-9]+\\s*[a-zµ]+(\\s*[0-9]+\\s*[a-zµ]+)*\\s*$"
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_name_their_bounds_and_the_value() {
+        let (second, hour) = (HumanDuration::from_secs(1), HumanDuration::from_secs(3600));
+        assert_eq!(HumanDuration::from_secs(1).out_of_range(second, hour), None);
+        assert_eq!(hour.out_of_range(second, hour), None);
+        assert_eq!(
+            HumanDuration::ZERO.out_of_range(second, hour).as_deref(),
+            Some("must be between 1s and 1h, got 0s")
+        );
+        assert_eq!(
+            HumanDuration(Duration::MAX)
+                .out_of_range(HumanDuration::ZERO, hour)
+                .map(|m| m.starts_with("must be at most 1h, got ")),
+            Some(true)
+        );
+        assert_eq!(count_out_of_range(0, 1, 5).as_deref(), Some("must be between 1 and 5, got 0"));
+        assert_eq!(count_out_of_range(5, 1, 5), None);
     }
 }

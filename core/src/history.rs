@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{Outcome, RunReport};
+use crate::plan::{PlanFingerprint, PlanKind};
+
 /// What kind of run a record is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", from = "String")]
@@ -130,6 +133,10 @@ pub struct RunRecord {
     /// How long each stage took, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageDuration>,
+    /// For a shutdown, what its plan covered: the budget learns only from runs of the current
+    /// plan. Absent in records written before Hecate recorded it (see [`crate::budget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanFingerprint>,
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -145,7 +152,59 @@ impl RunRecord {
             outcome,
             trigger_reason: None,
             stages: Vec::new(),
+            plan: None,
             extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The record of a finished run: its kind, outcome, times, trigger reason, per-stage
+    /// durations, failures (`failures`: one line each), the host that ran it (`host`) and, for a
+    /// shutdown, its plan's fingerprint. A duration that is not a finite number of seconds from 0
+    /// up (a damaged journal can cause one) is recorded as 0 with a warning: JSON cannot hold
+    /// NaN or infinity, and a damaged record must never make runs.json unreadable.
+    pub fn from_report(report: &RunReport, host: &str, plan: Option<PlanFingerprint>) -> Self {
+        let kind = match report.kind {
+            PlanKind::Shutdown => RunKind::Shutdown,
+            PlanKind::Startup => RunKind::Startup,
+        };
+        let outcome = match report.outcome {
+            Outcome::Success => RunOutcome::Success,
+            Outcome::Partial => RunOutcome::Partial,
+            Outcome::Failed => RunOutcome::Failed,
+        };
+        let finite = |what: &str, secs: f64| {
+            if secs.is_finite() && secs >= 0.0 {
+                secs
+            } else {
+                tracing::warn!(duration_s = secs, "the {what} has no possible duration; recording 0 s");
+                0.0
+            }
+        };
+        // A journal's start time has milliseconds; records have whole seconds.
+        let started = humantime::parse_rfc3339_weak(report.started_at.trim()).unwrap_or_else(|_| SystemTime::now());
+        let failures: Vec<String> = report.failures().map(|f| format!("{}: {}", f.description, f.message)).collect();
+        let mut extra = serde_json::Map::new();
+        if !failures.is_empty() {
+            extra.insert("failures".into(), serde_json::json!(failures));
+        }
+        extra.insert("host".into(), serde_json::json!(host));
+        Self {
+            kind,
+            started_at: humantime::format_rfc3339_seconds(started).to_string(),
+            duration_s: finite("run", report.duration_s),
+            outcome,
+            trigger_reason: Some(report.reason.clone()),
+            stages: report
+                .stages
+                .iter()
+                .map(|s| StageDuration {
+                    name: s.name.clone(),
+                    duration_s: finite(&format!("stage {}", s.name), s.duration_s),
+                    extra: serde_json::Map::new(),
+                })
+                .collect(),
+            plan,
+            extra,
         }
     }
 

@@ -169,6 +169,26 @@ pub struct Plan {
     pub finally: Option<Vec<String>>,
 }
 
+/// What makes two runs comparable, recorded with each shutdown in runs.json so that the budget
+/// learns only from shutdowns of the plan it is a budget for: a run of a plan with fewer nodes
+/// (or none) says nothing about how long this one takes.
+///
+/// It covers what the plan does, not how: the ids of its steps other than notifications, each
+/// naming its stage and the node or backend it acts on (`drain/w1`, `stop-agents/w1`,
+/// `stop-init-server/s0`, `power-off/w1`, `suspend-gitops/flux`, `ups-off/ups`). Adding,
+/// removing or renaming a node, changing its role or `power_off`, turning drain, GitOps
+/// suspension or the UPS command on or off all change it; timeouts, controllers and their order
+/// do not (a slower controller is what the budget is there to learn).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanFingerprint {
+    /// `fnv1a64:` and 16 hex digits: the FNV-1a hash of the sorted step ids, one per line. The
+    /// algorithm is fixed: changing it would make every recorded run incomparable.
+    pub id: String,
+    /// How many of the plan's steps act on a node through its controllers (stop a unit, power
+    /// off). A run with none never teaches the budget anything.
+    pub node_steps: usize,
+}
+
 /// What history says a plan will take, for the dry run.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
@@ -194,6 +214,23 @@ impl Plan {
     /// Every step, in order.
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.stages.iter().flat_map(|s| s.steps.iter())
+    }
+
+    /// What makes a run of this plan comparable to another (see [`PlanFingerprint`]).
+    pub fn fingerprint(&self) -> PlanFingerprint {
+        let mut ids: Vec<&str> =
+            self.steps().filter(|s| !matches!(s.action, Action::Notify { .. })).map(|s| s.id.as_str()).collect();
+        ids.sort_unstable();
+        // FNV-1a, 64 bits: tiny, and stable across Rust versions (std's hasher is not).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in ids.join("\n").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        PlanFingerprint {
+            id: format!("fnv1a64:{hash:016x}"),
+            node_steps: self.steps().filter(|s| matches!(s.action, Action::Node { .. })).count(),
+        }
     }
 
     /// The plan as printed by a dry run.
@@ -282,7 +319,7 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
                     format!("drain/{}", node.name),
                     Action::Drain { node: node.name.clone() },
                     cluster_via(),
-                    HumanDuration(*s.drain_timeout + std::time::Duration::from_secs(15)),
+                    HumanDuration(s.drain_timeout.saturating_add(std::time::Duration::from_secs(15))),
                 )
             })
             .collect();
@@ -355,6 +392,13 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         stages: stages.into_iter().flatten().collect(),
         finally,
     }
+}
+
+/// The fingerprint of the shutdown plan `cfg` gives, without building a backend: which steps a
+/// plan has depends on the config alone (the built backends only name who will be tried), so
+/// the daemon can compare runs before it builds a plan.
+pub fn shutdown_fingerprint(cfg: &Config) -> PlanFingerprint {
+    shutdown_plan(cfg, &Runtime::unbuilt(cfg), "").fingerprint()
 }
 
 /// The startup plan: power on → wait for SSH → start servers (init first) → wait for the API →

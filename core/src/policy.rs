@@ -51,37 +51,37 @@ use crate::power::{PowerReading, Sample, StatusFlag};
 pub struct PolicyConfig {
     /// Trigger the shutdown when the estimated runtime left falls below this many times the
     /// shutdown budget. The budget is the slowest recent shutdown; the factor covers a shutdown
-    /// slower than any before and the error of the runtime estimate. At least 1.0. Default 1.10.
+    /// slower than any before and the error of the runtime estimate. 1.0 to 10.0; default 1.10.
     pub runtime_safety_factor: f64,
     /// Consecutive polls the estimate must stay below the threshold before the shutdown is
     /// triggered, so one bad reading does not shut the cluster down. `LB` and `FSD` are not
-    /// debounced. At least 1. Default 3.
+    /// debounced. 1 to 1000; default 3.
     pub debounce_polls: u32,
     /// Consecutive polls with mains back (`OL`) that cancel a pending (not yet triggered) count.
     /// Fewer `OL` polls between on-battery polls (flapping mains) neither cancel nor add to it.
-    /// At least 1. Default 3.
+    /// 1 to 1000; default 3.
     pub mains_back_polls: u32,
     /// Width, in polls, of the running median through which `battery.charge` and `ups.load` are
     /// read. A glitch lasting fewer than half of these polls is ignored; the price is a delay of
     /// half as many polls, which the estimate compensates by projecting the charge along its
-    /// slope. An even number acts as the next odd one. At least 1. Default 5.
+    /// slope. An even number acts as the next odd one. 1 to 1000; default 5.
     pub spike_filter_polls: u32,
     /// Width, in polls, of the running median through which `battery.runtime` is read (each
     /// reading counted down by its age, so the median does not lag). Firmware runtimes scatter by
     /// tens of percent from poll to poll on some UPSes; the median of n readings scatters about
     /// 1.25/√n as much, and 15 brings a ±30 % scatter inside the ±10 % that
     /// `runtime_safety_factor` leaves. The own estimate from the charge slope reacts to a load
-    /// step on the next poll, so a slow firmware median costs little. At least 1. Default 15.
+    /// step on the next poll, so a slow firmware median costs little. 1 to 1000; default 15.
     pub runtime_median_polls: u32,
     /// How fast the charge slope forgets old data, in percent of charge consumed since: a point
     /// this many percent ago weighs 1/e of a new one. Longer is steadier (charge is reported in
-    /// whole percents), shorter follows a battery whose behaviour changes. Must be positive.
-    /// Default 20.
+    /// whole percents), shorter follows a battery whose behaviour changes. More than 0, at most
+    /// 100; default 20.
     pub slope_memory_pct: f64,
     /// The own estimate from the charge slope is used only once the charge has been seen to fall by
     /// this many percent while on battery (in this outage or a previous one of this process).
     /// Charge is reported in whole percents, so the first steps say little about the slope.
-    /// At least 1. Default 3.
+    /// 1 to 100; default 3.
     pub slope_min_drop_pct: f64,
     /// When the UPS was last seen online and then no data arrives, count down from the last
     /// runtime estimate as though an outage had begun when contact was lost, and trigger when that
@@ -110,30 +110,31 @@ impl PolicyConfig {
     /// Every problem with the settings, as lowercase messages naming the field.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !(self.runtime_safety_factor.is_finite() && self.runtime_safety_factor >= 1.0) {
+        if !(1.0..=10.0).contains(&self.runtime_safety_factor) {
             problems.push(format!(
-                "runtime_safety_factor must be a number of at least 1.0, got {}",
+                "runtime_safety_factor must be a number from 1.0 to 10.0, got {}",
                 self.runtime_safety_factor
             ));
         }
-        if self.debounce_polls == 0 {
-            problems.push("debounce_polls must be at least 1".to_string());
+        for (field, n) in [
+            ("debounce_polls", self.debounce_polls),
+            ("mains_back_polls", self.mains_back_polls),
+            ("spike_filter_polls", self.spike_filter_polls),
+            ("runtime_median_polls", self.runtime_median_polls),
+        ] {
+            if let Some(m) = crate::duration::count_out_of_range(u64::from(n), 1, crate::duration::limits::MAX_COUNT) {
+                problems.push(format!("{field} {m}"));
+            }
         }
-        if self.mains_back_polls == 0 {
-            problems.push("mains_back_polls must be at least 1".to_string());
+        if !(self.slope_memory_pct > 0.0 && self.slope_memory_pct <= 100.0) {
+            problems.push(format!(
+                "slope_memory_pct must be a number more than 0, at most 100, got {}",
+                self.slope_memory_pct
+            ));
         }
-        if self.spike_filter_polls == 0 {
-            problems.push("spike_filter_polls must be at least 1".to_string());
-        }
-        if self.runtime_median_polls == 0 {
-            problems.push("runtime_median_polls must be at least 1".to_string());
-        }
-        if !(self.slope_memory_pct.is_finite() && self.slope_memory_pct > 0.0) {
-            problems.push(format!("slope_memory_pct must be a positive number, got {}", self.slope_memory_pct));
-        }
-        if !(self.slope_min_drop_pct.is_finite() && self.slope_min_drop_pct >= 1.0) {
+        if !(1.0..=100.0).contains(&self.slope_min_drop_pct) {
             problems
-                .push(format!("slope_min_drop_pct must be a number of at least 1, got {}", self.slope_min_drop_pct));
+                .push(format!("slope_min_drop_pct must be a number from 1 to 100, got {}", self.slope_min_drop_pct));
         }
         problems
     }

@@ -226,6 +226,21 @@ impl Runtime {
         }
     }
 
+    /// A runtime with no backend built: for what depends on the config alone (a plan's
+    /// fingerprint), never for running anything.
+    pub fn unbuilt(cfg: &Config) -> Runtime {
+        Runtime {
+            host: cfg.host.clone(),
+            power: Vec::new(),
+            nodes: BTreeMap::new(),
+            cluster: None,
+            gitops: None,
+            notifiers: Delivery::new(Vec::new(), DeliveryOptions::default()),
+            controller_timeout: Duration::ZERO,
+            unavailable: Vec::new(),
+        }
+    }
+
     /// A node's chain.
     pub fn chain(&self, node: &str) -> Option<&ControllerChain> {
         self.nodes.get(node)

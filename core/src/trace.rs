@@ -49,6 +49,11 @@ pub enum TraceError {
     },
 }
 
+/// The furthest a row may be from the start of its trace, seconds: a week. A trace records one
+/// outage (the longest in the shared corpus lasts about 1.5 hours), and a replay visits every
+/// poll up to the last row, so a `t` of 1e15 would mean a replay that never ends.
+pub const MAX_SPAN_S: f64 = 7.0 * 24.0 * 60.0 * 60.0;
+
 /// One row of a trace: a poll's time and what it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceRow {
@@ -146,6 +151,14 @@ impl Trace {
             let Some(t) = t else {
                 return Err(err(line, "t is empty".into()));
             };
+            if t.abs() > MAX_SPAN_S {
+                return Err(err(
+                    line,
+                    format!(
+                        "t = {t} s is more than a week ({MAX_SPAN_S} s) from the start: a trace records one outage"
+                    ),
+                ));
+            }
             if let Some(prev) = rows.last()
                 && t < prev.t
             {

@@ -21,10 +21,14 @@ fn max_of_the_last_successful_shutdowns() {
     runs.push(run(22, "shutdown", "success", 0.0));
     runs.push(run(23, "shutdown", "success", 1.0));
     runs.last_mut().unwrap().duration_s = f64::NAN;
-    let b = budget::estimate(&runs, &BudgetConfig::default());
+    let b = budget::estimate(&runs, &BudgetConfig::default(), None);
     assert_eq!(b.seconds, 212.0);
     assert_eq!(b.source, BudgetSource::History { runs: 10 });
-    assert_eq!(b.to_string(), "212.0 s: max of last 10 successful shutdowns in the run history");
+    assert_eq!(
+        b.to_string(),
+        "212.0 s: max of last 10 successful shutdowns in the run history; \
+         2 records with an impossible duration ignored"
+    );
 }
 
 #[test]
@@ -33,7 +37,7 @@ fn order_is_by_start_time() {
     let mut runs: Vec<RunRecord> = (2..=4).map(|i| run(i, "shutdown", "success", 250.0)).collect();
     runs.push(run(1, "shutdown", "success", 400.0));
     let cfg = BudgetConfig { window: 3, ..BudgetConfig::default() };
-    assert_eq!(budget::estimate(&runs, &cfg).seconds, 250.0);
+    assert_eq!(budget::estimate(&runs, &cfg, None).seconds, 250.0);
 }
 
 #[test]
@@ -43,11 +47,11 @@ fn too_few_runs_fall_back_to_the_default() {
         run(2, "shutdown", "partial", 100.0),
         run(3, "shutdown", "success", 120.0),
     ];
-    let b = budget::estimate(&runs, &BudgetConfig::default());
+    let b = budget::estimate(&runs, &BudgetConfig::default(), None);
     assert_eq!(b.seconds, 300.0);
     assert_eq!(b.source, BudgetSource::Default { successful_runs: 2, needed: 3 });
     assert_eq!(b.to_string(), "300.0 s: default_shutdown_budget (only 2 successful runs, need 3)");
-    assert_eq!(budget::estimate(&[], &BudgetConfig::default()).seconds, 300.0);
+    assert_eq!(budget::estimate(&[], &BudgetConfig::default(), None).seconds, 300.0);
 }
 
 #[test]
@@ -77,5 +81,5 @@ fn the_corpus_history_gives_its_slowest_run() {
     .unwrap();
     assert_eq!(runs[0].kind, RunKind::Shutdown);
     assert_eq!(runs[0].outcome, RunOutcome::Success);
-    assert_eq!(budget::estimate(&runs, &BudgetConfig::default()).seconds, 298.1);
+    assert_eq!(budget::estimate(&runs, &BudgetConfig::default(), None).seconds, 298.1);
 }

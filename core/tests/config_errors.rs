@@ -205,3 +205,59 @@ fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
     let (_, warnings) = Config::from_yaml(&format!("host: a\n{bare}{off}{ups}"), Path::new("t.yaml")).unwrap();
     assert!(warnings.iter().any(|w| w.contains("power_off_self_after")), "{warnings:?}");
 }
+
+#[test]
+fn values_that_would_panic_at_run_time_are_refused_with_their_line_and_field() {
+    let yaml = "\
+host: a
+role: forwarder
+daemon:
+  poll_interval: 1000y
+shutdown:
+  concurrency: 18446744073709551615
+  power_off_self: true
+forwarding:
+  coordinator_url: http://c:1
+  token_file: /t
+  timeout: 5000y
+  power_off_self_after: 5000y
+startup:
+  api_timeout: 500000000000y
+budget:
+  window: 100000
+policy:
+  debounce_polls: 4000000000
+power_sources:
+  - { type: stub_ups, name: u1 }
+";
+    let (e, s) = err(yaml);
+    let at = |field: &str| e.problems.iter().find(|p| p.field == field).map(|p| (p.line, p.message.clone()));
+    for (field, line) in [
+        ("daemon.poll_interval", 4),
+        ("shutdown.concurrency", 6),
+        ("forwarding.timeout", 11),
+        ("forwarding.power_off_self_after", 12),
+        ("startup.api_timeout", 14),
+        ("budget.window", 16),
+        ("policy.debounce_polls", 18),
+    ] {
+        let (l, message) = at(field).unwrap_or_else(|| panic!("{field} not refused: {s}"));
+        assert_eq!(l, Some(line), "{field}: {s}");
+        assert!(message.contains("must be"), "{field}: {s}");
+        assert!(s.contains(&format!("/etc/hecate/test.yaml:{line}:")), "{field}: {s}");
+    }
+    assert!(s.contains("daemon.poll_interval: must be between 100ms and 1m, got 1000years"), "{s}");
+    assert!(s.contains("shutdown.concurrency: must be between 1 and 1024, got 18446744073709551615"), "{s}");
+
+    // The limits themselves are accepted.
+    let edge = "\
+host: a
+daemon: { poll_interval: 1m, power_return_settle: 1d }
+shutdown: { concurrency: 1024, step_timeout: 1h, drain_timeout: 0s, controller_timeout: 1ms }
+startup: { concurrency: 1, nodes_ready_timeout: 1d }
+budget: { window: 1000, min_runs: 1000, default_shutdown_budget: 1d }
+power_sources:
+  - { type: stub_ups, name: u1 }
+";
+    load(edge).unwrap();
+}

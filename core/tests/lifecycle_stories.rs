@@ -400,7 +400,7 @@ fn the_lifecycle_replay_triggers_where_the_policy_replay_does() {
 
     let dir = common::traces_dir();
     let runs = History::load(&dir.join("runs.json")).expect("runs.json").history.runs;
-    let budget_s = budget::estimate(&runs, &BudgetConfig::default()).seconds;
+    let budget_s = budget::estimate(&runs, &BudgetConfig::default(), None).seconds;
     let files = trace::trace_files(&dir).expect("the shared trace corpus");
     assert!(!files.is_empty());
     for f in files {

@@ -63,7 +63,7 @@ fn every_corpus_trace_triggers_in_time_and_never_needlessly() {
     );
     let loaded = History::load(&dir.join("runs.json")).unwrap();
     assert!(loaded.warning.is_none(), "{:?}", loaded.warning);
-    let budget = budget::estimate(&loaded.history.runs, &BudgetConfig::default());
+    let budget = budget::estimate(&loaded.history.runs, &BudgetConfig::default(), None);
     assert!((budget.seconds - 298.1).abs() < 1e-9, "{budget}");
 
     let cfg = PolicyConfig::default();

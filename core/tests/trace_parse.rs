@@ -84,3 +84,13 @@ fn replay_polls_on_a_virtual_clock_and_stops_at_the_first_trigger() {
     assert_eq!(trace::replay(&sparse, &cfg, 300.0, 0.0).triggered_at, Some(5.0));
     assert_eq!(trace::replay(&Trace::default(), &cfg, 300.0, 2.0).triggered_at, None);
 }
+
+#[test]
+fn a_trace_spanning_more_than_a_week_is_refused_at_its_line() {
+    // Replayed, this would visit 5e14 polls: it must be refused, not replayed.
+    let text = "t,ups.status,battery.runtime\n0,OL,1200\n1,OB DISCHRG,1100\n1e15,OB DISCHRG,1000\n";
+    let e = Trace::parse(text).unwrap_err().to_string();
+    assert!(e.starts_with("line 4: t = 1000000000000000 s is more than a week"), "{e}");
+    let week = trace::MAX_SPAN_S;
+    assert!(Trace::parse(&format!("t,ups.status\n0,OL\n{week},OL\n")).is_ok(), "a week is still a trace");
+}

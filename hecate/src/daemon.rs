@@ -454,7 +454,8 @@ impl Shell {
     /// while the poller is stuck protects nothing and should be restarted.
     fn watchdog(&self) {
         let every = *self.cfg.daemon.poll_interval;
-        let fresh = self.last_poll.is_none_or(|t| t.elapsed() <= every * 2 + read_timeout(every));
+        let fresh =
+            self.last_poll.is_none_or(|t| t.elapsed() <= every.saturating_mul(2).saturating_add(read_timeout(every)));
         if fresh {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         } else {

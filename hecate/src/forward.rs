@@ -21,6 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use hecate_core::config::{Config, Role};
+use hecate_core::duration::limits::ONE_DAY;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -195,7 +196,8 @@ pub async fn post(
     body: serde_json::Value,
     timeout: Duration,
 ) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
+    // Held to a day so that a time no config check stopped cannot overflow the clock.
+    let deadline = Instant::now().checked_add(timeout.min(*ONE_DAY)).unwrap_or_else(Instant::now);
     let body = body.to_string();
     let mut tries = 0;
     loop {
@@ -221,7 +223,7 @@ pub async fn post(
             Err(e) => hecate_core::error::error_chain(&e),
         };
         tracing::warn!(url, tries, %why, "the coordinator did not accept");
-        if Instant::now() + Duration::from_secs(1) >= deadline {
+        if Instant::now().checked_add(Duration::from_secs(1)).is_none_or(|t| t >= deadline) {
             return Err(format!("{why} ({tries} tries in {})", humantime::format_duration(timeout)));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -49,7 +49,7 @@ pub fn run(trace_path: &Path, runs: Option<&Path>, config: Option<&Path>, json: 
         Some(p) => History::load(p).with_context(|| format!("reading {}", p.display()))?.history.runs,
         None => Vec::new(),
     };
-    let budget = budget::estimate(&records, &budget_cfg);
+    let budget = budget::estimate(&records, &budget_cfg, None);
     let files = if trace_path.is_dir() { trace::trace_files(trace_path)? } else { vec![trace_path.to_path_buf()] };
     let mut out = std::io::stdout().lock();
     let mut failed = false;

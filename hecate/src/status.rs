@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use hecate_core::budget::{self, Budget};
 use hecate_core::config::Config;
-use hecate_core::engine::Journal;
-use hecate_core::engine::{Outcome, RunReport};
-use hecate_core::history::{History, RunKind, RunOutcome, RunRecord, StageDuration};
-use hecate_core::plan::PlanKind;
+use hecate_core::duration::is_physical_duration;
+use hecate_core::engine::{Journal, RunReport};
+use hecate_core::history::{History, RunKind, RunOutcome, RunRecord};
+use hecate_core::plan::{self, PlanKind};
 use hecate_core::policy::{Decision, Policy};
 use hecate_core::power::{PowerReading, Sample};
 use hecate_core::runtime::Runtime;
@@ -28,7 +28,8 @@ pub fn snapshot_path(state_dir: &Path) -> PathBuf {
     state_dir.join("status.json")
 }
 
-/// The budget from runs.json, or the default when it holds too few runs. A corrupt runs.json is
+/// The budget from runs.json, or the default when it holds too few runs: only successful
+/// shutdowns of the plan this config gives count (`hecate_core::budget`). A corrupt runs.json is
 /// moved aside by the loader (with a warning) and the default applies.
 pub fn budget(cfg: &Config) -> Budget {
     let runs = match History::load(&runs_path(cfg)) {
@@ -43,7 +44,7 @@ pub fn budget(cfg: &Config) -> Budget {
             Vec::new()
         }
     };
-    budget::estimate(&runs, &cfg.budget)
+    budget::estimate(&runs, &cfg.budget, Some(&plan::shutdown_fingerprint(cfg)))
 }
 
 /// What the history says a plan will take: the budget for a shutdown, and per stage the longest
@@ -56,13 +57,13 @@ pub fn expected(cfg: &Config, kind: PlanKind) -> hecate_core::plan::Expected {
     };
     let recent: Vec<&RunRecord> = runs
         .iter()
-        .filter(|r| r.kind == want && r.outcome == RunOutcome::Success)
+        .filter(|r| r.kind == want && r.outcome == RunOutcome::Success && is_physical_duration(r.duration_s))
         .rev()
         .take(cfg.budget.window)
         .collect();
     let mut stages = std::collections::BTreeMap::<String, f64>::new();
     for r in &recent {
-        for s in &r.stages {
+        for s in r.stages.iter().filter(|s| is_physical_duration(s.duration_s)) {
             let e = stages.entry(s.name.clone()).or_insert(0.0);
             *e = e.max(s.duration_s);
         }
@@ -74,30 +75,11 @@ pub fn expected(cfg: &Config, kind: PlanKind) -> hecate_core::plan::Expected {
     hecate_core::plan::Expected { total_s, stages }
 }
 
-/// Appends a finished run to runs.json, with its per-stage durations.
+/// Appends a finished run to runs.json, with its per-stage durations and, for a shutdown, the
+/// fingerprint of this config's shutdown plan (which the budget compares).
 pub fn record_run(cfg: &Config, report: &RunReport) -> anyhow::Result<()> {
-    let kind = match report.kind {
-        PlanKind::Shutdown => RunKind::Shutdown,
-        PlanKind::Startup => RunKind::Startup,
-    };
-    let outcome = match report.outcome {
-        Outcome::Success => RunOutcome::Success,
-        Outcome::Partial => RunOutcome::Partial,
-        Outcome::Failed => RunOutcome::Failed,
-    };
-    let started = humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
-    let mut rec = RunRecord::new(kind, started, Duration::from_secs_f64(report.duration_s.max(0.0)), outcome);
-    rec.trigger_reason = Some(report.reason.clone());
-    rec.stages = report
-        .stages
-        .iter()
-        .map(|s| StageDuration { name: s.name.clone(), duration_s: s.duration_s, extra: Default::default() })
-        .collect();
-    let failed: Vec<String> = report.failures().map(|f| format!("{}: {}", f.description, f.message)).collect();
-    if !failed.is_empty() {
-        rec.extra.insert("failures".into(), serde_json::json!(failed));
-    }
-    rec.extra.insert("host".into(), serde_json::json!(cfg.host));
+    let fingerprint = (report.kind == PlanKind::Shutdown).then(|| plan::shutdown_fingerprint(cfg));
+    let rec = RunRecord::from_report(report, &cfg.host, fingerprint);
     let loaded = History::append(&runs_path(cfg), rec).context("recording the run in runs.json")?;
     if let Some(w) = loaded.warning {
         tracing::warn!("{w}");

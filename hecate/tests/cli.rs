@@ -352,3 +352,157 @@ fn the_host_powers_itself_off_last_after_recording_the_run() {
     let (out, _) = text(&o);
     assert!(out.contains("stop-agents (up to 4 at once, took up to 0."), "{out}");
 }
+
+/// Issue 12, scenario 5: values that parse but would panic at run time are refused by `config
+/// check` (and so by the daemon) with their file, line and field.
+#[test]
+fn config_check_refuses_values_that_would_panic_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "host: h\nstate_dir: {}\nshutdown:\n  concurrency: 18446744073709551615\npower_sources:\n  - {{ type: \
+             simulated, name: u }}\nnotifiers:\n  - type: webhook\n    url: http://127.0.0.1:1/hook\n    retry_for: \
+             500000000000y\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let o = hecate(&["config", "check", path.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    let p = path.display();
+    assert!(err.contains(&format!("{p}:4:3: shutdown.concurrency: must be between 1 and 1024")), "{err}");
+    assert!(err.contains(&format!("{p}:10:5: notifiers[0].retry_for: `retry_for` must be at most 1day")), "{err}");
+    let o = hecate(&["daemon", "--config", path.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("notifiers[0].retry_for"), "{err}");
+}
+
+/// Issue 12, scenario 5: a journal line with an impossible duration resumes, the run is
+/// recorded and the journal removed (it used to panic after every step had run, so every later
+/// start ran the shutdown again).
+#[test]
+fn a_journal_with_an_impossible_step_duration_resumes_and_records_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(dir.path(), &[]);
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let journal = state.join("journal-shutdown.jsonl");
+    let lines = [
+        serde_json::json!({"event": "run", "kind": "shutdown", "reason": "test", "started_at": "2026-01-04T02:11:09.000Z"}),
+        serde_json::json!({"event": "end", "at": "2026-01-04T02:11:10.000Z", "outcome": {
+            "id": "notify/shutdown-triggered", "description": "notify shutdown_triggered", "ok": true,
+            "message": "queued", "duration_s": 1e300}}),
+    ];
+    std::fs::write(&journal, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap(), "--execute", "--resume"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("↷ (done before resume) notify shutdown_triggered (0.0s)"), "{out}");
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("runs.json")).unwrap()).unwrap();
+    let run = &runs[0];
+    assert_eq!(run["outcome"], "success", "{run}");
+    assert_eq!(run["started_at"], "2026-01-04T02:11:09Z", "{run}");
+    let d = run["duration_s"].as_f64().unwrap();
+    assert!(d > 0.0 && d < 600.0, "{run}");
+    assert!(run["plan"]["node_steps"].as_u64().unwrap() > 0, "{run}");
+    assert!(!journal.exists(), "the journal is removed once the run is recorded");
+}
+
+/// A config with only a simulated UPS and no nodes.
+fn no_node_config(dir: &Path) -> PathBuf {
+    let path = dir.join("hecate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "host: h\nstate_dir: {}\nbudget: {{ default_shutdown_budget: 7m }}\npower_sources:\n  - {{ type: simulated, \
+             name: u }}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn status_budget(cfg: &Path) -> (serde_json::Value, String) {
+    let o = hecate(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (s["budget"].clone(), err)
+}
+
+/// Issue 12, scenario 7: shutdowns of a config without nodes take no time; three of them used
+/// to teach a budget of 0 s, after which only LB or FSD could trigger.
+#[test]
+fn shutdowns_without_nodes_do_not_teach_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = no_node_config(dir.path());
+    for _ in 0..3 {
+        let o = hecate(&["shutdown", "--config", cfg.to_str().unwrap(), "--execute"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+    }
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state/runs.json")).unwrap()).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 3);
+    assert_eq!(runs[0]["plan"]["node_steps"], 0, "{runs}");
+    let (budget, _) = status_budget(&cfg);
+    assert_eq!(budget["seconds"], 420.0, "{budget}");
+    assert_eq!(budget["source"]["kind"], "default", "{budget}");
+    assert_eq!(budget["not_comparable"], 3, "{budget}");
+}
+
+/// Issue 12, scenario 5: a runs.json success of 1e300 s used to make the budget 1e300 s.
+#[test]
+fn an_impossible_run_in_the_history_is_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = no_node_config(dir.path());
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    // Written by hand: no stages, no plan fingerprint, so the records would count.
+    let runs: Vec<serde_json::Value> = (1..=3)
+        .map(|d| {
+            serde_json::json!({"kind": "shutdown", "started_at": format!("2026-01-0{d}T00:00:00Z"),
+                "duration_s": 1e300, "outcome": "success"})
+        })
+        .collect();
+    std::fs::write(dir.path().join("state/runs.json"), serde_json::to_string(&runs).unwrap()).unwrap();
+    let (budget, err) = status_budget(&cfg);
+    assert_eq!(budget["seconds"], 420.0, "{budget}");
+    assert_eq!(budget["ignored"].as_array().unwrap().len(), 3, "{budget}");
+    assert!(err.contains("started at 2026-01-01T00:00:00Z took 1e300 s, which is not possible"), "{err}");
+}
+
+/// Issue 12, scenario 8: a three-line trace whose last `t` is 1e15 is refused at once instead
+/// of replayed poll by poll forever.
+#[test]
+fn simulate_refuses_a_trace_spanning_more_than_a_week() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("forever.csv");
+    std::fs::write(&trace, "t,ups.status,battery.runtime\n0,OL,1200\n1,OB DISCHRG,1100\n1e15,OB DISCHRG,1000\n")
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hecate"))
+        .args(["simulate", "--trace", trace.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("hecate simulate still replaying after 30 s");
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(err.contains("forever.csv: line 4: t = 1000000000000000 s is more than a week"), "{err}");
+}

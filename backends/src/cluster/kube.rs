@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainFallback, DrainOptions, DrainReport};
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_DAY, ONE_TRY};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -39,10 +40,11 @@ pub struct KubeClusterConfig {
     /// `https://127.0.0.1:6443` means nothing on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// Time limit of each API request.
+    /// Time limit of each API request. 1ms to 10m; default 10s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
-    /// Pause between evictions a disruption budget refused (kubectl waits 5 s).
+    /// Pause between evictions a disruption budget refused (kubectl waits 5 s). 1ms to 10m;
+    /// default 5s.
     #[serde(default = "default_eviction_retry")]
     pub eviction_retry: HumanDuration,
 }
@@ -59,11 +61,10 @@ fn default_eviction_retry() -> HumanDuration {
 impl ClusterApiConfig for KubeClusterConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.request_timeout.is_zero() {
-            p.push("`request_timeout` must be more than zero".into());
-        }
-        if self.eviction_retry.is_zero() {
-            p.push("`eviction_retry` must be more than zero".into());
+        for (field, d) in [("request_timeout", self.request_timeout), ("eviction_retry", self.eviction_retry)] {
+            if let Some(m) = d.out_of_range(MIN_TIMEOUT, ONE_TRY) {
+                p.push(format!("`{field}` {m}"));
+            }
         }
         if let Some(s) = &self.server
             && !(s.starts_with("https://") || s.starts_with("http://"))
@@ -246,7 +247,8 @@ impl ClusterApi for KubeCluster {
     }
 
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<DrainReport, BackendError> {
-        let deadline = Instant::now() + opts.timeout;
+        // Held to a day so that a time no config check stopped cannot overflow the clock.
+        let deadline = Instant::now().checked_add(opts.timeout.min(*ONE_DAY)).unwrap_or_else(Instant::now);
         let client = self.access.client().await?;
         let all: Api<Pod> = Api::all(client.clone());
         let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
@@ -298,7 +300,7 @@ impl ClusterApi for KubeCluster {
                 }
             }
             pending = still;
-            if pending.is_empty() || Instant::now() + self.eviction_retry > deadline {
+            if pending.is_empty() || Instant::now().checked_add(self.eviction_retry).is_none_or(|t| t > deadline) {
                 break;
             }
             tokio::time::sleep(self.eviction_retry).await;
@@ -347,10 +349,11 @@ impl ClusterApi for KubeCluster {
                 }
             }
             going = still;
-            if going.is_empty() || Instant::now() + self.eviction_retry.min(Duration::from_secs(1)) > deadline {
+            let pause = self.eviction_retry.min(Duration::from_secs(1));
+            if going.is_empty() || Instant::now().checked_add(pause).is_none_or(|t| t > deadline) {
                 break;
             }
-            tokio::time::sleep(self.eviction_retry.min(Duration::from_secs(1))).await;
+            tokio::time::sleep(pause).await;
         }
         report.terminating = going.iter().map(Target::label).collect();
         if !report.terminating.is_empty() {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainOptions, DrainReport};
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::ONE_STEP;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -19,13 +20,13 @@ pub struct SimulatedClusterConfig {
     /// The simulated world shared with `simulated` node controllers.
     #[serde(default = "default_world")]
     pub world: String,
-    /// How long after a server's unit starts the API answers.
+    /// How long after a server's unit starts the API answers. At most 1h; default 1s.
     #[serde(default = "one_second")]
     pub api_delay: HumanDuration,
-    /// How long after a node's unit starts it is Ready.
+    /// How long after a node's unit starts it is Ready. At most 1h; default 1s.
     #[serde(default = "one_second")]
     pub ready_delay: HumanDuration,
-    /// How long a drain takes.
+    /// How long a drain takes. At most 1h; default 1s.
     #[serde(default = "one_second")]
     pub drain_duration: HumanDuration,
     /// Nodes whose drain fails (injected).
@@ -39,6 +40,13 @@ fn one_second() -> HumanDuration {
 
 #[typetag::serde(name = "simulated")]
 impl ClusterApiConfig for SimulatedClusterConfig {
+    fn validate(&self) -> Vec<String> {
+        [("api_delay", self.api_delay), ("ready_delay", self.ready_delay), ("drain_duration", self.drain_duration)]
+            .into_iter()
+            .filter_map(|(field, d)| d.out_of_range(HumanDuration::ZERO, ONE_STEP).map(|m| format!("`{field}` {m}")))
+            .collect()
+    }
+
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn ClusterApi>, BackendError> {
         Ok(Box::new(SimulatedCluster { world: world(&self.world), cfg: self.clone() }))
     }
@@ -67,7 +75,7 @@ impl SimulatedCluster {
             .values()
             .filter(|m| m.server && m.reachable(now))
             .filter_map(|m| m.running_since())
-            .any(|since| now >= since + *self.cfg.api_delay);
+            .any(|since| since.checked_add(*self.cfg.api_delay).is_some_and(|up| now >= up));
         if up { Ok(()) } else { Err(BackendError::new(ErrorKind::Unreachable, "simulated api server is down")) }
     }
 }
@@ -87,7 +95,8 @@ impl ClusterApi for SimulatedCluster {
             .iter()
             .map(|(name, m)| ClusterNode {
                 name: name.clone(),
-                ready: m.reachable(now) && m.running_since().is_some_and(|s| now >= s + *self.cfg.ready_delay),
+                ready: m.reachable(now)
+                    && m.running_since().and_then(|s| s.checked_add(*self.cfg.ready_delay)).is_some_and(|r| now >= r),
                 unschedulable: m.cordoned,
             })
             .collect())

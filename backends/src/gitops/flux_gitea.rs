@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MAX_COUNT, MIN_TIMEOUT, ONE_DAY, ONE_TRY};
 use hecate_core::gitops::{GitOpsBootstrap, GitOpsConfig, GitOpsHealth, GitOpsReport, ResumeOptions};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -50,7 +51,7 @@ pub struct FluxGiteaConfig {
     /// Overrides the context's server URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// Time limit of each API request.
+    /// Time limit of each API request. 1ms to 10m; default 10s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
     /// The GitRepository Flux pulls from (the one served by Gitea).
@@ -60,10 +61,11 @@ pub struct FluxGiteaConfig {
     /// namespace when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// How long the source may stay not-Ready before the deadlock is suspected.
+    /// How long the source may stay not-Ready before the deadlock is suspected. 1ms to 1 day;
+    /// default 2m.
     #[serde(default = "default_source_timeout")]
     pub source_timeout: HumanDuration,
-    /// Pause between readiness checks.
+    /// Pause between readiness checks. 1ms to 10m; default 2s.
     #[serde(default = "default_poll")]
     pub poll_interval: HumanDuration,
     /// How to bring Gitea up when Flux cannot; without it a deadlock can only be reported.
@@ -99,7 +101,7 @@ pub struct GiteaFallback {
     /// A local directory of YAML/JSON manifests to server-side apply, in file-name order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifests_dir: Option<PathBuf>,
-    /// How long to wait for Gitea's health after bringing it up.
+    /// How long to wait for Gitea's health after bringing it up. 1ms to 1 day; default 5m.
     #[serde(default = "default_gitea_timeout")]
     pub timeout: HumanDuration,
 }
@@ -114,7 +116,7 @@ pub struct Workload {
     pub namespace: String,
     /// Its name.
     pub name: String,
-    /// Scale to at least this many replicas.
+    /// Scale to at least this many replicas. 1 to 1000; default 1.
     #[serde(default = "one")]
     pub replicas: i32,
 }
@@ -149,13 +151,13 @@ fn one() -> i32 {
 impl GitOpsConfig for FluxGiteaConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        for (field, d) in [
-            ("request_timeout", &self.request_timeout),
-            ("source_timeout", &self.source_timeout),
-            ("poll_interval", &self.poll_interval),
+        for (field, d, max) in [
+            ("request_timeout", self.request_timeout, ONE_TRY),
+            ("source_timeout", self.source_timeout, ONE_DAY),
+            ("poll_interval", self.poll_interval, ONE_TRY),
         ] {
-            if d.is_zero() {
-                p.push(format!("`{field}` must be more than zero"));
+            if let Some(m) = d.out_of_range(MIN_TIMEOUT, max) {
+                p.push(format!("`{field}` {m}"));
             }
         }
         if let Some(g) = &self.gitea {
@@ -170,8 +172,12 @@ impl GitOpsConfig for FluxGiteaConfig {
             {
                 p.push(format!("`gitea.manifests_dir` must be an absolute path, not {}", d.display()));
             }
-            if g.workloads.iter().any(|w| w.replicas < 1) {
-                p.push("`gitea.workloads[].replicas` must be at least 1".into());
+            if let Some(m) = g.timeout.out_of_range(MIN_TIMEOUT, ONE_DAY) {
+                p.push(format!("`gitea.timeout` {m}"));
+            }
+            let max = i32::try_from(MAX_COUNT).unwrap_or(i32::MAX);
+            if g.workloads.iter().any(|w| !(1..=max).contains(&w.replicas)) {
+                p.push(format!("`gitea.workloads[].replicas` must be between 1 and {max}"));
             }
         }
         p
@@ -417,7 +423,9 @@ impl FluxGitea {
                 Ok(src) => readiness(&src, token),
                 Err(e) => Readiness::NotReady(e.to_string()),
             };
-            if state == Readiness::Ready || Instant::now() + *self.cfg.poll_interval > until {
+            if state == Readiness::Ready
+                || Instant::now().checked_add(*self.cfg.poll_interval).is_none_or(|t| t > until)
+            {
                 return Ok(state);
             }
             tokio::time::sleep(*self.cfg.poll_interval).await;
@@ -461,7 +469,7 @@ impl FluxGitea {
                     act(report, format!("gitea healthy after {:.1} s", started.elapsed().as_secs_f64()));
                     return Ok(());
                 }
-                Err(why) if Instant::now() + *self.cfg.poll_interval > until => {
+                Err(why) if Instant::now().checked_add(*self.cfg.poll_interval).is_none_or(|t| t > until) => {
                     return Err(BackendError::new(
                         ErrorKind::Timeout,
                         format!(
@@ -619,7 +627,10 @@ impl GitOpsBootstrap for FluxGitea {
         let started = Instant::now();
         // Finish a little before the engine's own limit on this step, so the report says what
         // was waited for rather than just "timed out".
-        let until = started + opts.timeout.saturating_sub((opts.timeout / 20).min(Duration::from_secs(5)));
+        // Held to a day so that a time no config check stopped cannot overflow the clock.
+        let limit = opts.timeout.min(*ONE_DAY);
+        let until =
+            started.checked_add(limit.saturating_sub((limit / 20).min(Duration::from_secs(5)))).unwrap_or(started);
         let client = self.client().await?;
         let kinds = self.kinds(&client).await?;
         let mut report = GitOpsReport::default();
@@ -705,7 +716,9 @@ impl GitOpsBootstrap for FluxGitea {
                         act(&mut report, format!("{what} ready"));
                         break;
                     }
-                    Readiness::NotReady(why) if Instant::now() + *self.cfg.poll_interval > until => {
+                    Readiness::NotReady(why)
+                        if Instant::now().checked_add(*self.cfg.poll_interval).is_none_or(|t| t > until) =>
+                    {
                         let e = BackendError::new(ErrorKind::Timeout, format!("{what} not ready: {why}"));
                         return Err(fail(e, &report));
                     }

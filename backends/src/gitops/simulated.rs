@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::ONE_STEP;
 use hecate_core::gitops::{GitOpsBootstrap, GitOpsConfig, GitOpsHealth, GitOpsReport, ResumeOptions};
 use hecate_core::{BackendError, BuildContext};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ pub struct SimulatedGitOpsConfig {
     /// The git source stays not Ready after resume until the fallback brings it up.
     #[serde(default)]
     pub source_deadlock: bool,
-    /// How long each action takes.
+    /// How long each action takes. At most 1h; default 500ms.
     #[serde(default = "half_second")]
     pub step_duration: HumanDuration,
 }
@@ -38,6 +39,14 @@ fn half_second() -> HumanDuration {
 
 #[typetag::serde(name = "simulated")]
 impl GitOpsConfig for SimulatedGitOpsConfig {
+    fn validate(&self) -> Vec<String> {
+        self.step_duration
+            .out_of_range(HumanDuration::ZERO, ONE_STEP)
+            .map(|m| format!("`step_duration` {m}"))
+            .into_iter()
+            .collect()
+    }
+
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn GitOpsBootstrap>, BackendError> {
         Ok(Box::new(SimulatedGitOps {
             suspended: Mutex::new(self.operator_suspended.iter().cloned().collect()),

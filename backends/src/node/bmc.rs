@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::ONE_DAY;
 use hecate_core::node::{Capability, PowerState};
 use hecate_core::{BackendError, ErrorKind};
 
@@ -161,7 +162,8 @@ enum Waited {
 /// read, a last one at the deadline). A failed read is retried: a BMC may be busy right after
 /// an action.
 async fn wait_for(driver: &dyn PowerDriver, want: PowerState, within: Duration, poll: Duration) -> Waited {
-    let deadline = Instant::now() + within;
+    // Held to a day so that a time no config check stopped cannot overflow the clock.
+    let deadline = Instant::now().checked_add(within.min(*ONE_DAY)).unwrap_or_else(Instant::now);
     loop {
         let last = match driver.read().await {
             Ok(p) if p.state() == want => return Waited::Reached,

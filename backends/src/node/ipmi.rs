@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_STEP, ONE_TRY};
 use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -59,19 +60,22 @@ pub struct IpmiConfig {
     /// and the one OpenIPMI's simulator answers) or 17 (HMAC-SHA256, AES-128; newer BMCs).
     #[serde(default = "default_cipher_suite")]
     pub cipher_suite: u8,
-    /// Time limit of each ipmitool run (a BMC that does not answer is given up on after it).
+    /// Time limit of each ipmitool run (a BMC that does not answer is given up on after it). 1ms
+    /// to 10m; default 10s.
     #[serde(default = "bmc::default_timeout")]
     pub timeout: HumanDuration,
     /// How long the OS gets to shut down after `chassis power soft` before `chassis power off`
     /// cuts the power; `0s` cuts it at once. `soft_timeout` + `verify_timeout` should fit within
-    /// `shutdown.controller_timeout` (30s by default), which bounds the whole power off.
+    /// `shutdown.controller_timeout` (30s by default), which bounds the whole power off. At most
+    /// 1h; default 10s.
     #[serde(default = "default_soft_timeout")]
     pub soft_timeout: HumanDuration,
     /// How long an accepted power off or on gets to show in `chassis power status` before the
-    /// controller reports the BMC as not acting (and the node's next controller is tried).
+    /// controller reports the BMC as not acting (and the node's next controller is tried). 1ms
+    /// to 1h; default 15s.
     #[serde(default = "bmc::default_verify_timeout")]
     pub verify_timeout: HumanDuration,
-    /// How often the power status is read while waiting for a change.
+    /// How often the power status is read while waiting for a change. 1ms to 10m; default 1s.
     #[serde(default = "bmc::default_poll_interval")]
     pub poll_interval: HumanDuration,
 }
@@ -110,11 +114,14 @@ impl NodeControllerConfig for IpmiConfig {
                 self.cipher_suite
             ));
         }
-        for (key, value) in
-            [("timeout", self.timeout), ("verify_timeout", self.verify_timeout), ("poll_interval", self.poll_interval)]
-        {
-            if value.is_zero() {
-                p.push(format!("`{key}` must be greater than zero"));
+        for (key, value, min, max) in [
+            ("timeout", self.timeout, MIN_TIMEOUT, ONE_TRY),
+            ("soft_timeout", self.soft_timeout, HumanDuration::ZERO, ONE_STEP),
+            ("verify_timeout", self.verify_timeout, MIN_TIMEOUT, ONE_STEP),
+            ("poll_interval", self.poll_interval, MIN_TIMEOUT, ONE_TRY),
+        ] {
+            if let Some(m) = value.out_of_range(min, max) {
+                p.push(format!("`{key}` {m}"));
             }
         }
         p

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_STEP, ONE_TRY};
 use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -50,19 +51,21 @@ pub struct RedfishConfig {
     /// as the BMC and read its credentials, so `hecate config check` warns; prefer `ca_file`.
     #[serde(default)]
     pub insecure: bool,
-    /// Time limit of each HTTP request (connecting included).
+    /// Time limit of each HTTP request (connecting included). 1ms to 10m; default 10s.
     #[serde(default = "bmc::default_timeout")]
     pub timeout: HumanDuration,
     /// How long the OS gets to shut down after `GracefulShutdown` before `ForceOff` cuts the
     /// power; `0s` cuts it at once. `graceful_timeout` + `verify_timeout` should fit within
-    /// `shutdown.controller_timeout` (30s by default), which bounds the whole power off.
+    /// `shutdown.controller_timeout` (30s by default), which bounds the whole power off. At most
+    /// 1h; default 10s.
     #[serde(default = "default_graceful_timeout")]
     pub graceful_timeout: HumanDuration,
     /// How long an accepted `ForceOff` or `On` gets to show in `PowerState` before the
-    /// controller reports the BMC as not acting (and the node's next controller is tried).
+    /// controller reports the BMC as not acting (and the node's next controller is tried). 1ms
+    /// to 1h; default 15s.
     #[serde(default = "bmc::default_verify_timeout")]
     pub verify_timeout: HumanDuration,
-    /// How often `PowerState` is read while waiting for a change.
+    /// How often `PowerState` is read while waiting for a change. 1ms to 10m; default 1s.
     #[serde(default = "bmc::default_poll_interval")]
     pub poll_interval: HumanDuration,
 }
@@ -114,11 +117,14 @@ impl NodeControllerConfig for RedfishConfig {
         if url.is_some_and(|u| u.scheme() == "http") && (self.insecure || self.ca_file.is_some()) {
             p.push("`ca_file` and `insecure` are tls settings; they do nothing for an http:// endpoint".into());
         }
-        for (key, value) in
-            [("timeout", self.timeout), ("verify_timeout", self.verify_timeout), ("poll_interval", self.poll_interval)]
-        {
-            if value.is_zero() {
-                p.push(format!("`{key}` must be greater than zero"));
+        for (key, value, min, max) in [
+            ("timeout", self.timeout, MIN_TIMEOUT, ONE_TRY),
+            ("graceful_timeout", self.graceful_timeout, HumanDuration::ZERO, ONE_STEP),
+            ("verify_timeout", self.verify_timeout, MIN_TIMEOUT, ONE_STEP),
+            ("poll_interval", self.poll_interval, MIN_TIMEOUT, ONE_TRY),
+        ] {
+            if let Some(m) = value.out_of_range(min, max) {
+                p.push(format!("`{key}` {m}"));
             }
         }
         p

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{ONE_DAY, ONE_STEP};
 use hecate_core::node::{
     Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, NodeRole, PowerState,
 };
@@ -21,10 +22,10 @@ pub struct SimulatedNodeConfig {
     /// The simulated world shared with a `simulated` cluster.
     #[serde(default = "default_world")]
     pub world: String,
-    /// How long each operation takes.
+    /// How long each operation takes. At most 1h; default 500ms.
     #[serde(default = "default_step")]
     pub step_duration: HumanDuration,
-    /// How long the OS takes to answer after power-on.
+    /// How long the OS takes to answer after power-on. At most 1h; default 2s.
     #[serde(default = "default_boot")]
     pub boot_time: HumanDuration,
     /// Operations that fail (injected): any of `probe`, `start_unit`, `stop_unit`,
@@ -49,6 +50,13 @@ fn default_boot() -> HumanDuration {
 
 #[typetag::serde(name = "simulated")]
 impl NodeControllerConfig for SimulatedNodeConfig {
+    fn validate(&self) -> Vec<String> {
+        [("step_duration", self.step_duration), ("boot_time", self.boot_time)]
+            .into_iter()
+            .filter_map(|(field, d)| d.out_of_range(HumanDuration::ZERO, ONE_STEP).map(|m| format!("`{field}` {m}")))
+            .collect()
+    }
+
     fn build(&self, node: &NodeInfo, _ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError> {
         let w = world(&self.world);
         let (unit, server) = match node.role {
@@ -133,7 +141,8 @@ impl NodeController for SimulatedNode {
             NodeOp::PowerOn => {
                 if !m.powered {
                     m.powered = true;
-                    m.booted_at = now + *self.cfg.boot_time;
+                    // Held to a day so that a time no config check stopped cannot overflow the clock.
+                    m.booted_at = now.checked_add((*self.cfg.boot_time).min(*ONE_DAY)).unwrap_or(now);
                 }
                 NodeOpOutput::Done
             }

@@ -30,10 +30,11 @@ pub struct CommandConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
     /// Time limit of one run; a program still running then is killed and the try counts as
-    /// failed.
+    /// failed. 1ms to 10m; default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// How long an event is retried, with growing pauses, before it is given up (and logged).
+    /// From `timeout` to 1 day; default 2m.
     #[serde(default = "default_retry_for")]
     pub retry_for: HumanDuration,
     /// Only these event kinds are sent; empty or absent means all.

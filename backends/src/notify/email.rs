@@ -49,10 +49,11 @@ pub struct EmailConfig {
     /// Put before every subject.
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
-    /// Time limit of one try (connect, log in, send).
+    /// Time limit of one try (connect, log in, send). 1ms to 10m; default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// How long an event is retried, with growing pauses, before it is given up (and logged).
+    /// From `timeout` to 1 day; default 2m.
     #[serde(default = "default_retry_for")]
     pub retry_for: HumanDuration,
     /// Only these event kinds are sent; empty or absent means all.

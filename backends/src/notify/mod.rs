@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_DAY, ONE_TRY};
 use hecate_core::notify::{DeliveryPolicy, EventKind};
 use hecate_core::{BackendError, ErrorKind};
 
@@ -27,10 +28,12 @@ pub(crate) fn default_retry_for() -> HumanDuration {
 /// Problems with the settings every notifier shares.
 pub(crate) fn delivery_problems(timeout: HumanDuration, retry_for: HumanDuration) -> Vec<String> {
     let mut p = Vec::new();
-    if timeout.is_zero() {
-        p.push("`timeout` must be greater than zero".into());
+    if let Some(m) = timeout.out_of_range(MIN_TIMEOUT, ONE_TRY) {
+        p.push(format!("`timeout` {m}"));
     }
-    if *retry_for < *timeout {
+    if let Some(m) = retry_for.out_of_range(HumanDuration::ZERO, ONE_DAY) {
+        p.push(format!("`retry_for` {m}"));
+    } else if *retry_for < *timeout {
         p.push(format!("`retry_for` ({retry_for}) must be at least `timeout` ({timeout})"));
     }
     p

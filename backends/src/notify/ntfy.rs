@@ -35,10 +35,11 @@ pub struct NtfyConfig {
     /// step_failed and forwarder_fallback, `low` for stage_finished, `default` otherwise.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub priorities: BTreeMap<EventKind, Priority>,
-    /// Time limit of one try (connect, send, answer).
+    /// Time limit of one try (connect, send, answer). 1ms to 10m; default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// How long an event is retried, with growing pauses, before it is given up (and logged).
+    /// From `timeout` to 1 day; default 2m.
     #[serde(default = "default_retry_for")]
     pub retry_for: HumanDuration,
     /// Only these event kinds are sent; empty or absent means all.

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::ONE_DAY;
 use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -16,10 +17,10 @@ use serde::{Deserialize, Serialize};
 pub struct SimulatedUpsConfig {
     /// The source's name.
     pub name: String,
-    /// Runtime of a full battery at `load` percent.
+    /// Runtime of a full battery at `load` percent. 1s to 1 day; default 30m.
     #[serde(default = "default_runtime")]
     pub battery_runtime: HumanDuration,
-    /// Time to recharge from empty on mains.
+    /// Time to recharge from empty on mains. 1s to 1 day; default 1h.
     #[serde(default = "default_recharge")]
     pub recharge_time: HumanDuration,
     /// Load in percent at the start.
@@ -32,6 +33,7 @@ pub struct SimulatedUpsConfig {
     #[serde(default = "default_low")]
     pub low_battery_charge: f64,
     /// Factor on the reported `battery.runtime`: above 1 models optimistic firmware (aged cells).
+    /// More than 0, at most 10; default 1.
     #[serde(default = "one")]
     pub firmware_optimism: f64,
     /// Events, by time since the source started.
@@ -43,6 +45,7 @@ pub struct SimulatedUpsConfig {
     #[serde(default)]
     pub trace: Option<std::path::PathBuf>,
     /// Trace seconds per real second when replaying (10 plays a 20-minute outage in 2 minutes).
+    /// More than 0, at most 10000; default 1.
     #[serde(default = "one")]
     pub speed: f64,
 }
@@ -51,7 +54,7 @@ pub struct SimulatedUpsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptStep {
-    /// When, since the source started.
+    /// When, since the source started. At most 1 day.
     pub at: HumanDuration,
     /// What happens.
     pub event: SimEvent,
@@ -103,8 +106,14 @@ impl PowerSourceConfig for SimulatedUpsConfig {
 
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.battery_runtime.is_zero() || self.recharge_time.is_zero() {
-            p.push("battery_runtime and recharge_time must be greater than zero".into());
+        let second = HumanDuration::from_secs(1);
+        for (field, d) in [("battery_runtime", self.battery_runtime), ("recharge_time", self.recharge_time)] {
+            if let Some(m) = d.out_of_range(second, ONE_DAY) {
+                p.push(format!("`{field}` {m}"));
+            }
+        }
+        if !(self.firmware_optimism > 0.0 && self.firmware_optimism <= 10.0) {
+            p.push(format!("`firmware_optimism` must be more than 0 and at most 10, got {}", self.firmware_optimism));
         }
         if !(0.0..=100.0).contains(&self.initial_charge) {
             p.push(format!("initial_charge {} is not a percentage", self.initial_charge));
@@ -115,10 +124,13 @@ impl PowerSourceConfig for SimulatedUpsConfig {
         if self.trace.is_some() && !self.script.is_empty() {
             p.push("`trace` and `script` exclude each other: a replay follows the recording".into());
         }
-        if !(self.speed.is_finite() && self.speed > 0.0) {
-            p.push(format!("speed {} must be a positive number", self.speed));
+        if !(self.speed > 0.0 && self.speed <= 10_000.0) {
+            p.push(format!("`speed` must be more than 0 and at most 10000, got {}", self.speed));
         }
         for (i, s) in self.script.iter().enumerate() {
+            if let Some(m) = s.at.out_of_range(HumanDuration::ZERO, ONE_DAY) {
+                p.push(format!("script[{i}]: `at` {m}"));
+            }
             match (s.event, s.percent) {
                 (SimEvent::Load, None) => p.push(format!("script[{i}]: event `load` needs `percent`")),
                 (SimEvent::Load, Some(v)) if !(v > 0.0 && v <= 200.0) => {

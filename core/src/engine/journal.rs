@@ -146,7 +146,18 @@ impl Journal {
                     let Ok(line) = line else { break };
                     match serde_json::from_str::<Line>(&line) {
                         Ok(Line::Run { started_at: s, .. }) => started_at = Some(s),
-                        Ok(Line::End { outcome, .. }) => {
+                        Ok(Line::End { mut outcome, .. }) => {
+                            // A damaged line must not make the run's duration impossible (the
+                            // run would then fail to be recorded, and resume at every start).
+                            if !crate::duration::is_physical_duration(outcome.duration_s) {
+                                tracing::warn!(
+                                    step = %outcome.id,
+                                    duration_s = outcome.duration_s,
+                                    journal = %path.display(),
+                                    "a finished step in the journal has an impossible duration; counting it as 0 s"
+                                );
+                                outcome.duration_s = 0.0;
+                            }
                             earlier += outcome.duration_s;
                             finished.insert(outcome.id.clone(), outcome);
                         }

@@ -194,7 +194,10 @@ impl Engine {
             (false, true) => Outcome::Partial,
             (false, false) => Outcome::Success,
         };
-        let resumed_s = journal.as_ref().map(|j| j.earlier_elapsed_s()).unwrap_or(0.0);
+        // Each step the journal held is at most a day (the journal drops impossible ones), so the
+        // sum is finite; the guard keeps an impossible total out of the report all the same.
+        let resumed_s = journal.as_ref().map(|j| j.earlier_elapsed_s()).filter(|s| s.is_finite() && *s >= 0.0);
+        let resumed_s = resumed_s.unwrap_or(0.0);
         RunReport {
             kind: plan.kind,
             reason: plan.reason.clone(),
@@ -206,7 +209,10 @@ impl Engine {
     }
 
     async fn run_stage(&self, stage: &Stage, journal: Option<&mut Journal>) -> Vec<StepOutcome> {
-        let limit = Semaphore::new(stage.concurrency.max(1));
+        // A concurrency beyond the stage's steps changes nothing, and beyond MAX_PERMITS the
+        // semaphore would panic: clamp whatever a plan built in code says.
+        let permits = stage.concurrency.min(stage.steps.len()).clamp(1, Semaphore::MAX_PERMITS);
+        let limit = Semaphore::new(permits);
         // The journal is shared by the stage's concurrent steps; appends are short and ordered.
         let journal = std::sync::Mutex::new(journal);
         let futs = stage.steps.iter().map(|step| {

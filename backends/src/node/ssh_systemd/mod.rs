@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_STEP, ONE_TRY};
 use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -49,11 +50,12 @@ pub struct SshSystemdConfig {
     /// A key that differs from the listed one is refused even so.
     #[serde(default)]
     pub accept_new_host_keys: bool,
-    /// Time limit on opening a connection: TCP connect, SSH handshake and login.
+    /// Time limit on opening a connection: TCP connect, SSH handshake and login. 1ms to 10m;
+    /// default 10s.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
     /// Time limit on one remote command (`systemctl stop k3s` can take a while). The shutdown's
-    /// `controller_timeout` and the step's timeout still apply on top.
+    /// `controller_timeout` and the step's timeout still apply on top. 1ms to 1h; default 1m.
     #[serde(default = "default_command_timeout")]
     pub command_timeout: HumanDuration,
     /// Run `systemctl start|stop` and the poweroff command through `sudo -n` (never prompts: a
@@ -126,9 +128,11 @@ impl NodeControllerConfig for SshSystemdConfig {
         if self.port == 0 {
             p.push("port: must be between 1 and 65535".into());
         }
-        for (field, d) in [("connect_timeout", self.connect_timeout), ("command_timeout", self.command_timeout)] {
-            if d.is_zero() {
-                p.push(format!("{field}: must be greater than zero"));
+        for (field, d, max) in
+            [("connect_timeout", self.connect_timeout, ONE_TRY), ("command_timeout", self.command_timeout, ONE_STEP)]
+        {
+            if let Some(m) = d.out_of_range(MIN_TIMEOUT, max) {
+                p.push(format!("{field}: {m}"));
             }
         }
         let cmd = self.poweroff_command.trim();

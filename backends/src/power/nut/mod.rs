@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
+use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_TRY};
 use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,7 @@ pub struct NutConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Time limit on connecting and on each request. A request that runs out of time drops the
-    /// connection; the next poll opens a new one.
+    /// connection; the next poll opens a new one. 1ms to 10m; default 5s.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// Encrypt the connection with TLS (upsd's `STARTTLS`), checking upsd's certificate. Without
@@ -179,8 +180,8 @@ impl PowerSourceConfig for NutConfig {
             (None, Some(_)) => p.push("`password_file` is only used with `username`".into()),
             _ => {}
         }
-        if self.timeout.is_zero() {
-            p.push("`timeout` must be greater than zero".into());
+        if let Some(m) = self.timeout.out_of_range(MIN_TIMEOUT, ONE_TRY) {
+            p.push(format!("`timeout` {m}"));
         }
         if let Some(tls) = &self.tls {
             p.extend(tls.problems(&self.endpoint));
