@@ -210,17 +210,17 @@ fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
 fn values_that_would_panic_at_run_time_are_refused_with_their_line_and_field() {
     let yaml = "\
 host: a
-role: forwarder
+role:
+  forwarder:
+    coordinator_url: http://c:1
+    token_file: /t
+    timeout: 5000y
+    power_off_self_after: 5000y
 daemon:
   poll_interval: 1000y
 shutdown:
   concurrency: 18446744073709551615
   power_off_self: true
-forwarding:
-  coordinator_url: http://c:1
-  token_file: /t
-  timeout: 5000y
-  power_off_self_after: 5000y
 startup:
   api_timeout: 500000000000y
 budget:
@@ -233,10 +233,10 @@ power_sources:
     let (e, s) = err(yaml);
     let at = |field: &str| e.problems.iter().find(|p| p.field == field).map(|p| (p.line, p.message.clone()));
     for (field, line) in [
-        ("daemon.poll_interval", 4),
-        ("shutdown.concurrency", 6),
-        ("forwarding.timeout", 11),
-        ("forwarding.power_off_self_after", 12),
+        ("role.forwarder.timeout", 6),
+        ("role.forwarder.power_off_self_after", 7),
+        ("daemon.poll_interval", 9),
+        ("shutdown.concurrency", 11),
         ("startup.api_timeout", 14),
         ("budget.window", 16),
         ("policy.debounce_polls", 18),
