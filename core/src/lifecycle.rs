@@ -185,7 +185,7 @@ impl Replay {
             cluster_up: true,
             timeline: Vec::new(),
         };
-        r.feed(Input::Start { interrupted: None });
+        r.feed(Input::Start { interrupted: None, startup_interrupted: false });
         r
     }
 
@@ -303,7 +303,7 @@ impl Replay {
         self.last_phase = None;
         self.record(Happening::Restarted);
         let interrupted = self.journal_summary();
-        self.feed(Input::Start { interrupted });
+        self.feed(Input::Start { interrupted, startup_interrupted: false });
     }
 
     /// An operator runs the startup by hand (the supervisor does not see it).

@@ -188,6 +188,8 @@ pub enum Input {
     Start {
         /// The interrupted shutdown's journal, if there is one.
         interrupted: Option<JournalSummary>,
+        /// A startup's journal is there too: a startup never finished.
+        startup_interrupted: bool,
     },
     /// One poll of every power source, in config order, and the shutdown budget in force.
     Poll {
@@ -686,7 +688,9 @@ impl Supervisor {
         let mut fx = Fx::default();
         let first = !std::mem::replace(&mut self.started, true);
         match input {
-            Input::Start { interrupted } if first => self.on_start(now, interrupted, &mut fx),
+            Input::Start { interrupted, startup_interrupted } if first => {
+                self.on_start(now, interrupted, startup_interrupted, &mut fx)
+            }
             Input::Start { .. } => fx.log(Level::Debug, "a start after the first input ignored"),
             Input::Poll { samples, budget_s } => self.on_poll(now, samples, budget_s, &mut fx),
             Input::Peer { from, address, message } => self.on_peer(now, from, address, message, &mut fx),
@@ -701,8 +705,14 @@ impl Supervisor {
         self.mains_ok_since.is_some_and(|since| now - since >= self.cfg.power_return_settle_s)
     }
 
-    fn on_start(&mut self, now: f64, interrupted: Option<JournalSummary>, fx: &mut Fx) {
+    fn on_start(&mut self, now: f64, interrupted: Option<JournalSummary>, startup_interrupted: bool, fx: &mut Fx) {
         let Some(j) = interrupted else {
+            if startup_interrupted && self.cfg.startup_on_power_return {
+                // Our own startup was cut short (a crash, a restart): bring the cluster up again
+                // once mains are stable, as after a shutdown. The startup is run afresh.
+                fx.log(Level::Warn, "a startup was interrupted: it runs again once mains are stable");
+                self.phase = Phase::ShutDown { since: now, end: ShutdownEnd::Interrupted, covered: false };
+            }
             return;
         };
         let started = j.started_at.as_deref().unwrap_or("an unknown time");

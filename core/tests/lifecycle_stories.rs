@@ -232,6 +232,7 @@ fn an_empty_journal_is_never_a_reason_to_shut_down() {
                     age_s: Some(5.0),
                     readable: true,
                 }),
+                startup_interrupted: false,
             },
         );
         assert!(fx.iter().any(|e| matches!(e, Effect::CloseInterrupted { .. })), "{fx:?}");
@@ -417,5 +418,29 @@ fn the_lifecycle_replay_triggers_where_the_policy_replay_does() {
         r.run_until(end);
         let lifecycle = shutdowns(&r).first().map(|(t, _)| *t);
         assert_eq!(lifecycle, policy, "{}\n{}", f.display(), timeline(&r));
+    }
+}
+
+/// A startup of ours cut short by a restart runs again once mains are stable (with
+/// `startup_on_power_return`); without it the daemon just watches.
+#[test]
+fn an_interrupted_startup_runs_again_when_configured() {
+    for startup in [true, false] {
+        let mut sup = Supervisor::new(config(Role::Standalone, startup), ["ups".to_string()]);
+        sup.step(0.0, Input::Start { interrupted: None, startup_interrupted: true });
+        let want = if startup { PhaseKind::ShutDown } else { PhaseKind::Watching };
+        assert_eq!(sup.phase().kind(), want);
+        let online = Sample::Reading(PowerReading {
+            status: UpsStatus::parse("OL"),
+            charge_pct: Some(100.0),
+            runtime_s: Some(3000.0),
+            ..PowerReading::default()
+        });
+        let mut started = Vec::new();
+        for i in 1..=40 {
+            let fx = sup.step(f64::from(i) * 2.0, Input::Poll { samples: vec![online.clone()], budget_s: 240.0 });
+            started.extend(fx.into_iter().filter(|e| matches!(e, Effect::StartRun { kind: PlanKind::Startup, .. })));
+        }
+        assert_eq!(started.len(), usize::from(startup), "{started:?}");
     }
 }

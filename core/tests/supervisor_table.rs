@@ -68,7 +68,7 @@ fn in_phase(phase: PhaseKind) -> (Supervisor, f64) {
     let mut s = Supervisor::new(config(role), ["ups".to_string()]);
     let mut t = 0.0;
     let interrupted = (phase == PhaseKind::Recovering).then(journal);
-    s.step(t, Input::Start { interrupted });
+    s.step(t, Input::Start { interrupted, startup_interrupted: false });
     let mut step = |s: &mut Supervisor, input: Input| {
         t += 2.0;
         s.step(t, input)
@@ -142,7 +142,7 @@ const INPUTS: [In; 14] = [
 fn input(i: In, current_run: Option<u64>) -> Input {
     let run = current_run.unwrap_or(1);
     match i {
-        In::Start => Input::Start { interrupted: Some(journal()) },
+        In::Start => Input::Start { interrupted: Some(journal()), startup_interrupted: false },
         In::PollOnline => poll(online()),
         In::PollFsd => poll(fsd()),
         In::PollNoData => poll(Sample::NoData { reason: "driver not connected".into() }),
@@ -337,7 +337,7 @@ fn timers() {
         let mut cfg = s.config().clone();
         cfg.startup_on_power_return = startup;
         let mut fresh = Supervisor::new(cfg, ["ups".to_string()]);
-        fresh.step(0.0, Input::Start { interrupted: None });
+        fresh.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
         let run = started_run(&fresh.step(2.0, poll(fsd()))).expect("started");
         fresh.step(4.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Success) });
         s = fresh;
@@ -414,7 +414,8 @@ fn arb_input() -> impl Strategy<Value = (f64, Input, bool)> {
         3 => (run_end, any::<bool>()).prop_map(|(end, current)| (Input::RunEnded { run: 0, end }, current)),
         1 => any::<bool>().prop_map(|ok| (Input::Forwarded(if ok { Ok("ok".into()) } else { Err("no".into()) }), false)),
         1 => any::<bool>().prop_map(|ok| (Input::Cleared(if ok { Ok("ok".into()) } else { Err("no".into()) }), false)),
-        1 => prop::option::of(Just(journal())).prop_map(|j| (Input::Start { interrupted: j }, false)),
+        1 => (prop::option::of(Just(journal())), any::<bool>())
+            .prop_map(|(j, s)| (Input::Start { interrupted: j, startup_interrupted: s }, false)),
     ];
     (prop_oneof![Just(0.0), 0.0..200.0f64, Just(-5.0), Just(f64::NAN)], input).prop_map(|(dt, (i, c))| (dt, i, c))
 }

@@ -67,7 +67,8 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         .context("installing the SIGTERM handler")?;
     let mut watchdog = tokio::time::interval(watchdog_period());
     let interrupted = Journal::inspect(&shell.cfg.state_dir, PlanKind::Shutdown, SystemTime::now());
-    let mut input = Some(Input::Start { interrupted });
+    let startup_interrupted = Journal::pending(&shell.cfg.state_dir, PlanKind::Startup);
+    let mut input = Some(Input::Start { interrupted, startup_interrupted });
     loop {
         if let Some(input) = input.take() {
             let before = shell.sup.phase().kind();
