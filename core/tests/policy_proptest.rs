@@ -56,8 +56,8 @@ fn step() -> impl Strategy<Value = f64> {
 }
 
 fn config() -> impl Strategy<Value = PolicyConfig> {
-    (0u32..6, 0u32..6, 0u32..8, 0u32..20, 0.0f64..50.0, 0.0f64..10.0, any::<bool>()).prop_map(
-        |(debounce, mains_back, spike, median, memory, drop, blind)| PolicyConfig {
+    (0u32..6, 0u32..6, 0u32..8, 0u32..20, 0.0f64..50.0, 0.0f64..10.0, any::<bool>(), 0.5f64..2.5).prop_map(
+        |(debounce, mains_back, spike, median, memory, drop, blind, peukert)| PolicyConfig {
             runtime_safety_factor: 1.1,
             debounce_polls: debounce,
             mains_back_polls: mains_back,
@@ -65,6 +65,7 @@ fn config() -> impl Strategy<Value = PolicyConfig> {
             runtime_median_polls: median,
             slope_memory_pct: memory,
             slope_min_drop_pct: drop,
+            peukert_exponent: peukert,
             blind_countdown_when_online: blind,
         },
     )
