@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::PolicyConfig;
 use super::filter::median;
 use super::fit::{LineFit, Moments, QuadraticFit};
+use crate::discharge::{ChargeCurve, CurvePoint, DischargeRecord, MAX_POINTS, MIN_RECORDED_DROP_PCT};
 
 /// Peukert exponents tried besides the configured one.
 const EXPONENTS: [f64; 6] = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5];
@@ -80,6 +81,12 @@ const STEP_RATE_TOLERANCE: f64 = 0.3;
 /// quantum is not known before the first change either.
 const MAX_PLAUSIBLE_RATE_PCT_PER_S: f64 = 1.0;
 const STEP_UNKNOWN_RATE_MIN_PCT: f64 = 25.0;
+/// The discharge history is compared with this stretch over its last this many percent of charge,
+/// at least `HISTORY_MIN_SPAN_PCT`, and used while the two paces differ by less than
+/// `HISTORY_TOLERANCE` (relative).
+const HISTORY_SPAN_PCT: f64 = 10.0;
+const HISTORY_MIN_SPAN_PCT: f64 = 5.0;
+const HISTORY_TOLERANCE: f64 = 0.2;
 /// Weights are kept relative to a reference consumption; past this exponent they are rescaled.
 const MAX_WEIGHT_EXPONENT: f64 = 300.0;
 
@@ -106,6 +113,18 @@ pub struct ChargeEstimate {
     pub steps: u32,
     /// The slope is the recent one: the readings fall faster than the steady fit says.
     pub recent_slope: bool,
+    /// The discharge curve of earlier outages, when it agrees with this one and is used.
+    #[serde(default)]
+    pub history: Option<HistoryUse>,
+}
+
+/// How the discharge history entered an estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HistoryUse {
+    /// Recorded outages the curve was made of.
+    pub outages: usize,
+    /// How much longer this outage took than the curve over the same fall of charge (1: the same).
+    pub ratio: f64,
 }
 
 impl ChargeEstimate {
@@ -123,6 +142,14 @@ impl ChargeEstimate {
         }
         if self.steps > 0 {
             s.push_str(&format!(", {} step{} down", self.steps, if self.steps == 1 { "" } else { "s" }));
+        }
+        if let Some(h) = self.history {
+            s.push_str(&format!(
+                ", following the curve of {} earlier outage{} (×{:.2})",
+                h.outages,
+                if h.outages == 1 { "" } else { "s" },
+                h.ratio
+            ));
         }
         if self.runtime_high_s - self.runtime_low_s >= 0.2 * self.runtime_s.max(1.0) {
             s.push_str(&format!(
@@ -223,6 +250,7 @@ struct Point {
     x: [f64; N],
     t: f64,
     c: f64,
+    load: f64,
 }
 
 /// The current on-battery stretch.
@@ -245,6 +273,36 @@ struct Run {
     /// After a step: the charge may still be falling off it (a surface charge sags away over a
     /// minute or so), until a transition comes at the usual rate again.
     settling: bool,
+    /// When the stretch began.
+    t0: f64,
+    /// The filtered reading at its first poll and at each change, for the discharge history.
+    trail: Vec<CurvePoint>,
+    /// A step was seen: the stretch is not the battery's usual curve.
+    stepped: bool,
+}
+
+impl Run {
+    fn record(&self, quantum: f64) -> Option<DischargeRecord> {
+        (!self.stepped && self.trail.len() >= 2).then(|| DischargeRecord {
+            ended_at: String::new(),
+            quantum_pct: quantum,
+            points: self.trail.clone(),
+        })
+    }
+
+    fn remember(&mut self, p: &Point) {
+        self.trail.push(CurvePoint { t_s: p.t - self.t0, charge_pct: p.c, load_pct: p.load });
+        // bounded: past twice what the history keeps, every other point goes (first and last stay)
+        if self.trail.len() > 2 * MAX_POINTS {
+            let last = self.trail.len() - 1;
+            let mut i = 0;
+            self.trail.retain(|_| {
+                let keep = i % 2 == 0 || i == last;
+                i += 1;
+                keep
+            });
+        }
+    }
 }
 
 /// The battery as seen through its charge readings.
@@ -266,6 +324,10 @@ pub(super) struct BatteryModel {
     steps: u32,
     /// The exponent in use (index into `exponents`).
     chosen: usize,
+    /// The last stretch that ended, until taken for the discharge history.
+    finished: Option<DischargeRecord>,
+    /// The curve of earlier stretches, per exponent.
+    history: Option<Box<[ChargeCurve; N]>>,
 }
 
 impl BatteryModel {
@@ -286,12 +348,37 @@ impl BatteryModel {
             quantum: None,
             steps: 0,
             chosen: 0,
+            finished: None,
+            history: None,
         }
     }
 
     /// The on-battery stretch ended (mains back, or no data).
     pub fn close_run(&mut self) {
-        self.run = None;
+        if let Some(run) = self.run.take()
+            && let Some(rec) = run.record(self.quantum())
+            && rec.drop_pct() >= MIN_RECORDED_DROP_PCT
+        {
+            self.finished = Some(rec);
+        }
+    }
+
+    /// The last on-battery stretch that ended, once, for the discharge history.
+    pub fn take_finished(&mut self) -> Option<DischargeRecord> {
+        self.finished.take()
+    }
+
+    /// The current on-battery stretch so far.
+    pub fn current_record(&self) -> Option<DischargeRecord> {
+        self.run.as_ref().and_then(|r| r.record(self.quantum()))
+    }
+
+    /// Uses the curves of earlier stretches of this battery, where the live readings agree.
+    pub fn set_history(&mut self, records: &[DischargeRecord]) {
+        let usable: Vec<DischargeRecord> =
+            records.iter().filter(|r| r.drop_pct() >= MIN_RECORDED_DROP_PCT).cloned().collect();
+        self.history =
+            (!usable.is_empty()).then(|| Box::new(self.exponents.map(|p| ChargeCurve::from_records(&usable, p))));
     }
 
     fn quantum(&self) -> f64 {
@@ -314,6 +401,9 @@ impl BatteryModel {
                 cusum: 0.0,
                 x_prev_transition: None,
                 settling: false,
+                t0: t,
+                trail: Vec::new(),
+                stepped: false,
             });
         }
         let exponents = self.exponents;
@@ -335,7 +425,7 @@ impl BatteryModel {
         let Some(c) = charge else { return };
         let Some(run) = self.run.as_mut() else { return };
         let h = self.half_window;
-        run.raw.push_back(Point { x: run.x, t, c });
+        run.raw.push_back(Point { x: run.x, t, c, load: load_pct });
         run.seen += 1;
         while run.raw.len() > 2 * h + 1 {
             run.raw.pop_front();
@@ -365,16 +455,18 @@ impl BatteryModel {
         let quantum = self.quantum();
         let chosen = self.chosen;
         let Some(run) = self.run.as_mut() else { return };
-        let Some(Point { x: x_prev, t: t_prev, c: q_prev }) = run.last else {
+        let Some(Point { x: x_prev, t: t_prev, c: q_prev, .. }) = run.last else {
             run.last = Some(point);
             run.first = Some(point);
             run.x_prev_transition = Some(x);
+            run.remember(&point);
             return;
         };
         run.last = Some(point);
         if q == q_prev {
             return;
         }
+        run.remember(&Point { t: (t_prev + point.t) / 2.0, ..point });
         let mut x_t = [0.0; N];
         for (m, (a, b)) in x_t.iter_mut().zip(x_prev.iter().zip(&x)) {
             *m = (a + b) / 2.0;
@@ -413,6 +505,7 @@ impl BatteryModel {
         if is_step {
             run.cusum = 0.0;
             run.settling = true;
+            run.stepped = true;
             run.transition = Some(Transition { x: x_t, lo: q, hi: q + quantum });
             self.steps = self.steps.saturating_add(1);
             self.push_segment(Segment::new(x_t));
@@ -613,7 +706,33 @@ impl BatteryModel {
         let charge = fitted.filter(|c| c.is_finite()).unwrap_or((lo + hi) / 2.0).clamp(lo, hi);
 
         let ell = (load_pct / 100.0).max(0.0).powf(p);
-        let runtime = |c: f64| drain.lasts(c) * X_UNIT_S / ell;
+        let history = self.history_agreement(run, p, quantum).and_then(|(curves, ratio)| {
+            let curve = curves.get(i)?;
+            Some((curve, ratio))
+        });
+        let runtime = |c: f64| {
+            let live = drain.lasts(c);
+            let x = match history {
+                // the recorded curve down to where it ends, scaled to this outage, then the live drain
+                // (below it, at the pace of its lowest part if that is faster than the live fit's:
+                // a knee only steepens)
+                Some((curve, ratio)) => {
+                    let floor = curve.covered_down_to(c);
+                    match curve.between(c, floor) {
+                        Some(s) => {
+                            let below = drain.lasts(floor);
+                            let below = curve
+                                .lowest_seconds_per_pct(c)
+                                .map_or(below, |spp| below.min(ratio * spp * floor / X_UNIT_S));
+                            ratio * s / X_UNIT_S + below
+                        }
+                        None => live,
+                    }
+                }
+                None => live,
+            };
+            x * X_UNIT_S / ell
+        };
         let rate = drain.rate * ell / X_UNIT_S;
         // d(rate)/dt relative to the rate, per minute
         let speedup = 2.0 * drain.accel * ell / X_UNIT_S / drain.rate * 60.0 * 100.0;
@@ -628,8 +747,41 @@ impl BatteryModel {
             peukert_exponent: p,
             steps: self.steps,
             recent_slope: recent,
+            history: history.map(|(curve, ratio)| HistoryUse { outages: curve.records, ratio }),
         };
         [est.runtime_s, est.runtime_low_s, est.runtime_high_s].iter().all(|v| v.is_finite() && *v >= 0.0).then_some(est)
+    }
+}
+
+impl BatteryModel {
+    /// The recorded curves and how this stretch's pace compares with them, when they agree: over
+    /// the last [`HISTORY_SPAN_PCT`] of charge this stretch has fallen through (at least
+    /// [`HISTORY_MIN_SPAN_PCT`] and two quanta), it took between 1/(1 + tolerance) and
+    /// (1 + tolerance) times what the curve says. A stretch with a step is not the usual curve.
+    fn history_agreement(&self, run: &Run, p: f64, quantum: f64) -> Option<(&[ChargeCurve; N], f64)> {
+        let curves = self.history.as_deref()?;
+        if run.stepped {
+            return None;
+        }
+        let i = self.exponents.iter().position(|e| *e == p)?;
+        let last = run.trail.last()?;
+        let mut x = 0.0;
+        let mut start = last;
+        for w in run.trail.windows(2).rev() {
+            if w[0].charge_pct - last.charge_pct > HISTORY_SPAN_PCT {
+                break;
+            }
+            x += (w[1].load_pct / 100.0).max(0.0).powf(p) * (w[1].t_s - w[0].t_s);
+            start = &w[0];
+        }
+        let span = start.charge_pct - last.charge_pct;
+        if span < HISTORY_MIN_SPAN_PCT.max(2.0 * quantum) {
+            return None;
+        }
+        let recorded = curves[i].between(start.charge_pct, last.charge_pct)?;
+        let ratio = x / recorded;
+        let tolerance = 1.0 + HISTORY_TOLERANCE;
+        (ratio.is_finite() && ratio > 1.0 / tolerance && ratio < tolerance).then_some((curves, ratio))
     }
 }
 

@@ -56,9 +56,14 @@ impl RuntimeFilter {
     }
 }
 
-/// A reported load changing by more than this fraction of the average is a step, followed at
-/// once; smaller changes are scatter (a load reported in 10 % steps flips between two of them).
+/// A reported load changing by more than this fraction of the average, and by more than
+/// `LOAD_STEP_QUANTA` of the load's reporting step, is a step, followed at once; smaller changes
+/// are scatter (a load reported in 10 % steps flips between the two around the true load).
 const LOAD_STEP_FRACTION: f64 = 0.2;
+const LOAD_STEP_QUANTA: f64 = 1.5;
+/// The coarsest reporting step a load is taken to have, percent: a larger change between two
+/// readings is a step of the load itself, not its resolution.
+const LOAD_MAX_QUANTUM_PCT: f64 = 10.0;
 /// The time constant, seconds, over which load scatter is averaged.
 const LOAD_AVERAGE_S: f64 = 60.0;
 
@@ -70,22 +75,30 @@ pub(super) struct LoadFilter {
     cap: usize,
     readings: VecDeque<f64>,
     average: Option<(f64, f64)>,
+    /// The smallest change between two readings seen: the load's reporting step.
+    quantum: f64,
 }
 
 impl LoadFilter {
     pub(super) fn new(cap: usize) -> Self {
-        Self { cap, readings: VecDeque::with_capacity(cap), average: None }
+        Self { cap, readings: VecDeque::with_capacity(cap), average: None, quantum: f64::INFINITY }
     }
 
     /// Feeds a poll's load (none if not reported); returns the load to use, none if it was never
     /// reported.
     pub(super) fn push(&mut self, t: f64, load: Option<f64>) -> Option<f64> {
         if let Some(l) = load {
+            if let Some(&prev) = self.readings.back()
+                && prev != l
+            {
+                self.quantum = self.quantum.min((prev - l).abs()).min(LOAD_MAX_QUANTUM_PCT);
+            }
             push_bounded(&mut self.readings, l, self.cap);
         }
         let m = median(self.readings.iter().copied())?;
+        let quantum = if self.quantum.is_finite() { self.quantum } else { 0.0 };
         let next = match self.average {
-            Some((avg, last_t)) if (m - avg).abs() <= LOAD_STEP_FRACTION * avg => {
+            Some((avg, last_t)) if (m - avg).abs() <= (LOAD_STEP_FRACTION * avg).max(LOAD_STEP_QUANTA * quantum) => {
                 let f = (-(t - last_t).max(0.0) / LOAD_AVERAGE_S).exp();
                 avg * f + m * (1.0 - f)
             }
