@@ -12,6 +12,15 @@ pub fn traces_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
 }
 
+/// The physics corpus: `HECATE_PHYSICS_TRACES_DIR`, else `../shared/traces-physics` beside the
+/// clone.
+pub fn physics_traces_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HECATE_PHYSICS_TRACES_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces-physics")
+}
+
 /// The ground truth in a trace's header comments, which only the tests' judges read.
 pub fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
     fs::read_to_string(path)
