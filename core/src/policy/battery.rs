@@ -1,36 +1,48 @@
 //! The own runtime estimate: the battery as seen through its `battery.charge` readings.
 //!
-//! Charge falls with the energy drawn, so it is fitted against the *effective discharge*
-//! x = ∫ (load / 100 %)^p dt, where p is the Peukert exponent (a battery drains faster than in
-//! proportion to its load; p = 1 is no such effect). A load step then changes the predicted rate
-//! on the next poll. Which p applies is read off the data: the fit is kept for several exponents
-//! at once, and one other than the configured exponent is used only when it explains the readings
-//! across a load change clearly better. Without `ups.load`, x is time.
+//! **Load and Peukert.** Charge falls with the energy drawn, so it is fitted against the
+//! *effective discharge* x = ∫ (load / 100 %)^p dt (time, without `ups.load`), where p is the
+//! Peukert exponent: a battery drains faster than in proportion to its load. A load step then
+//! changes the predicted rate on the next poll. The fit is kept for several exponents at once
+//! (1.0 to 1.5 and the configured one), and another than the configured one is used only when it
+//! explains the readings across a load change clearly better. The load is averaged over a minute
+//! unless it steps by more than a fifth and more than its reporting step.
 //!
-//! Readings are quantised (whole percents, or 10 % steps on some UPSes) and a reading that has not
-//! changed says only that the charge is somewhere in its step. What is exact is the moment a
-//! reading changes: the charge crossed a step boundary between the two polls. So the points of the
-//! fit are these *transitions*, each at the midpoint between the two polls, and the charge now is an
-//! interval: from the last transition on, at most one step above the reading less what the fitted
-//! rate has consumed since, and at least the reading less that consumption. The quantum is the
-//! smallest change seen.
+//! **Quantised readings.** A reading that has not changed says only that the charge is somewhere
+//! in its step (whole percents, or 10 % on some UPSes); what is exact is the moment it changes,
+//! when the charge crossed a step boundary. So the points of the fit are these *transitions* of
+//! the median-filtered reading, each at the midpoint between the two polls, and the charge now is
+//! an interval: from the last transition on, between the new reading and one step above it, less
+//! what the fit says was consumed since; never more than a step above the latest reading. The
+//! step (quantum) is the smallest change seen. A reading that repeats is not taken to bound the
+//! charge from below: it may be stale (a driver that stopped updating, irregular polls).
 //!
-//! The fit is weighted by the charge consumed since each point (`slope_memory_pct`), not by poll
-//! count, so irregular polls and stale repeated readings weigh nothing extra. Each on-battery
-//! stretch is a *segment* with its own offset and one slope shared by all segments (a second outage
-//! keeps what the first taught about the battery).
+//! **Weights.** Points are weighed by the charge consumed since they were taken
+//! (`slope_memory_pct`), not by poll count, so irregular polls and repeated readings weigh
+//! nothing extra. Each on-battery stretch is a *segment* with its own offset and one slope shared
+//! by all segments (a second outage keeps what the first taught about the battery).
 //!
-//! Two effects bend the line:
-//! - a charge derived from battery voltage reads high mid-discharge and falls ever faster near the
-//!   end (the knee), and a load that creeps up while unreported does the same. Once the current
-//!   stretch has consumed enough charge, it is fitted with a parabola and the estimate uses the
-//!   slope *now* and the acceleration, solving charge − rate·τ − ½·acceleration·τ² = 0; the
-//!   curvature is used only as far as the data proves it (shrunk by two standard errors towards
-//!   none, never the other way: a slope that flattens is not counted on).
-//! - a step down (a cell failing, or the surface charge of a briefly recharged battery sagging
-//!   away) is not a slope: drops beyond what the rate explains are accumulated (a CUSUM) and, past
-//!   a threshold of a few quanta, start a new segment at the new level, so the slope is not
-//!   corrupted by the step.
+//! **Curvature.** A charge derived from battery voltage reads high mid-discharge and falls ever
+//! faster near the end (the knee); an unreported load creeping up does the same. Once the current
+//! segment has consumed a full slope memory, a parabola through it gives the slope *now* and its
+//! acceleration, and a cubic how fast the acceleration itself grows (a knee that still sharpens);
+//! each term is used only as far as the data proves it, shrunk by two (three for the cubic)
+//! standard errors towards none and never the other way (a slope that would flatten is not counted
+//! on), and the cubic only when it is the more pessimistic. The runtime solves
+//! charge = rate·u + accel·u² + jerk·u³. A short-memory line overrides them when the readings fall
+//! clearly faster (a step of an unreported load).
+//!
+//! **Steps.** A step down (a cell failing, the surface charge of a briefly recharged battery
+//! sagging away) is not a slope: each transition's drop beyond what the rate explains is
+//! accumulated (a CUSUM) and, past a few quanta, starts a new segment at the new level; while the
+//! charge keeps falling off the step faster than twice the rate, the new segment starts afresh,
+//! so the slope learnt before is not corrupted. Before any rate is known, only a drop faster than
+//! any battery discharges is a step.
+//!
+//! **History.** With the discharge curves of earlier outages
+//! ([`crate::discharge`]), the estimate follows the recorded curve as far down as it reaches
+//! while this stretch's pace over its last 10 % of charge agrees with it within ±20 % (a stretch
+//! with a step is not compared).
 
 use std::collections::VecDeque;
 
@@ -441,19 +453,17 @@ impl BatteryModel {
         let Some(lo) = (i - half).checked_sub(first) else { return };
         let window = run.raw.iter().skip(lo).map(|p| p.c);
         let (Some(cm), Some(&centre)) = (median(window), run.raw.get(i - first)) else { return };
+        let before = (self.segments.len(), self.segments.back().map(|s| s.points));
         self.filtered(Point { c: cm, ..centre });
-        self.choose_exponent();
+        // the fits change only when a point is added
+        if (self.segments.len(), self.segments.back().map(|s| s.points)) != before {
+            self.choose_exponent();
+        }
     }
 
-    /// A filtered reading `q` at `x`: a transition when it differs from the last one.
+    /// A filtered reading: a transition when it differs from the last one.
     fn filtered(&mut self, point: Point) {
         let Point { x, c: q, .. } = point;
-        let rate = match (self.run.as_ref(), self.segments.back()) {
-            (Some(run), Some(seg)) => self.shape(run, seg).map(|s| s.drain.rate),
-            _ => None,
-        };
-        let quantum = self.quantum();
-        let chosen = self.chosen;
         let Some(run) = self.run.as_mut() else { return };
         let Some(Point { x: x_prev, t: t_prev, c: q_prev, .. }) = run.last else {
             run.last = Some(point);
@@ -466,6 +476,13 @@ impl BatteryModel {
         if q == q_prev {
             return;
         }
+        let rate = match (self.run.as_ref(), self.segments.back()) {
+            (Some(run), Some(seg)) => self.shape(run, seg).map(|s| s.drain.rate),
+            _ => None,
+        };
+        let quantum = self.quantum();
+        let chosen = self.chosen;
+        let Some(run) = self.run.as_mut() else { return };
         run.remember(&Point { t: (t_prev + point.t) / 2.0, ..point });
         let mut x_t = [0.0; N];
         for (m, (a, b)) in x_t.iter_mut().zip(x_prev.iter().zip(&x)) {
@@ -586,7 +603,10 @@ impl BatteryModel {
 
     /// Picks the Peukert exponent: the configured one unless another fits clearly better.
     fn choose_exponent(&mut self) {
-        let ssr: Vec<Option<f64>> = (0..N).map(|i| self.pooled(i, false)).map(|p| p.slope().map(|_| p.ssr())).collect();
+        let ssr: [Option<f64>; N] = std::array::from_fn(|i| {
+            let p = self.pooled(i, false);
+            p.slope().map(|_| p.ssr())
+        });
         let Some(base) = ssr[0] else {
             self.chosen = 0;
             return;

@@ -20,22 +20,24 @@
 //!   seen online is also counted down (see [`PolicyConfig::blind_countdown_when_online`]).
 //!
 //! # The estimate
-//! The estimate is the more pessimistic of two:
+//! Two estimates are weighed:
 //! - the firmware's `battery.runtime`, through a running median over `runtime_median_polls` polls
 //!   (spikes and scatter are ignored) with each reading aged by the time since it was taken, so
 //!   the median does not lag behind a runtime that counts down;
-//! - an own estimate from the charge slope. The firmware's runtime is optimistic on aged batteries,
-//!   freezes and may be missing, but `battery.charge` stays honest. Charge falls in proportion to
-//!   the energy drawn, so the slope is fitted against *load × time* (percent of nominal load ×
-//!   seconds) rather than time: a load step changes the predicted runtime on the next poll instead
-//!   of after the slope has caught up. The fit is a weighted least-squares line per on-battery
-//!   stretch with one slope shared by all stretches (a brief return of mains between two stretches,
-//!   or a second outage soon after the first, keeps what was learnt about the battery while each
-//!   stretch keeps its own offset, since charge readings jump when charging resumes). Old points
-//!   are forgotten by the charge consumed since (`slope_memory_pct`), which weights recent data
-//!   for whatever the load model misses. The slope is trusted only once the charge has been seen
-//!   to fall by `slope_min_drop_pct` percent: readings are whole percents, and a slope from one
-//!   step of a staircase is meaningless. Remaining runtime = fitted charge now ÷ (slope × load now).
+//! - an own estimate from `battery.charge` ([`ChargeEstimate`]; the model is described in
+//!   `policy/battery.rs`). The firmware's runtime is optimistic on aged batteries and under a
+//!   voltage-derived knee, ignores Peukert's law, freezes and may be missing; the charge readings
+//!   say how fast the battery really drains. The own estimate is a central value and the range the quantised readings
+//!   allow (a reading of 10 % in 10 % steps is anything from 10 to 20 %).
+//!
+//! The firmware's estimate is used while it is within or below that range: readings in coarse
+//! steps leave a wide range, and the firmware (in seconds) says where in it the battery is. Above
+//! the range the firmware is optimistic: the top of the range is used while the firmware is
+//! just above it, moving to the central value as it gets a range's width above it. Without a
+//! firmware runtime the own central value is used; without either, the last estimate counted down.
+//!
+//! Where earlier outages of this UPS were recorded ([`Policy::set_discharge_history`]), the own
+//! estimate follows their discharge curve while this outage's pace agrees with it.
 
 mod battery;
 mod config;
