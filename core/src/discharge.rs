@@ -75,8 +75,9 @@ impl DischargeRecord {
         self
     }
 
-    /// Whether every number is finite and the points go forward in time.
-    fn is_sane(&self) -> bool {
+    /// Whether every number is finite, charges are percents, loads not negative, and the points go
+    /// forward in time.
+    pub fn is_sane(&self) -> bool {
         self.quantum_pct.is_finite()
             && self.points.iter().all(|p| {
                 p.t_s.is_finite()

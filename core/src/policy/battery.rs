@@ -388,7 +388,7 @@ impl BatteryModel {
     /// Uses the curves of earlier stretches of this battery, where the live readings agree.
     pub fn set_history(&mut self, records: &[DischargeRecord]) {
         let usable: Vec<DischargeRecord> =
-            records.iter().filter(|r| r.drop_pct() >= MIN_RECORDED_DROP_PCT).cloned().collect();
+            records.iter().filter(|r| r.is_sane() && r.drop_pct() >= MIN_RECORDED_DROP_PCT).cloned().collect();
         self.history =
             (!usable.is_empty()).then(|| Box::new(self.exponents.map(|p| ChargeCurve::from_records(&usable, p))));
     }
