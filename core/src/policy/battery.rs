@@ -726,10 +726,7 @@ impl BatteryModel {
         let charge = fitted.filter(|c| c.is_finite()).unwrap_or((lo + hi) / 2.0).clamp(lo, hi);
 
         let ell = (load_pct / 100.0).max(0.0).powf(p);
-        let history = self.history_agreement(run, p, quantum).and_then(|(curves, ratio)| {
-            let curve = curves.get(i)?;
-            Some((curve, ratio))
-        });
+        let history = self.history_agreement(run, i, quantum);
         let runtime = |c: f64| {
             let live = drain.lasts(c);
             let x = match history {
@@ -778,12 +775,12 @@ impl BatteryModel {
     /// the last [`HISTORY_SPAN_PCT`] of charge this stretch has fallen through (at least
     /// [`HISTORY_MIN_SPAN_PCT`] and two quanta), it took between 1/(1 + tolerance) and
     /// (1 + tolerance) times what the curve says. A stretch with a step is not the usual curve.
-    fn history_agreement(&self, run: &Run, p: f64, quantum: f64) -> Option<(&[ChargeCurve; N], f64)> {
-        let curves = self.history.as_deref()?;
+    fn history_agreement(&self, run: &Run, i: usize, quantum: f64) -> Option<(&ChargeCurve, f64)> {
+        let curve = self.history.as_deref()?.get(i)?;
         if run.stepped {
             return None;
         }
-        let i = self.exponents.iter().position(|e| *e == p)?;
+        let p = self.exponents[i];
         let last = run.trail.last()?;
         let mut x = 0.0;
         let mut start = last;
@@ -798,10 +795,10 @@ impl BatteryModel {
         if span < HISTORY_MIN_SPAN_PCT.max(2.0 * quantum) {
             return None;
         }
-        let recorded = curves[i].between(start.charge_pct, last.charge_pct)?;
+        let recorded = curve.between(start.charge_pct, last.charge_pct)?;
         let ratio = x / recorded;
         let tolerance = 1.0 + HISTORY_TOLERANCE;
-        (ratio.is_finite() && ratio > 1.0 / tolerance && ratio < tolerance).then_some((curves, ratio))
+        (ratio.is_finite() && ratio > 1.0 / tolerance && ratio < tolerance).then_some((curve, ratio))
     }
 }
 
