@@ -328,7 +328,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// `runs.json.corrupt-20260104T021109Z`, with `-2`, `-3`… if that name is taken.
-fn corrupt_path(path: &Path, now: SystemTime) -> PathBuf {
+pub(crate) fn corrupt_path(path: &Path, now: SystemTime) -> PathBuf {
     let stamp: String =
         humantime::format_rfc3339_seconds(now).to_string().chars().filter(|c| *c != '-' && *c != ':').collect();
     let base = sibling(path, &format!(".corrupt-{stamp}"));
@@ -348,7 +348,7 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-fn sync_parent(path: &Path) -> Result<(), HistoryError> {
+pub(crate) fn sync_parent(path: &Path) -> Result<(), HistoryError> {
     let dir = parent_dir(path);
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("cannot sync directory", dir))
 }

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod discharge;
 pub mod duration;
 pub mod engine;
 pub mod error;

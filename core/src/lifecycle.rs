@@ -146,6 +146,8 @@ pub struct Replay {
     run: Option<RunningRun>,
     journal: Option<JournalModel>,
     inbox: Vec<(f64, Input)>,
+    /// When the next poll happens: at 0, then every `poll_s`, as `trace::replay` polls.
+    next_poll: f64,
     last_phase: Option<PhaseKind>,
     /// The cluster is up (it starts up; shutdowns take it down, startups bring it back).
     pub cluster_up: bool,
@@ -181,6 +183,7 @@ impl Replay {
             run: None,
             journal: None,
             inbox: Vec::new(),
+            next_poll: 0.0,
             last_phase: None,
             cluster_up: true,
             timeline: Vec::new(),
@@ -260,6 +263,8 @@ impl Replay {
                 self.inbox.push((self.now + self.peer_latency_s, Input::Cleared(answer)));
             }
             Effect::PowerOffSelf { .. } => self.record(Happening::PoweredOffSelf),
+            // The replay keeps no discharge history: each replay starts from what it is given.
+            Effect::RecordDischarge { .. } => {}
             Effect::Log { level: Level::Warn | Level::Error, message } => self.record(Happening::Logged { message }),
             Effect::Log { .. } => {}
         }
@@ -299,6 +304,7 @@ impl Replay {
         self.run = None;
         self.inbox.clear();
         self.now += offline_s.max(0.0);
+        self.next_poll = self.now;
         self.sup = Supervisor::new(self.cfg.clone(), self.names.clone());
         self.last_phase = None;
         self.record(Happening::Restarted);
@@ -312,10 +318,11 @@ impl Replay {
         self.record(Happening::OperatorStartup);
     }
 
-    /// Runs the world until `t`: polls every `poll_s`, run ends and answers in between.
+    /// Runs the world until `t`: polls at 0 and every `poll_s` after, run ends and answers in
+    /// between.
     pub fn run_until(&mut self, t: f64) {
         loop {
-            let next_poll = (self.now / self.poll_s).floor() * self.poll_s + self.poll_s;
+            let next_poll = self.next_poll;
             let run_end = self.run.as_ref().map(|r| r.ends_at);
             let inbox = self.inbox.iter().map(|(at, _)| *at).reduce(f64::min);
             let next = [Some(next_poll), run_end, inbox].into_iter().flatten().fold(f64::INFINITY, f64::min);
@@ -340,6 +347,7 @@ impl Replay {
                 }
             } else {
                 let now = self.now;
+                self.next_poll = now + self.poll_s;
                 let samples = self.power.iter_mut().map(|p| p(now)).collect();
                 let budget_s = self.budget_s;
                 self.feed(Input::Poll { samples, budget_s });

@@ -67,6 +67,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config};
+use crate::discharge::DischargeRecord;
 use crate::engine::{JournalSummary, Outcome};
 use crate::notify::EventKind;
 use crate::plan::PlanKind;
@@ -282,6 +283,14 @@ pub enum Effect {
     },
     /// Forwarder: tell the coordinator our mains are back (answer: [`Input::Cleared`]).
     SendClear,
+    /// Keep an on-battery stretch of a source in the discharge history (`discharge.json`), and
+    /// hand the source's records back with [`Supervisor::set_discharge_history`].
+    RecordDischarge {
+        /// The source.
+        source: String,
+        /// The stretch.
+        record: DischargeRecord,
+    },
     /// Power this host off (after giving notifications their chance).
     PowerOffSelf {
         /// Why, for the log.
@@ -790,6 +799,9 @@ impl Supervisor {
             if matches!(sample, Sample::NoData { .. }) {
                 s.polls_without_data = s.polls_without_data.saturating_add(1);
             }
+            if let Some(record) = s.policy.take_discharge() {
+                fx.0.push(Effect::RecordDischarge { source: s.name.clone(), record });
+            }
             s.mains = Some(mains);
             s.sample = Some(sample);
             s.decision = Some(d);
@@ -880,6 +892,24 @@ impl Supervisor {
         });
         self.last_trigger = Some(trigger.clone());
         self.phase = Phase::ShuttingDown { run, since: now, trigger, resume, attempts, signalled };
+    }
+
+    /// Powers this host off, keeping first what the current outage showed of each battery: the
+    /// stretch would otherwise be lost with the host.
+    fn power_off_self(&mut self, why: String, fx: &mut Fx) {
+        for s in &self.sources {
+            if let Some(record) = s.policy.discharge_so_far() {
+                fx.0.push(Effect::RecordDischarge { source: s.name.clone(), record });
+            }
+        }
+        fx.0.push(Effect::PowerOffSelf { why });
+    }
+
+    /// The discharge curves recorded for a source's UPS (at start, and after each record).
+    pub fn set_discharge_history(&mut self, source: &str, records: &[DischargeRecord]) {
+        if let Some(s) = self.sources.iter_mut().find(|s| s.name == source) {
+            s.policy.set_discharge_history(records);
+        }
     }
 
     fn next_run_id(&mut self) -> RunId {
@@ -1055,7 +1085,7 @@ impl Supervisor {
                 self.last_start_error = None;
                 fx.log(Level::Info, format!("shutdown finished: {}", outcome_word(outcome)));
                 if self.cfg.power_off_self {
-                    fx.0.push(Effect::PowerOffSelf { why: "the cluster's shutdown is done".into() });
+                    self.power_off_self("the cluster's shutdown is done".into(), fx);
                 }
                 self.phase = Phase::ShutDown {
                     since: now,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, PolicyConfig};
+use crate::policy::{ChargeEstimate, Policy, PolicyConfig};
 use crate::power::{PowerReading, Sample, UpsStatus};
 
 /// A problem reading a trace.
@@ -258,6 +258,9 @@ pub struct ReplayResult {
     pub triggered_at: Option<f64>,
     /// The policy's reason for the trigger.
     pub reason: Option<String>,
+    /// What the own estimate rested on at the trigger, when there was one.
+    #[serde(default)]
+    pub charge_model: Option<ChargeEstimate>,
 }
 
 /// Replays a trace through a fresh [`Policy`] polling every `poll_interval_s` seconds on a virtual
@@ -283,7 +286,11 @@ pub fn replay(trace: &Trace, cfg: &PolicyConfig, budget_s: f64, poll_interval_s:
     for (t, row) in polls {
         let decision = policy.observe(t, &row.sample, budget_s);
         if decision.triggered {
-            return ReplayResult { triggered_at: decision.triggered_at.or(Some(t)), reason: Some(decision.reason) };
+            return ReplayResult {
+                triggered_at: decision.triggered_at.or(Some(t)),
+                reason: Some(decision.reason),
+                charge_model: decision.charge_model,
+            };
         }
     }
     ReplayResult::default()

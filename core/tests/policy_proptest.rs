@@ -1,5 +1,6 @@
 //! Arbitrary poll sequences never make the policy panic, and a trigger is never taken back.
 
+use hecate_core::discharge::{CurvePoint, DischargeRecord};
 use hecate_core::policy::{Policy, PolicyConfig, PowerState};
 use hecate_core::power::{PowerReading, Sample, UpsStatus};
 use proptest::prelude::*;
@@ -56,8 +57,8 @@ fn step() -> impl Strategy<Value = f64> {
 }
 
 fn config() -> impl Strategy<Value = PolicyConfig> {
-    (0u32..6, 0u32..6, 0u32..8, 0u32..20, 0.0f64..50.0, 0.0f64..10.0, any::<bool>()).prop_map(
-        |(debounce, mains_back, spike, median, memory, drop, blind)| PolicyConfig {
+    (0u32..6, 0u32..6, 0u32..8, 0u32..20, 0.0f64..50.0, 0.0f64..10.0, any::<bool>(), 0.5f64..2.5).prop_map(
+        |(debounce, mains_back, spike, median, memory, drop, blind, peukert)| PolicyConfig {
             runtime_safety_factor: 1.1,
             debounce_polls: debounce,
             mains_back_polls: mains_back,
@@ -65,9 +66,26 @@ fn config() -> impl Strategy<Value = PolicyConfig> {
             runtime_median_polls: median,
             slope_memory_pct: memory,
             slope_min_drop_pct: drop,
+            peukert_exponent: peukert,
             blind_countdown_when_online: blind,
         },
     )
+}
+
+/// A discharge history as a daemon might hand it over, from a file or a stretch of its own: any
+/// numbers at all.
+fn history() -> impl Strategy<Value = Vec<DischargeRecord>> {
+    let point = (value(), value(), value()).prop_map(|(t, c, l)| CurvePoint {
+        t_s: t.unwrap_or(0.0),
+        charge_pct: c.unwrap_or(50.0),
+        load_pct: l.unwrap_or(50.0),
+    });
+    let record = (prop::collection::vec(point, 0..60), value()).prop_map(|(points, q)| DischargeRecord {
+        ended_at: String::new(),
+        quantum_pct: q.unwrap_or(1.0),
+        points,
+    });
+    prop::collection::vec(record, 0..4)
 }
 
 proptest! {
@@ -78,8 +96,10 @@ proptest! {
         cfg in prop_oneof![Just(PolicyConfig::default()), config()],
         polls in prop::collection::vec((step(), sample()), 1..400),
         budget in prop_oneof![Just(298.1), 0.0f64..5000.0, Just(f64::NAN), Just(-1.0)],
+        records in history(),
     ) {
         let mut policy = Policy::new(cfg);
+        policy.set_discharge_history(&records);
         let mut t = 0.0;
         let mut triggered_at = None;
         for (dt, s) in &polls {
@@ -100,6 +120,12 @@ proptest! {
             }
             if matches!(s, Sample::NoData { .. }) && !d.triggered {
                 prop_assert_eq!(d.state, PowerState::Unknown);
+            }
+            if let Some(m) = &d.charge_model {
+                prop_assert!(m.runtime_low_s <= m.runtime_s + 1e-6 && m.runtime_s <= m.runtime_high_s + 1e-6, "{m:?}");
+            }
+            if let Some(rec) = policy.take_discharge() {
+                prop_assert!(rec.is_sane(), "{rec:?}");
             }
         }
     }

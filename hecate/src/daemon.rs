@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use hecate_core::config::Config;
+use hecate_core::discharge::DischargeHistory;
 use hecate_core::engine::{EventSink, Journal, RunReport};
 use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, PlanKind};
@@ -104,6 +105,9 @@ struct Shell {
     cfg: Arc<Config>,
     rt: Arc<Runtime>,
     sup: Supervisor,
+    /// The discharge curves of earlier outages, per UPS, and where they are kept.
+    discharge: DischargeHistory,
+    discharge_path: std::path::PathBuf,
     /// Supervisor time 0.
     t0: Instant,
     sink: EventSink,
@@ -131,10 +135,20 @@ impl Shell {
         let rt = Arc::new(Runtime::build_degraded(&cfg));
         let metrics = Metrics::new()?;
         let (tx, inbox) = mpsc::channel(64);
-        let sup = Supervisor::new(
+        let mut sup = Supervisor::new(
             hecate_core::supervisor::SupervisorConfig::from_config(&cfg),
             rt.power.iter().map(|p| p.name.clone()),
         );
+        // What earlier outages showed of each battery; a history that cannot be read is no
+        // reason not to protect (the loader keeps an unreadable file aside and says so).
+        let discharge_path = cfg.state_dir.join(DischargeHistory::FILE_NAME);
+        let discharge = DischargeHistory::load(&discharge_path).map(|l| l.history).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the discharge history; starting without it");
+            DischargeHistory::default()
+        });
+        for p in &rt.power {
+            sup.set_discharge_history(&p.name, discharge.records(&p.name));
+        }
         // A forwarder without its token or CA still watches its UPS; its trigger then falls back
         // to its own shutdown at once.
         let link = ForwardLink::from_config(&cfg).unwrap_or_else(|e| {
@@ -142,6 +156,8 @@ impl Shell {
             None
         });
         let shell = Shell {
+            discharge,
+            discharge_path,
             t0: Instant::now(),
             sink,
             budget: crate::status::budget(&cfg),
@@ -355,6 +371,15 @@ impl Shell {
                     let _ = tx.send(Msg::Input(Input::Cleared(r))).await;
                 });
                 self.clearing = Some(h.abort_handle());
+            }
+            // Inline: one small atomic write per outage, done before a power-off that follows.
+            Effect::RecordDischarge { source, record } => {
+                if self.discharge.record(source, record.clone(), SystemTime::now()) {
+                    if let Err(e) = self.discharge.save(&self.discharge_path) {
+                        tracing::warn!(error = %e, "cannot write the discharge history");
+                    }
+                    self.sup.set_discharge_history(source, self.discharge.records(source));
+                }
             }
             Effect::PowerOffSelf { why } => {
                 tracing::warn!(%why, "powering this host off");

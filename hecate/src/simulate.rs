@@ -52,7 +52,12 @@ pub fn run(trace_path: &Path, runs: Option<&Path>, config: Option<&Path>, json: 
             writeln!(
                 out,
                 "{}",
-                serde_json::json!({"trace": name, "triggered_at": r.triggered_at, "reason": r.reason})
+                serde_json::json!({
+                    "trace": name,
+                    "triggered_at": r.triggered_at,
+                    "reason": r.reason,
+                    "charge_model": r.charge_model,
+                })
             )?;
         } else {
             match (r.triggered_at, r.reason) {

@@ -1,5 +1,8 @@
 //! Shared by the tests that replay the trace corpus.
 
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,16 @@ pub fn traces_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
 }
 
+/// The physics corpus: `HECATE_PHYSICS_TRACES_DIR`, else `../shared/traces-physics` beside the
+/// clone.
+pub fn physics_traces_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HECATE_PHYSICS_TRACES_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces-physics")
+}
+
 /// The ground truth in a trace's header comments, which only the tests' judges read.
-#[allow(dead_code)] // not every test that shares this module judges
 pub fn truth(path: &Path) -> BTreeMap<String, Option<f64>> {
     fs::read_to_string(path)
         .expect("trace readable")

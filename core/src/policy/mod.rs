@@ -20,153 +20,40 @@
 //!   seen online is also counted down (see [`PolicyConfig::blind_countdown_when_online`]).
 //!
 //! # The estimate
-//! The estimate is the more pessimistic of two:
+//! Two estimates are weighed:
 //! - the firmware's `battery.runtime`, through a running median over `runtime_median_polls` polls
 //!   (spikes and scatter are ignored) with each reading aged by the time since it was taken, so
 //!   the median does not lag behind a runtime that counts down;
-//! - an own estimate from the charge slope. The firmware's runtime is optimistic on aged batteries,
-//!   freezes and may be missing, but `battery.charge` stays honest. Charge falls in proportion to
-//!   the energy drawn, so the slope is fitted against *load × time* (percent of nominal load ×
-//!   seconds) rather than time: a load step changes the predicted runtime on the next poll instead
-//!   of after the slope has caught up. The fit is a weighted least-squares line per on-battery
-//!   stretch with one slope shared by all stretches (a brief return of mains between two stretches,
-//!   or a second outage soon after the first, keeps what was learnt about the battery while each
-//!   stretch keeps its own offset, since charge readings jump when charging resumes). Old points
-//!   are forgotten by the charge consumed since (`slope_memory_pct`), which weights recent data
-//!   for whatever the load model misses. The slope is trusted only once the charge has been seen
-//!   to fall by `slope_min_drop_pct` percent: readings are whole percents, and a slope from one
-//!   step of a staircase is meaningless. Remaining runtime = fitted charge now ÷ (slope × load now).
+//! - an own estimate from `battery.charge` ([`ChargeEstimate`]; the model is described in
+//!   `policy/battery.rs`). The firmware's runtime is optimistic on aged batteries and under a
+//!   voltage-derived knee, ignores Peukert's law, freezes and may be missing; the charge readings
+//!   say how fast the battery really drains. The own estimate is a central value and the range the quantised readings
+//!   allow (a reading of 10 % in 10 % steps is anything from 10 to 20 %).
+//!
+//! The firmware's estimate is used while it is within or below that range: readings in coarse
+//! steps leave a wide range, and the firmware (in seconds) says where in it the battery is. Above
+//! the range the firmware is optimistic: the top of the range is used while the firmware is
+//! just above it, moving to the central value as it gets a range's width above it. Without a
+//! firmware runtime the own central value is used; without either, the last estimate counted down.
+//!
+//! Where earlier outages of this UPS were recorded ([`Policy::set_discharge_history`]), the own
+//! estimate follows their discharge curve while this outage's pace agrees with it.
 
-use std::collections::VecDeque;
+mod battery;
+mod config;
+mod filter;
+mod fit;
+
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use self::battery::BatteryModel;
+pub use self::battery::{ChargeEstimate, HistoryUse};
+pub use self::config::PolicyConfig;
+use self::filter::{LoadFilter, RuntimeFilter};
+use crate::discharge::DischargeRecord;
 use crate::power::{PowerReading, Sample, StatusFlag};
-
-/// How the shutdown trigger decides. Every field has a default; unknown fields are rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// Trigger the shutdown when the estimated runtime left falls below this many times the
-    /// shutdown budget. The budget is the slowest recent shutdown; the factor covers a shutdown
-    /// slower than any before and the error of the runtime estimate. 1.0 to 10.0; default 1.10.
-    pub runtime_safety_factor: f64,
-    /// Consecutive polls the estimate must stay below the threshold before the shutdown is
-    /// triggered, so one bad reading does not shut the cluster down. `LB` and `FSD` are not
-    /// debounced. 1 to 1000; default 3.
-    pub debounce_polls: u32,
-    /// Consecutive polls with mains back (`OL`) that cancel a pending (not yet triggered) count.
-    /// Fewer `OL` polls between on-battery polls (flapping mains) neither cancel nor add to it.
-    /// 1 to 1000; default 3.
-    pub mains_back_polls: u32,
-    /// Width, in polls, of the running median through which `battery.charge` and `ups.load` are
-    /// read. A glitch lasting fewer than half of these polls is ignored; the price is a delay of
-    /// half as many polls, which the estimate compensates by projecting the charge along its
-    /// slope. An even number acts as the next odd one. 1 to 1000; default 5.
-    pub spike_filter_polls: u32,
-    /// Width, in polls, of the running median through which `battery.runtime` is read (each
-    /// reading counted down by its age, so the median does not lag). Firmware runtimes scatter by
-    /// tens of percent from poll to poll on some UPSes; the median of n readings scatters about
-    /// 1.25/√n as much, and 15 brings a ±30 % scatter inside the ±10 % that
-    /// `runtime_safety_factor` leaves. The own estimate from the charge slope reacts to a load
-    /// step on the next poll, so a slow firmware median costs little. 1 to 1000; default 15.
-    pub runtime_median_polls: u32,
-    /// How fast the charge slope forgets old data, in percent of charge consumed since: a point
-    /// this many percent ago weighs 1/e of a new one. Longer is steadier (charge is reported in
-    /// whole percents), shorter follows a battery whose behaviour changes. More than 0, at most
-    /// 100; default 20.
-    pub slope_memory_pct: f64,
-    /// The own estimate from the charge slope is used only once the charge has been seen to fall by
-    /// this many percent while on battery (in this outage or a previous one of this process).
-    /// Charge is reported in whole percents, so the first steps say little about the slope.
-    /// 1 to 100; default 3.
-    pub slope_min_drop_pct: f64,
-    /// When the UPS was last seen online and then no data arrives, count down from the last
-    /// runtime estimate as though an outage had begun when contact was lost, and trigger when that
-    /// countdown crosses the threshold. After that long without data a clean shutdown can no longer
-    /// be guaranteed if the mains did fail; with `false`, a UPS that goes silent while on mains
-    /// never causes a shutdown. Default true.
-    pub blind_countdown_when_online: bool,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            runtime_safety_factor: 1.10,
-            debounce_polls: 3,
-            mains_back_polls: 3,
-            spike_filter_polls: 5,
-            runtime_median_polls: 15,
-            slope_memory_pct: 20.0,
-            slope_min_drop_pct: 3.0,
-            blind_countdown_when_online: true,
-        }
-    }
-}
-
-impl PolicyConfig {
-    /// Every problem with the settings, as lowercase messages naming the field.
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !(1.0..=10.0).contains(&self.runtime_safety_factor) {
-            problems.push(format!(
-                "runtime_safety_factor must be a number from 1.0 to 10.0, got {}",
-                self.runtime_safety_factor
-            ));
-        }
-        for (field, n) in [
-            ("debounce_polls", self.debounce_polls),
-            ("mains_back_polls", self.mains_back_polls),
-            ("spike_filter_polls", self.spike_filter_polls),
-            ("runtime_median_polls", self.runtime_median_polls),
-        ] {
-            if let Some(m) = crate::duration::count_out_of_range(u64::from(n), 1, crate::duration::limits::MAX_COUNT) {
-                problems.push(format!("{field} {m}"));
-            }
-        }
-        if !(self.slope_memory_pct > 0.0 && self.slope_memory_pct <= 100.0) {
-            problems.push(format!(
-                "slope_memory_pct must be a number more than 0, at most 100, got {}",
-                self.slope_memory_pct
-            ));
-        }
-        if !(1.0..=100.0).contains(&self.slope_min_drop_pct) {
-            problems
-                .push(format!("slope_min_drop_pct must be a number from 1 to 100, got {}", self.slope_min_drop_pct));
-        }
-        problems
-    }
-
-    /// The same settings with every out-of-range value replaced by the nearest usable one, so a
-    /// [`Policy`] never runs on nonsense even if [`PolicyConfig::validate`] was skipped.
-    fn sanitized(&self) -> Self {
-        let d = Self::default();
-        Self {
-            runtime_safety_factor: if self.runtime_safety_factor.is_finite() {
-                self.runtime_safety_factor.max(1.0)
-            } else {
-                d.runtime_safety_factor
-            },
-            debounce_polls: self.debounce_polls.max(1),
-            mains_back_polls: self.mains_back_polls.max(1),
-            spike_filter_polls: self.spike_filter_polls.clamp(1, 101),
-            runtime_median_polls: self.runtime_median_polls.clamp(1, 301),
-            slope_memory_pct: if self.slope_memory_pct.is_finite() && self.slope_memory_pct > 0.0 {
-                self.slope_memory_pct
-            } else {
-                d.slope_memory_pct
-            },
-            slope_min_drop_pct: if self.slope_min_drop_pct.is_finite() {
-                self.slope_min_drop_pct.max(1.0)
-            } else {
-                d.slope_min_drop_pct
-            },
-            blind_countdown_when_online: self.blind_countdown_when_online,
-        }
-    }
-}
 
 /// What the policy believes about the power, one poll at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -267,12 +154,12 @@ pub struct Decision {
     pub streak: u32,
     /// A sentence explaining the decision with its rule and numbers.
     pub reason: String,
+    /// What the own estimate rests on (charge, rate, acceleration, quantisation, Peukert exponent,
+    /// steps), when there is one.
+    #[serde(default)]
+    pub charge_model: Option<ChargeEstimate>,
 }
 
-/// Most on-battery stretches the slope fit remembers; older ones weigh next to nothing anyway.
-const MAX_SEGMENTS: usize = 32;
-/// The recent slope forgets this many times faster than `slope_memory_pct` says.
-const RECENT_MEMORY_DIVISOR: f64 = 4.0;
 /// Load assumed when the UPS never reports `ups.load`: any constant works, since the slope is then
 /// simply against time; 100 keeps the units those of a reported load.
 const ASSUMED_LOAD_PCT: f64 = 100.0;
@@ -283,7 +170,7 @@ pub struct Policy {
     cfg: PolicyConfig,
     battery: BatteryModel,
     firmware: RuntimeFilter,
-    loads: VecDeque<f64>,
+    loads: LoadFilter,
     mains: Mains,
     last_t: Option<f64>,
     anchor: Option<Anchor>,
@@ -335,6 +222,7 @@ struct Assessment {
     state: PowerState,
     firmware: Option<f64>,
     own: Option<f64>,
+    model: Option<ChargeEstimate>,
     estimate: Option<(f64, EstimateSource)>,
     immediate: Option<(TriggerCause, String)>,
     /// `LB` reported while the estimate says there is time: counts as a low poll.
@@ -353,7 +241,7 @@ impl Policy {
         Self {
             battery: BatteryModel::new(&cfg),
             firmware: RuntimeFilter::new(cfg.runtime_median_polls as usize),
-            loads: VecDeque::with_capacity(filter),
+            loads: LoadFilter::new(filter),
             mains: Mains::Unknown,
             last_t: None,
             anchor: None,
@@ -372,6 +260,31 @@ impl Policy {
     /// Whether the shutdown has been triggered.
     pub fn is_triggered(&self) -> bool {
         self.latch.is_some()
+    }
+
+    /// Uses the discharge curve of this UPS's earlier outages (its records in the
+    /// [`DischargeHistory`](crate::discharge::DischargeHistory)) for the own estimate, while the
+    /// live readings agree with it: over the last 10 % of charge this outage has fallen through, it
+    /// took within ±20 % of the time the curve says. The curve then carries the estimate as far
+    /// down as it reaches, scaled by that ratio, and the live fit the rest; the reason says so.
+    /// Replaces any curve set before; an empty slice removes it.
+    pub fn set_discharge_history(&mut self, records: &[DischargeRecord]) {
+        self.battery.set_history(records);
+    }
+
+    /// The on-battery stretch that ended last (mains back, or the data lost), once: for the daemon
+    /// to [`record`](crate::discharge::DischargeHistory::record) in the discharge history. None
+    /// when there is none, or when it says little about the battery's curve (its charge fell by
+    /// less than 10 %, or it had a step down).
+    pub fn take_discharge(&mut self) -> Option<DischargeRecord> {
+        self.battery.take_finished()
+    }
+
+    /// The current on-battery stretch so far, for the discharge history before the host powers
+    /// off at the end of a shutdown (when it will not end otherwise). None on mains or after a
+    /// step down.
+    pub fn discharge_so_far(&self) -> Option<DischargeRecord> {
+        self.battery.current_record()
     }
 
     /// Clears the trigger and everything about the current outage, for after power has come back
@@ -536,26 +449,26 @@ impl Policy {
             threshold_s: threshold,
             streak: self.streak,
             reason,
+            charge_model: a.model,
         }
     }
 
-    fn smoothed_load(&mut self, reading: &PowerReading) -> f64 {
-        if let Some(load) = reading.load_pct.filter(|l| l.is_finite() && *l > 0.0) {
-            push_bounded(&mut self.loads, load, self.cfg.spike_filter_polls as usize);
-        }
-        median(self.loads.iter().copied()).unwrap_or(ASSUMED_LOAD_PCT)
+    fn smoothed_load(&mut self, t: f64, reading: &PowerReading) -> f64 {
+        let load = reading.load_pct.filter(|l| l.is_finite() && *l > 0.0);
+        self.loads.push(t, load).unwrap_or(ASSUMED_LOAD_PCT)
     }
 
     fn assess_on_battery(&mut self, t: f64, r: &PowerReading, threshold: f64) -> Assessment {
-        let load = self.smoothed_load(r);
+        let load = self.smoothed_load(t, r);
         let charge = valid_charge(r.charge_pct);
         self.mains = Mains::OnBattery;
         self.battery.on_battery(t, charge, load);
         self.firmware.push(t, valid_runtime(r.runtime_s), true);
 
         let firmware = self.firmware.estimate(t);
-        let own = self.battery.runtime_now(load);
-        let (estimate, context) = self.combine(t, firmware, own, r);
+        let model = self.battery.estimate(load);
+        let own = model.as_ref().map(|m| m.runtime_s);
+        let (estimate, context) = self.combine(t, firmware, model.as_ref().map(Own::from), r);
         let low_battery = r.status.has(&StatusFlag::LowBattery);
         // only live data can contradict the UPS, not an old estimate counted down
         let contradicted_low_battery = low_battery
@@ -578,6 +491,7 @@ impl Policy {
             state: PowerState::OnBattery,
             firmware,
             own,
+            model,
             estimate,
             immediate,
             contradicted_low_battery,
@@ -587,13 +501,13 @@ impl Policy {
     }
 
     fn assess_online(&mut self, t: f64, r: &PowerReading) -> Assessment {
-        let load = self.smoothed_load(r);
+        let load = self.smoothed_load(t, r);
         self.mains = Mains::Online;
         self.battery.close_run();
         self.firmware.push(t, valid_runtime(r.runtime_s), false);
         let firmware = self.firmware.estimate(t);
         let own = valid_charge(r.charge_pct).and_then(|c| self.battery.runtime_from(c, load));
-        let (estimate, context) = self.combine(t, firmware, own, r);
+        let (estimate, context) = self.combine(t, firmware, own.map(Own::plain), r);
         let immediate = r
             .status
             .has(&StatusFlag::ForcedShutdown)
@@ -602,6 +516,7 @@ impl Policy {
             state: PowerState::Online,
             firmware,
             own,
+            model: None,
             estimate,
             immediate,
             contradicted_low_battery: false,
@@ -644,6 +559,7 @@ impl Policy {
             state: PowerState::Unknown,
             firmware: None,
             own: None,
+            model: None,
             estimate,
             immediate: None,
             contradicted_low_battery: false,
@@ -652,23 +568,25 @@ impl Policy {
         }
     }
 
-    /// The more pessimistic of the firmware's and the own estimate, or the countdown when there is
+    /// The firmware's estimate unless it is more than the charge readings allow (then the most
+    /// they allow), the own estimate when the firmware reports none, or the countdown when there is
     /// neither; with a description for the reason.
     fn combine(
         &self,
         t: f64,
         firmware: Option<f64>,
-        own: Option<f64>,
+        own: Option<Own>,
         r: &PowerReading,
     ) -> (Option<(f64, EstimateSource)>, String) {
         match (firmware, own) {
-            (Some(fw), Some(own)) if own < fw => (
-                Some((own, EstimateSource::ChargeSlope)),
-                format!("own estimate from charge slope; firmware says {fw:.0} s"),
+            (Some(fw), Some(own)) if own.high < fw => (
+                Some((own.above(fw), EstimateSource::ChargeSlope)),
+                format!("own estimate from charge slope{}; firmware says {fw:.0} s", own.detail),
             ),
-            (Some(fw), Some(own)) => {
-                (Some((fw, EstimateSource::Firmware)), format!("firmware; own estimate from charge slope {own:.0} s"))
-            }
+            (Some(fw), Some(own)) => (
+                Some((fw, EstimateSource::Firmware)),
+                format!("firmware; own estimate from charge slope {:.0} s{}", own.central, own.detail),
+            ),
             (Some(fw), None) => {
                 let why = if valid_charge(r.charge_pct).is_none() {
                     "no battery.charge"
@@ -678,8 +596,8 @@ impl Policy {
                 (Some((fw, EstimateSource::Firmware)), format!("firmware; {why}"))
             }
             (None, Some(own)) => (
-                Some((own, EstimateSource::ChargeSlope)),
-                "own estimate from charge slope; firmware reports no battery.runtime".to_string(),
+                Some((own.central, EstimateSource::ChargeSlope)),
+                format!("own estimate from charge slope{}; firmware reports no battery.runtime", own.detail),
             ),
             (None, None) => match self.anchor {
                 Some(anchor) => (
@@ -694,6 +612,47 @@ impl Policy {
                 ),
                 None => (None, "no battery.runtime and no charge slope yet".to_string()),
             },
+        }
+    }
+}
+
+/// The own estimate as [`Policy::combine`] weighs it: its central value, the range the quantised
+/// charge readings allow, and a description.
+#[derive(Debug, Clone)]
+struct Own {
+    central: f64,
+    low: f64,
+    high: f64,
+    detail: String,
+}
+
+impl Own {
+    /// The estimate when the firmware says `fw`, more than the charge readings allow. A firmware
+    /// just above the top of their range vouches for that top (firmware runtimes scatter, and
+    /// readings in coarse steps leave a wide range: a 10 % step can be a quarter of the runtime);
+    /// one further above it is off and says nothing about where in the range the charge is, so
+    /// the estimate moves to the middle of the range as the firmware gets a range's width above it.
+    fn above(&self, fw: f64) -> f64 {
+        let width = (self.high - self.low).max(1.0);
+        let off = ((fw - self.high) / width).clamp(0.0, 1.0);
+        self.high - off * (self.high - self.central).max(0.0)
+    }
+}
+
+impl Own {
+    /// An estimate with no range or detail (on mains: the runtime if power failed now).
+    fn plain(seconds: f64) -> Self {
+        Self { central: seconds, low: seconds, high: seconds, detail: String::new() }
+    }
+}
+
+impl From<&ChargeEstimate> for Own {
+    fn from(e: &ChargeEstimate) -> Self {
+        Self {
+            central: e.runtime_s,
+            low: e.runtime_low_s.min(e.runtime_s),
+            high: e.runtime_high_s.max(e.runtime_s),
+            detail: format!(" ({})", e.describe()),
         }
     }
 }
@@ -714,286 +673,4 @@ fn valid_charge(v: Option<f64>) -> Option<f64> {
 
 fn valid_runtime(v: Option<f64>) -> Option<f64> {
     v.filter(|r| r.is_finite() && *r >= 0.0)
-}
-
-fn push_bounded<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
-    q.push_back(v);
-    while q.len() > cap.max(1) {
-        q.pop_front();
-    }
-}
-
-/// The median of the values (the mean of the middle two for an even count).
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
-}
-
-/// The firmware's runtime through a running median, each reading aged by the time since it was
-/// taken while on battery (a runtime counts down; on mains it does not).
-#[derive(Debug, Clone)]
-struct RuntimeFilter {
-    cap: usize,
-    on_battery: bool,
-    readings: VecDeque<(f64, f64)>,
-}
-
-impl RuntimeFilter {
-    fn new(cap: usize) -> Self {
-        Self { cap, on_battery: false, readings: VecDeque::with_capacity(cap) }
-    }
-
-    fn clear(&mut self) {
-        self.readings.clear();
-    }
-
-    fn push(&mut self, t: f64, runtime: Option<f64>, on_battery: bool) {
-        if on_battery != self.on_battery {
-            // readings from before the mains changed describe another situation
-            self.readings.clear();
-            self.on_battery = on_battery;
-        }
-        if let Some(rt) = runtime {
-            push_bounded(&mut self.readings, (t, rt), self.cap);
-        }
-    }
-
-    fn estimate(&self, t: f64) -> Option<f64> {
-        let aged = self.readings.iter().map(|&(ti, rt)| if self.on_battery { rt - (t - ti).max(0.0) } else { rt });
-        median(aged).map(|v| v.max(0.0))
-    }
-}
-
-/// Weighted sums for a least-squares line of charge `c` against load × time `x`.
-#[derive(Debug, Clone, Copy, Default)]
-struct Sums {
-    w: f64,
-    x: f64,
-    c: f64,
-    xx: f64,
-    xc: f64,
-}
-
-impl Sums {
-    fn add(&mut self, x: f64, c: f64) {
-        self.w += 1.0;
-        self.x += x;
-        self.c += c;
-        self.xx += x * x;
-        self.xc += x * c;
-    }
-
-    fn scale(&mut self, f: f64) {
-        self.w *= f;
-        self.x *= f;
-        self.c *= f;
-        self.xx *= f;
-        self.xc *= f;
-    }
-
-    /// Σw(x−x̄)² and Σw(x−x̄)(c−c̄).
-    fn centered(&self) -> Option<(f64, f64)> {
-        if self.w <= 0.0 {
-            return None;
-        }
-        let sxx = self.xx - self.x * self.x / self.w;
-        let sxc = self.xc - self.x * self.c / self.w;
-        (sxx > 0.0 && sxx.is_finite() && sxc.is_finite()).then_some((sxx, sxc))
-    }
-}
-
-/// One on-battery stretch of the fit: its own offset, the shared slope.
-#[derive(Debug, Clone, Default)]
-struct Segment {
-    /// The fit with `slope_memory_pct` memory.
-    sums: Sums,
-    /// The same points with a quarter of that memory: the recent slope.
-    recent: Sums,
-    points: usize,
-    first_c: Option<f64>,
-    min_c: f64,
-}
-
-impl Segment {
-    fn drop_pct(&self) -> f64 {
-        self.first_c.map_or(0.0, |first| (first - self.min_c).max(0.0))
-    }
-}
-
-/// The current on-battery stretch: the load × time coordinate and the raw charge readings
-/// waiting for the median filter.
-#[derive(Debug, Clone)]
-struct Run {
-    x: f64,
-    last_t: f64,
-    seen: usize,
-    raw: VecDeque<(f64, f64)>,
-}
-
-/// The battery as seen through its charge readings: a line of charge against load × time.
-#[derive(Debug, Clone)]
-struct BatteryModel {
-    memory_pct: f64,
-    min_drop_pct: f64,
-    half_window: usize,
-    segments: VecDeque<Segment>,
-    run: Option<Run>,
-}
-
-impl BatteryModel {
-    fn new(cfg: &PolicyConfig) -> Self {
-        Self {
-            memory_pct: cfg.slope_memory_pct,
-            min_drop_pct: cfg.slope_min_drop_pct,
-            half_window: (cfg.spike_filter_polls as usize) / 2,
-            segments: VecDeque::new(),
-            run: None,
-        }
-    }
-
-    fn close_run(&mut self) {
-        self.run = None;
-    }
-
-    /// Feeds an on-battery poll.
-    fn on_battery(&mut self, t: f64, charge: Option<f64>, load: f64) {
-        let slope = self.slope();
-        if self.run.is_none() {
-            self.segments.push_back(Segment::default());
-            while self.segments.len() > MAX_SEGMENTS {
-                self.segments.pop_front();
-            }
-        }
-        let run = self.run.get_or_insert(Run { x: 0.0, last_t: t, seen: 0, raw: VecDeque::new() });
-        let dt = (t - run.last_t).max(0.0);
-        run.last_t = t;
-        run.x += load * dt;
-
-        // forget by the charge consumed since, so the fit follows the battery as it is now
-        if let Some((k, _)) = slope {
-            let consumed = k.abs() * load * dt;
-            let f = (-consumed / self.memory_pct).exp();
-            let f_recent = (-consumed / (self.memory_pct / RECENT_MEMORY_DIVISOR)).exp();
-            let (mut max_w, mut max_recent): (f64, f64) = (0.0, 0.0);
-            for s in &mut self.segments {
-                s.sums.scale(f);
-                s.recent.scale(f_recent);
-                max_w = max_w.max(s.sums.w);
-                max_recent = max_recent.max(s.recent.w);
-            }
-            // only the ratios matter: keep the numbers representable
-            if max_w > 0.0 && max_w < 1e-150 {
-                self.segments.iter_mut().for_each(|s| s.sums.scale(1e150));
-            }
-            if max_recent > 0.0 && max_recent < 1e-150 {
-                self.segments.iter_mut().for_each(|s| s.recent.scale(1e150));
-            }
-        }
-
-        let Some(c) = charge else { return };
-        let h = self.half_window;
-        let x = run.x;
-        run.raw.push_back((x, c));
-        run.seen += 1;
-        while run.raw.len() > 2 * h + 1 {
-            run.raw.pop_front();
-        }
-        // emit the point whose centred window has just become complete, with the window's median;
-        // the first points of a stretch get narrower windows, never lopsided ones (a lopsided
-        // median of a falling charge would bias the slope)
-        let newest = run.seen - 1; // index in the run of the newest reading
-        let centre = if newest >= 2 * h { Some(newest - h) } else { newest.is_multiple_of(2).then_some(newest / 2) };
-        let Some(i) = centre else { return };
-        let half = newest - i;
-        let first = run.seen - run.raw.len(); // index in the run of raw[0]
-        let Some(lo) = (i - half).checked_sub(first) else {
-            return;
-        };
-        let window = run.raw.iter().skip(lo).map(|p| p.1);
-        let (Some(cm), Some(&(xi, _))) = (median(window), run.raw.get(i - first)) else {
-            return;
-        };
-        if let Some(seg) = self.segments.back_mut() {
-            seg.sums.add(xi, cm);
-            seg.recent.add(xi, cm);
-            seg.points += 1;
-            if seg.first_c.is_none() {
-                seg.first_c = Some(cm);
-                seg.min_c = cm;
-            }
-            seg.min_c = seg.min_c.min(cm);
-        }
-    }
-
-    /// Charge per unit of load × time (negative while discharging), once trusted, and whether it
-    /// is the recent slope.
-    ///
-    /// The fit with the full memory is steady but slow to follow a change the load does not
-    /// explain (a load step when `ups.load` is not reported, a battery that fades). The fit with a
-    /// quarter of the memory follows within a few percent of charge but, spanning few whole-percent
-    /// steps, is off by up to about one step over its span (1 / memory in relative terms). Its
-    /// slope, reduced by that error, is a lower bound of how fast the battery drains now: when
-    /// even that bound is steeper than the steady slope, the steady slope is out of date and the
-    /// recent one is used.
-    fn slope(&self) -> Option<(f64, bool)> {
-        let drop: f64 = self.segments.iter().map(Segment::drop_pct).sum();
-        if drop < self.min_drop_pct {
-            return None;
-        }
-        let pooled = |sums: fn(&Segment) -> &Sums| {
-            let (mut sxx, mut sxc) = (0.0, 0.0);
-            for s in self.segments.iter().filter(|s| s.points >= 2) {
-                if let Some((xx, xc)) = sums(s).centered() {
-                    sxx += xx;
-                    sxc += xc;
-                }
-            }
-            let k = sxc / sxx;
-            (sxx > 0.0 && k.is_finite() && k < 0.0).then_some(k)
-        };
-        let steady = pooled(|s| &s.sums)?;
-        let recent_memory = self.memory_pct / RECENT_MEMORY_DIVISOR;
-        match pooled(|s| &s.recent) {
-            Some(recent) if recent / (1.0 + 1.0 / recent_memory) < steady => Some((recent, true)),
-            _ => Some((steady, false)),
-        }
-    }
-
-    /// Runtime left at this load from the given charge.
-    fn runtime_from(&self, charge: f64, load: f64) -> Option<f64> {
-        let (k, _) = self.slope()?;
-        let rate = k.abs() * load;
-        (rate > 0.0).then(|| (charge / rate).max(0.0))
-    }
-
-    /// Runtime left now in the current on-battery stretch.
-    fn runtime_now(&self, load: f64) -> Option<f64> {
-        let (k, recent) = self.slope()?;
-        let run = self.run.as_ref()?;
-        // the newest readings through the median filter, centred on the middle one
-        let m = run.raw.len().min(2 * self.half_window + 1);
-        let tail: Vec<(f64, f64)> = run.raw.iter().skip(run.raw.len() - m).copied().collect();
-        let reading = median(tail.iter().map(|p| p.1))?;
-        let x_center = tail.get(m / 2).map_or(run.x, |p| p.0);
-        let consumed_since = k.abs() * (run.x - x_center).max(0.0);
-        // readings are whole percents: the true charge is within half a percent of the reading
-        let upper = reading + 0.5;
-        let lower = (reading - 0.5 - consumed_since).max(0.0);
-        let fitted = self
-            .segments
-            .back()
-            .map(|s| if recent { s.recent } else { s.sums })
-            .filter(|sums| sums.w > 0.0)
-            .map(|sums| sums.c / sums.w + k * (run.x - sums.x / sums.w));
-        let charge = match fitted {
-            Some(f) if f.is_finite() => f.clamp(lower, upper.max(lower)),
-            _ => (reading - consumed_since).max(0.0),
-        };
-        self.runtime_from(charge, load)
-    }
 }
