@@ -444,3 +444,49 @@ fn an_interrupted_startup_runs_again_when_configured() {
         assert_eq!(started.len(), usize::from(startup), "{started:?}");
     }
 }
+
+/// What an outage showed of the battery is handed to the shell for the discharge history: when
+/// mains come back, and (the outage so far) before the host powers itself off.
+#[test]
+fn the_discharge_of_an_outage_is_recorded() {
+    let mut ups = StoryUps::new(vec![(10.0, 400.0)], 1200.0);
+    let mut sup = Supervisor::new(config(Role::Standalone, false), ["ups".to_string()]);
+    sup.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
+    let mut recorded = Vec::new();
+    for i in 0..=250 {
+        let t = f64::from(i) * 2.0;
+        let fx = sup.step(t, Input::Poll { samples: vec![ups.sample(t)], budget_s: 240.0 });
+        recorded.extend(fx.into_iter().filter_map(|e| match e {
+            Effect::RecordDischarge { source, record } => Some((t, source, record)),
+            _ => None,
+        }));
+    }
+    assert_eq!(recorded.len(), 1, "one stretch, recorded once: {recorded:?}");
+    let (t, source, record) = &recorded[0];
+    assert!(*t >= 400.0, "when mains came back: {t}");
+    assert_eq!(source, "ups");
+    assert!(record.drop_pct() >= 25.0, "{}", record.drop_pct());
+
+    // A coordinator that powers itself off after its shutdown keeps the outage so far first.
+    let mut cfg = config(Role::Standalone, false);
+    cfg.power_off_self = true;
+    let mut ups = StoryUps::new(vec![(10.0, f64::INFINITY)], 1200.0);
+    let mut sup = Supervisor::new(cfg, ["ups".to_string()]);
+    sup.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
+    let mut t = 0.0;
+    let run = loop {
+        t += 2.0;
+        assert!(t < 2000.0, "never triggered");
+        let fx = sup.step(t, Input::Poll { samples: vec![ups.sample(t)], budget_s: 240.0 });
+        if let Some(run) = fx.iter().find_map(|e| match e {
+            Effect::StartRun { run, .. } => Some(*run),
+            _ => None,
+        }) {
+            break run;
+        }
+    };
+    let fx = sup.step(t + 240.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Success) });
+    let record_at = fx.iter().position(|e| matches!(e, Effect::RecordDischarge { .. }));
+    let off_at = fx.iter().position(|e| matches!(e, Effect::PowerOffSelf { .. }));
+    assert!(record_at.is_some() && record_at < off_at, "recorded before the power-off: {fx:?}");
+}
