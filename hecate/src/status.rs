@@ -170,7 +170,7 @@ impl Snapshot {
                     _ => None,
                 },
                 error: match &s.sample {
-                    Some(Sample::NoData { reason }) => Some(reason.clone()),
+                    Some(Sample::NoData { reason }) => Some(sink_text(reason)),
                     _ => None,
                 },
                 decision: s.decision.clone(),
@@ -184,10 +184,10 @@ impl Snapshot {
             from_daemon: true,
             phase: phase.kind(),
             phase_since: phase.since().and_then(wall),
-            phase_detail: phase_detail(phase, cfg),
+            phase_detail: phase_detail(phase, cfg).map(|d| sink_text(&d)),
             budget: budget.clone(),
             sources,
-            trigger_reason: sup.trigger().map(|t| t.reason.clone()),
+            trigger_reason: sup.trigger().map(|t| sink_text(&t.reason)),
             last_run,
             waiting_for_forwarders: sup.outstanding().iter().cloned().collect(),
             unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
@@ -268,8 +268,15 @@ impl Snapshot {
         if let Some(r) = &self.last_run {
             let _ = writeln!(s, "\nlast run: {r}");
         }
-        s
+        // status.json may have been written by an older daemon: nothing in it reaches the
+        // terminal raw.
+        hecate_core::text::clean_lines(&s)
     }
+}
+
+/// Text that may carry a peer's words (a UPS's error, a forwarder's reason), as status keeps it.
+fn sink_text(s: &str) -> String {
+    hecate_core::text::clean(s, hecate_core::text::MESSAGE_CHARS)
 }
 
 /// A phase in a sentence for `hecate status`.
@@ -369,7 +376,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         let read = tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await;
         let (reading, error) = match read {
             Ok(Ok(r)) => (Some(r), None),
-            Ok(Err(e)) => (None, Some(e.to_string())),
+            Ok(Err(e)) => (None, Some(sink_text(&e.to_string()))),
             Err(_) => (None, Some("timed out".to_string())),
         };
         let sample = match &reading {
@@ -401,4 +408,39 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
         power_off_self_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_control_character_reaches_the_terminal() {
+        let hostile = "upsd at 127.0.0.1:1 refused LIST VAR u: (ERR X \u{1b}[2J\u{1b}]0;pwned\u{7}\0boom)";
+        let snap = Snapshot {
+            host: "h".into(),
+            updated_at: "now".into(),
+            from_daemon: true,
+            phase: PhaseKind::Watching,
+            phase_since: None,
+            phase_detail: None,
+            budget: budget::estimate(&[], &budget::BudgetConfig::default(), None),
+            sources: vec![SourceStatus {
+                name: "u".into(),
+                kind: "nut".into(),
+                reading: None,
+                error: Some(hostile.into()),
+                decision: None,
+                poll_errors: 1,
+            }],
+            trigger_reason: Some("forwarded by x: \u{9b}31mred".into()),
+            last_run: None,
+            waiting_for_forwarders: Vec::new(),
+            unavailable: Vec::new(),
+            power_off_self_at: None,
+        };
+        let out = snap.render();
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("boom") && out.contains("red"), "{out}");
+    }
 }
