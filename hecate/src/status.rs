@@ -139,6 +139,10 @@ pub struct Snapshot {
     /// (RFC 3339; `role.forwarder.power_off_self_after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_off_self_at: Option<String>,
+    /// Forwarder: why the last trigger or clear it sent was not taken (the coordinator's reason,
+    /// such as a clock outside its window), until one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding_problem: Option<String>,
 }
 
 impl Snapshot {
@@ -195,6 +199,7 @@ impl Snapshot {
                 let ahead = Duration::try_from_secs_f64((due - now_s).max(0.0)).ok()?;
                 wall_now.checked_add(ahead).map(|w| humantime::format_rfc3339_seconds(w).to_string())
             }),
+            forwarding_problem: sup.forwarding_problem().map(sink_text),
         }
     }
 
@@ -223,6 +228,9 @@ impl Snapshot {
                 "forwarders still on battery (no automatic startup until they clear): {}",
                 self.waiting_for_forwarders.join(", ")
             );
+        }
+        if let Some(p) = &self.forwarding_problem {
+            let _ = writeln!(s, "forwarding problem: {p}");
         }
         for u in &self.unavailable {
             let _ = writeln!(s, "backend unavailable (what needs it fails at once): {u}");
@@ -407,6 +415,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         waiting_for_forwarders: Vec::new(),
         unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
         power_off_self_at: None,
+        forwarding_problem: None,
     })
 }
 
@@ -438,6 +447,7 @@ mod tests {
             waiting_for_forwarders: Vec::new(),
             unavailable: Vec::new(),
             power_off_self_at: None,
+            forwarding_problem: Some("the coordinator answered 401: \u{1b}[2Jskew".into()),
         };
         let out = snap.render();
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
