@@ -145,6 +145,26 @@ pub fn read_key(path: &Path, what: &str) -> anyhow::Result<Key> {
     Ok(Key::from_secret(secret))
 }
 
+/// The forwarding keys a config names that cannot be read, as (field, problem): for
+/// `config check`, so a coordinator that would refuse a forwarder, or a forwarder that would
+/// always fall back, is caught before it runs.
+pub fn key_problems(cfg: &Config) -> Vec<(String, String)> {
+    let files: Vec<(String, &Path)> = match &cfg.role {
+        Role::Standalone => Vec::new(),
+        Role::Coordinator(c) => c
+            .forwarders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("role.coordinator.forwarders[{i}].key_file"), f.key_file.as_path()))
+            .collect(),
+        Role::Forwarder(f) => vec![("role.forwarder.key_file".to_string(), f.key_file.as_path())],
+    };
+    files
+        .into_iter()
+        .filter_map(|(field, path)| read_key(path, "key_file").err().map(|e| (field, format!("{e:#}"))))
+        .collect()
+}
+
 /// What is signed: the version tag, method, path, name, time and nonce, one per line, then the
 /// body as sent.
 pub fn signing_input(method: &str, path: &str, name: &str, timestamp: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
