@@ -20,6 +20,9 @@ PACKAGES+=(libnss3-tools)
 # readiness check, setpriv (util-linux) to stop it with the test process. The API server itself is
 # built from source below.
 PACKAGES+=(etcd-server curl util-linux)
+# faketime (libfaketime): a forwarder daemon whose clock is off, for the signed-forwarding window
+# (hecate/tests/forwarding.rs)
+PACKAGES+=(faketime)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

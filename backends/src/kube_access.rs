@@ -76,6 +76,12 @@ impl KubeAccess {
     }
 }
 
+/// What the API server (or an admission webhook behind it) said, as it may enter a message: cut,
+/// cleaned, and without an `Authorization` value it may echo.
+pub(crate) fn peer_text(s: &str) -> String {
+    hecate_core::text::untrusted(s, hecate_core::text::PEER_TEXT_CHARS, &[])
+}
+
 /// The HTTP status code of an API error, if the server answered one.
 pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
@@ -96,8 +102,8 @@ pub(crate) fn api_error(what: impl Into<String>, e: kube::Error) -> BackendError
                 408 | 504 => ErrorKind::Timeout,
                 _ => ErrorKind::Protocol,
             };
-            let reason = if s.reason.is_empty() { String::new() } else { format!(" {}", s.reason) };
-            BackendError::new(kind, format!("{what}: api answered {}{reason}: {}", s.code, s.message))
+            let reason = if s.reason.is_empty() { String::new() } else { format!(" {}", peer_text(&s.reason)) };
+            BackendError::new(kind, format!("{what}: api answered {}{reason}: {}", s.code, peer_text(&s.message)))
         }
         kube::Error::SerdeError(_) => BackendError::with_source(ErrorKind::Protocol, what, e),
         kube::Error::InferConfig(_) | kube::Error::BuildRequest(_) => {

@@ -496,3 +496,63 @@ async fn unanswered_starttls_times_out() {
     })
     .await;
 }
+
+/// Issue 15: a hostile upsd's `ERR` detail reaches messages (and so logs, status, runs.json) cut
+/// and without a control character.
+#[tokio::test]
+async fn a_hostile_err_detail_is_cut_and_cleaned() {
+    bounded(async {
+        let detail = format!("\u{1b}[2J\u{1b}]0;pwned\u{7}\0{}", "A".repeat(15_000));
+        let fake = FakeUpsd::start(move |_, _: &str| Reply::Lines(vec![format!("ERR DATA-STALE {detail}")])).await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+        let err = ups.read().await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind, ErrorKind::NoData, "{text}");
+        assert!(text.contains("ERR DATA-STALE AAAA"), "{text}");
+        assert!(text.chars().count() < 500, "{} characters: {text}", text.chars().count());
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(!text.contains("pwned") && !text.contains("[2J"), "the escape sequences go whole: {text:?}");
+    })
+    .await;
+}
+
+/// Issue 15: a 1 MB `ERR` line is not read into memory: a clear, short error.
+#[tokio::test]
+async fn a_one_megabyte_err_line_gives_a_short_clear_error() {
+    bounded(async {
+        let line = format!("ERR ACCESS-DENIED {}", "\u{1b}[31mX".repeat(200_000));
+        assert!(line.len() >= 1_000_000);
+        let fake = FakeUpsd::start(move |_, _: &str| Reply::Lines(vec![line.clone()])).await;
+        let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(5))).unwrap();
+        let err = ups.read().await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind, ErrorKind::Protocol, "{text}");
+        assert!(text.contains("longer than 16384 bytes"), "{text}");
+        assert!(text.len() < 300 && !text.chars().any(char::is_control), "{text:?}");
+    })
+    .await;
+}
+
+/// Issue 15: a `LIST VAR` answer of 200,000 variables, or of fewer but huge ones, is refused
+/// once it goes over the cap, with an error that says so, and the next read opens a new
+/// connection (the rest of the answer is never read).
+#[tokio::test]
+async fn an_oversized_list_var_answer_is_refused_clearly() {
+    let many: Vec<(String, String)> = (0..200_000).map(|i| (format!("x.v{i}"), "1".to_string())).collect();
+    let huge: Vec<(String, String)> = (0..2_000).map(|i| (format!("x.v{i}"), "y".repeat(1024))).collect();
+    for (what, vars) in [("200,000 variables", many), ("2,000 variables of 1 KiB", huge)] {
+        bounded(async {
+            let mut answer = vec!["BEGIN LIST VAR atlasups".to_string()];
+            answer.extend(vars.iter().map(|(n, v)| format!("VAR atlasups {n} \"{v}\"")));
+            answer.push("END LIST VAR atlasups".into());
+            let fake = FakeUpsd::start(move |_, _: &str| Reply::Lines(answer.clone())).await;
+            let mut ups = NutUps::new(&config(&fake, None, Duration::from_secs(10))).unwrap();
+            let err = ups.read().await.unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.kind, ErrorKind::Protocol, "{what}: {text}");
+            assert!(text.contains("LIST VAR atlasups answer went over what hecate reads"), "{what}: {text}");
+            assert!(text.len() < 400, "{what}: {text}");
+        })
+        .await;
+    }
+}

@@ -23,9 +23,11 @@ use crate::power::PowerSourceConfig;
 /// ```yaml
 /// role: standalone            # the default
 /// role:
-///   coordinator: { listen: 10.10.0.5:9561, token_file: /etc/hecate/forwarding.token }
+///   coordinator:
+///     listen: 10.10.0.5:9561
+///     forwarders: [ { name: tethys, key_file: /etc/hecate/forwarders/tethys.key } ]
 /// role:
-///   forwarder: { coordinator_url: https://10.10.0.5:9561, token_file: /etc/hecate/forwarding.token }
+///   forwarder: { coordinator_url: https://10.10.0.5:9561, key_file: /etc/hecate/forwarding.key }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -58,15 +60,60 @@ pub struct CoordinatorConfig {
     /// The address to accept forwarded triggers on (e.g. `10.10.0.5:9561`): one the forwarders
     /// reach, not `0.0.0.0` unless firewalled.
     pub listen: SocketAddr,
-    /// The secret shared with the forwarders (one line, at least 16 characters), expected as a
-    /// bearer token.
-    pub token_file: PathBuf,
+    /// The forwarders allowed to send triggers and clears, each by name (its `host`) with its own
+    /// secret. A request is accepted only from a name listed here, signed with that name's key;
+    /// anything else is refused before it is stored. At most 64.
+    pub forwarders: Vec<ForwarderKey>,
+    /// How far a request's signed time may be from this host's clock, either way. Requests
+    /// outside it are refused (the forwarder logs why and shows it in its status); a request seen
+    /// once within it is refused when sent again. 1s to 10m; default 1m.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: HumanDuration,
     /// Serve the endpoint over TLS with this certificate chain (PEM)...
     #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
     /// ... and this private key (PEM).
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+}
+
+/// One forwarder a coordinator accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderKey {
+    /// The forwarder's name: its `host`. Letters, digits, `.`, `_` and `-`, at most 64.
+    pub name: String,
+    /// This forwarder's secret (one line, at least 16 characters; `openssl rand -hex 32`), the
+    /// same file as the forwarder's own `key_file`. Requests are signed with it (HMAC-SHA256); it
+    /// never crosses the network.
+    pub key_file: PathBuf,
+}
+
+/// The longest forwarder name: it is a metric label and appears in logs and status.
+pub const MAX_FORWARDER_NAME: usize = 64;
+
+/// Most forwarders a coordinator lists: its waiting list, status and metric labels are bounded by
+/// this list.
+pub const MAX_FORWARDERS: usize = 64;
+
+/// Whether `name` can be a forwarder's name: 1 to [`MAX_FORWARDER_NAME`] letters, digits, `.`,
+/// `_` or `-` (it travels in a request header and becomes a metric label).
+pub fn is_forwarder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FORWARDER_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The shortest `role.coordinator.max_clock_skew`: clocks kept by NTP agree far better, but a
+/// tighter window only refuses real forwarders for nothing.
+pub const MIN_CLOCK_SKEW: HumanDuration = HumanDuration::from_secs(1);
+/// The longest `role.coordinator.max_clock_skew`: every accepted request is remembered this long
+/// (twice, as the window goes both ways), and a captured request stays replayable until then
+/// against a coordinator that restarted.
+pub const MAX_CLOCK_SKEW: HumanDuration = HumanDuration::from_secs(600);
+
+fn default_max_clock_skew() -> HumanDuration {
+    HumanDuration::from_secs(60)
 }
 
 /// A forwarder (a host on another UPS): sends its shutdown trigger to the coordinator, which
@@ -78,8 +125,10 @@ pub struct ForwarderConfig {
     /// The coordinator's forwarding endpoint, `http(s)://HOST:PORT` (its `/v1/trigger` and
     /// `/v1/clear` are used).
     pub coordinator_url: String,
-    /// The secret shared with the coordinator (one line, at least 16 characters).
-    pub token_file: PathBuf,
+    /// This forwarder's own secret (one line, at least 16 characters; `openssl rand -hex 32`):
+    /// the same file as its entry in the coordinator's `forwarders`, under this host's name.
+    /// Requests are signed with it (HMAC-SHA256); it never crosses the network.
+    pub key_file: PathBuf,
     /// How long to keep trying the coordinator before shutting down locally.
     #[serde(default = "default_forward_timeout")]
     pub timeout: HumanDuration,
@@ -453,6 +502,9 @@ impl Config {
         ] {
             range(field, value, MIN_TIMEOUT, ONE_DAY);
         }
+        if let Role::Coordinator(c) = &self.role {
+            range("role.coordinator.max_clock_skew", c.max_clock_skew, MIN_CLOCK_SKEW, MAX_CLOCK_SKEW);
+        }
         if let Role::Forwarder(f) = &self.role {
             range("role.forwarder.timeout", f.timeout, MIN_TIMEOUT, ONE_STEP);
             if let Some(after) = f.power_off_self_after {
@@ -545,13 +597,28 @@ impl Config {
                 }
                 if c.tls_cert_file.is_none() {
                     w.push(
-                        "role.coordinator: the trigger endpoint is plain http, so its token crosses the network in \
-                         clear (set tls_cert_file and tls_key_file)"
+                        "role.coordinator: the forwarding endpoint is plain http: requests are signed and cannot \
+                         be replayed, but anyone on the path sees them and can hold them back (set tls_cert_file \
+                         and tls_key_file)"
                             .into(),
                     );
                 }
+                validate_forwarders(&c.forwarders, &mut p, &mut w);
             }
             Role::Forwarder(f) => {
+                if !is_forwarder_name(&self.host) {
+                    p.push((
+                        "host".into(),
+                        format!(
+                            "a forwarder's host is its name at the coordinator: 1 to {MAX_FORWARDER_NAME} letters, \
+                             digits, `.`, `_` or `-`, not {:?}",
+                            self.host
+                        ),
+                    ));
+                }
+                if f.key_file.as_os_str().is_empty() {
+                    p.push(("role.forwarder.key_file".into(), "must not be empty".into()));
+                }
                 let u = &f.coordinator_url;
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     p.push(("role.forwarder.coordinator_url".into(), format!("must be an http(s) url, not {u:?}")));
@@ -583,6 +650,52 @@ impl Config {
     /// Nodes in the config's order with the given role.
     pub fn nodes_with_role(&self, role: NodeRole) -> impl Iterator<Item = &NodeConfig> {
         self.nodes.iter().filter(move |n| n.role == role)
+    }
+}
+
+/// The coordinator's list of forwarders: names valid and unique, each with a key file, at most
+/// [`MAX_FORWARDERS`]; two names sharing a key file can speak for each other (a warning).
+fn validate_forwarders(list: &[ForwarderKey], p: &mut Vec<(String, String)>, w: &mut Warnings) {
+    if list.is_empty() {
+        p.push((
+            "role.coordinator.forwarders".into(),
+            "list at least one forwarder (`- { name: HOST, key_file: FILE }`): a coordinator accepts requests only \
+             from the forwarders listed"
+                .into(),
+        ));
+    }
+    if list.len() > MAX_FORWARDERS {
+        p.push((
+            "role.coordinator.forwarders".into(),
+            format!("{} forwarders are listed; at most {MAX_FORWARDERS} are allowed", list.len()),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut files = std::collections::BTreeMap::new();
+    for (i, f) in list.iter().enumerate() {
+        if !is_forwarder_name(&f.name) {
+            p.push((
+                format!("role.coordinator.forwarders[{i}].name"),
+                format!(
+                    "`name` must be the forwarder's host: 1 to {MAX_FORWARDER_NAME} letters, digits, `.`, `_` or `-`, \
+                     not {:?}",
+                    f.name
+                ),
+            ));
+        }
+        if !names.insert(f.name.as_str()) {
+            p.push((format!("role.coordinator.forwarders[{i}].name"), format!("duplicate forwarder `{}`", f.name)));
+        }
+        if f.key_file.as_os_str().is_empty() {
+            p.push((format!("role.coordinator.forwarders[{i}].key_file"), "`key_file` must not be empty".into()));
+        } else if let Some(other) = files.insert(f.key_file.as_path(), f.name.as_str()) {
+            w.push(format!(
+                "role.coordinator.forwarders[{i}]: {} and {other} share the key file {}, so each can send in the \
+                 other's name; give every forwarder its own",
+                f.name,
+                f.key_file.display()
+            ));
+        }
     }
 }
 
@@ -647,13 +760,26 @@ fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> 
 
 /// What to change in a config written for an earlier layout.
 fn migration_hint(path: &str, message: &str) -> Option<&'static str> {
+    // Until issue 15 every forwarder shared one bearer token, which a captured request replayed
+    // at will; each forwarder now signs with its own key.
+    let shared_token = message.contains("unknown field `token_file`")
+        || (path.starts_with("role.coordinator") && message.contains("missing field `forwarders`"))
+        || (path.starts_with("role.forwarder") && message.contains("missing field `key_file`"));
+    if shared_token {
+        return Some(
+            "forwarding no longer uses a shared token: each forwarder signs its requests with its own key. On the \
+             coordinator replace `token_file` with `forwarders: [ { name: FORWARDER_HOST, key_file: FILE } ]`, one \
+             entry per forwarder; on each forwarder rename `token_file` to `key_file`, the same file as its entry on \
+             the coordinator (`openssl rand -hex 32 > FILE` makes one; see configs/forwarder.yaml)",
+        );
+    }
     let role_needs_settings =
         (path == "role.coordinator" || path == "role.forwarder") && message.contains("expected mapping");
     if role_needs_settings || message.contains("unknown field `forwarding`") {
         return Some(
             "a coordinator's or forwarder's settings go under its role, e.g. `role: { coordinator: { listen: \
-             10.10.0.5:9561, token_file: /etc/hecate/forwarding.token } }` (what was the `forwarding:` block; \
-             see configs/forwarder.yaml)",
+             10.10.0.5:9561, forwarders: [ { name: tethys, key_file: /etc/hecate/forwarders/tethys.key } ] } }` \
+             (what was the `forwarding:` block; see configs/forwarder.yaml)",
         );
     }
     None

@@ -208,6 +208,16 @@ impl RunRecord {
         }
     }
 
+    /// Its texts as runs.json may keep them: a step's message may carry a peer's answer (a BMC's
+    /// error body, an API's message), cleaned and bounded here (see [`crate::text`]).
+    pub fn sanitize(&mut self) {
+        use crate::text::{MESSAGE_CHARS, clean, clean_map, needs_cleaning};
+        if let Some(r) = self.trigger_reason.as_mut().filter(|r| needs_cleaning(r, MESSAGE_CHARS)) {
+            *r = clean(r, MESSAGE_CHARS);
+        }
+        clean_map(&mut self.extra, MESSAGE_CHARS);
+    }
+
     /// `started_at` as a time, if it parses.
     pub fn started_at_time(&self) -> Option<SystemTime> {
         humantime::parse_rfc3339_weak(self.started_at.trim()).ok()
@@ -301,8 +311,11 @@ impl History {
 
     /// Appends one record to the history at `path`: reads it (setting an unusable file aside as
     /// [`History::load`] does), adds the record and writes it back atomically, holding an
-    /// exclusive lock on `<path>.lock` meanwhile. Returns the new history and any warning.
+    /// exclusive lock on `<path>.lock` meanwhile. The record's texts are cleaned first
+    /// ([`RunRecord::sanitize`]). Returns the new history and any warning.
     pub fn append(path: &Path, record: RunRecord) -> Result<Loaded, HistoryError> {
+        let mut record = record;
+        record.sanitize();
         let lock_path = sibling(path, ".lock");
         let lock = OpenOptions::new()
             .create(true)

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod runtime;
 pub mod secret;
 pub mod supervisor;
+pub mod text;
 pub mod trace;
 mod yaml_index;
 

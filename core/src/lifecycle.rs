@@ -252,12 +252,12 @@ impl Replay {
                 self.record(Happening::JournalClosed { why });
             }
             Effect::Notify { kind, message, .. } => self.record(Happening::Notified { kind, message }),
-            Effect::Forward { reason } => {
+            Effect::Forward { reason, .. } => {
                 self.record(Happening::Forwarded { reason });
                 let answer = if self.coordinator_up { Ok("accepted".into()) } else { Err("unreachable".into()) };
                 self.inbox.push((self.now + self.peer_latency_s, Input::Forwarded(answer)));
             }
-            Effect::SendClear => {
+            Effect::SendClear { .. } => {
                 self.record(Happening::ClearSent);
                 let answer = if self.coordinator_up { Ok("accepted".into()) } else { Err("unreachable".into()) };
                 self.inbox.push((self.now + self.peer_latency_s, Input::Cleared(answer)));

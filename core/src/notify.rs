@@ -104,6 +104,15 @@ impl Event {
         }
     }
 
+    /// The message and every detail as a sink may take them: a peer's text (a UPS's error, a
+    /// forwarder's reason) cleaned and bounded (see [`crate::text`]).
+    pub fn sanitize(&mut self) {
+        if crate::text::needs_cleaning(&self.message, crate::text::MESSAGE_CHARS) {
+            self.message = crate::text::clean(&self.message, crate::text::MESSAGE_CHARS);
+        }
+        crate::text::clean_map(&mut self.details, crate::text::MESSAGE_CHARS);
+    }
+
     /// Adds a detail.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.details.insert(key.to_string(), value.into());

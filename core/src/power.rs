@@ -39,6 +39,12 @@ pub enum StatusFlag {
     Other(String),
 }
 
+/// Longest unknown status flag kept.
+const MAX_OTHER_FLAG_CHARS: usize = 16;
+
+/// Most unknown flags kept of one `ups.status` (real ones have two to five flags in all).
+const MAX_OTHER_FLAGS: usize = 8;
+
 impl StatusFlag {
     /// Parses one whitespace-free NUT status word.
     pub fn parse(word: &str) -> Self {
@@ -54,7 +60,9 @@ impl StatusFlag {
             "OVER" => Self::Overload,
             "CAL" => Self::Calibrating,
             "OFF" => Self::Off,
-            other => Self::Other(other.to_string()),
+            // The UPS's own spelling reaches status and logs: cleaned and short (real flags
+            // are a few letters; `TRIM`, `BOOST`, `HB`, ...).
+            other => Self::Other(crate::text::clean(other, MAX_OTHER_FLAG_CHARS)),
         }
     }
 
@@ -96,7 +104,21 @@ pub struct UpsStatus(pub BTreeSet<StatusFlag>);
 impl UpsStatus {
     /// Parses a NUT status string such as `"OB DISCHRG LB"`.
     pub fn parse(s: &str) -> Self {
-        Self(s.split_whitespace().map(StatusFlag::parse).collect())
+        let mut others = 0;
+        Self(
+            s.split_whitespace()
+                .map(StatusFlag::parse)
+                // Every known flag counts; unknown ones are kept up to a few, so a UPS cannot
+                // fill status and logs with them (nor hide `OB` behind them).
+                .filter(|f| match f {
+                    StatusFlag::Other(o) => {
+                        others += 1;
+                        !o.is_empty() && others <= MAX_OTHER_FLAGS
+                    }
+                    _ => true,
+                })
+                .collect(),
+        )
     }
 
     /// Whether the flag is present.
@@ -182,4 +204,20 @@ pub trait PowerSource: Send + Sync + fmt::Debug {
     async fn read(&mut self) -> Result<PowerReading, BackendError>;
     /// Sends an instant command such as `load.off.delay` with an optional parameter.
     async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_status_cannot_hide_ob_nor_carry_escapes() {
+        let junk: Vec<String> = (0..100).map(|i| format!("X{i}\u{1b}[2J")).collect();
+        let st = UpsStatus::parse(&format!("{} OB LB", junk.join(" ")));
+        assert!(st.on_battery() && st.has(&StatusFlag::LowBattery), "{st}");
+        assert_eq!(st.0.len(), 2 + MAX_OTHER_FLAGS, "{st}");
+        assert!(!st.to_string().chars().any(char::is_control), "{st}");
+        let long = UpsStatus::parse(&format!("OL {}", "Z".repeat(1000)));
+        assert!(long.to_string().chars().count() < 3 + MAX_OTHER_FLAG_CHARS + 1, "{long}");
+    }
 }

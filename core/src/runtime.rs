@@ -275,7 +275,10 @@ impl Runtime {
     /// the log line for what could not be delivered) goes on in the background and can never
     /// delay a shutdown. Returns the notifiers that refused it, such as one whose queue is full.
     pub fn notify_all(&self, event: &Event) -> Vec<Refusal> {
-        self.notifiers.enqueue(event)
+        // The one way events leave: what a peer put in one is cleaned here, whoever built it.
+        let mut event = event.clone();
+        event.sanitize();
+        self.notifiers.enqueue(&event)
     }
 
     /// For a process about to exit: waits at most `timeout` for queued notifications to go out,

@@ -54,8 +54,18 @@
 //! | `starting_up` | run did not start: another startup holds the lock | → `watching` |
 //! | `starting_up` | run did not start, otherwise | → `shut_down` (retried while mains stay stable) |
 //! | any | a run ended that is not the current one | ignored (an aborted startup) |
-//! | coordinator, any | peer trigger | the forwarder is waited for; as a trigger |
-//! | coordinator, any | peer clear | the forwarder is no longer waited for |
+//! | coordinator, any | peer trigger, a new outage of that forwarder | the forwarder is waited for, counted once; as a trigger |
+//! | coordinator, any | peer trigger, the outage already on record (a retry) or already cleared | nothing (logged): a retried request never counts or acts twice |
+//! | coordinator, any | peer clear of its outage on record (or of any, `outage` absent) | the forwarder is no longer waited for |
+//! | coordinator, any | peer clear of another outage | nothing (logged): a stale clear never ends a newer outage |
+//! | coordinator, any | peer message from a name not in `role.coordinator.forwarders` | nothing stored (logged); the endpoint refuses such names before this |
+//! | forwarder, any | forward or clear failed | the reason kept as the forwarding problem (status) until one succeeds |
+//!
+//! *Outages* (forwarding): a forwarder gives every trigger it forwards a new outage id (this
+//! daemon's random instance id and a counter, so ids never repeat across restarts); a retried
+//! request carries the same id. Its clear names that outage, or none after a restart (it cannot
+//! know which it had sent): "whatever of mine you wait for". Only the forwarder's own entry is
+//! ever touched: the endpoint has checked its signature, so no forwarder clears another's.
 //!
 //! *Reset* forgets the outage in every policy (what was learnt about the batteries stays): the next
 //! outage triggers afresh, whoever brought the cluster back (this daemon, the boot unit or an
@@ -83,10 +93,6 @@ pub const RECOVERY_DATA_WAIT_S: f64 = 60.0;
 /// whatever it stopped may have been started again since, and a new outage gets a fresh plan.
 pub const RESUME_MAX_AGE_S: f64 = 3600.0;
 
-/// Most forwarders a coordinator keeps track of; more names than this are logged and not kept (a
-/// trigger from them still shuts the cluster down).
-pub const MAX_FORWARDERS: usize = 64;
-
 /// Identifies a run the supervisor started, so a late report of an aborted run is not taken for
 /// the current one.
 pub type RunId = u64;
@@ -100,7 +106,11 @@ pub enum Role {
     /// Watches its UPSes and runs the cluster's shutdown itself.
     Standalone,
     /// As standalone, and takes triggers from forwarders.
-    Coordinator,
+    Coordinator {
+        /// The forwarders it accepts (`role.coordinator.forwarders`): what it keeps per forwarder
+        /// is bounded by this list, and any other name is ignored.
+        forwarders: BTreeSet<String>,
+    },
     /// Forwards its triggers to the coordinator, shutting down its own plan if that fails.
     Forwarder {
         /// After a handover, power this host off when this long has passed without mains.
@@ -128,7 +138,9 @@ impl SupervisorConfig {
     pub fn from_config(cfg: &Config) -> Self {
         let role = match &cfg.role {
             config::Role::Standalone => Role::Standalone,
-            config::Role::Coordinator(_) => Role::Coordinator,
+            config::Role::Coordinator(c) => {
+                Role::Coordinator { forwarders: c.forwarders.iter().map(|f| f.name.clone()).collect() }
+            }
             config::Role::Forwarder(f) => Role::Forwarder {
                 power_off_self_after_s: f
                     .power_off_self_after
@@ -146,13 +158,25 @@ impl SupervisorConfig {
     }
 }
 
+/// Identifies one outage of one forwarder: a trigger and its retries carry the same id, and the
+/// clear names it. See the module doc.
+pub type OutageId = String;
+
 /// What a forwarder says to its coordinator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
     /// Its UPS triggered, for this reason.
-    Trigger(String),
+    Trigger {
+        /// Which outage.
+        outage: OutageId,
+        /// Why, in words.
+        reason: String,
+    },
     /// Its mains are back and stable.
-    Clear,
+    Clear {
+        /// The outage that is over; `None`: whichever of its outages is on record.
+        outage: Option<OutageId>,
+    },
 }
 
 /// Who holds the run lock, when a run could not take it.
@@ -280,9 +304,14 @@ pub enum Effect {
     Forward {
         /// Why.
         reason: String,
+        /// The outage it starts (retries of this request carry it too).
+        outage: OutageId,
     },
     /// Forwarder: tell the coordinator our mains are back (answer: [`Input::Cleared`]).
-    SendClear,
+    SendClear {
+        /// The outage that is over; `None` after a restart, when it is not known.
+        outage: Option<OutageId>,
+    },
     /// Keep an on-battery stretch of a source in the discharge history (`discharge.json`), and
     /// hand the source's records back with [`Supervisor::set_discharge_history`].
     RecordDischarge {
@@ -568,6 +597,17 @@ struct ClearState {
     pending: bool,
     in_flight: bool,
     not_before: f64,
+    /// The outage to clear (`None` at start: an earlier process's, unknown).
+    outage: Option<OutageId>,
+}
+
+/// Coordinator: one forwarder's outages.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PeerOutages {
+    /// The outage it triggered and has not cleared.
+    open: Option<OutageId>,
+    /// The last outage it cleared (a late retry of its trigger is not a new outage).
+    cleared: Option<OutageId>,
 }
 
 /// The daemon's lifecycle. See the module doc.
@@ -580,7 +620,15 @@ pub struct Supervisor {
     budget_s: f64,
     mains_ok_since: Option<f64>,
     outstanding: BTreeSet<String>,
+    /// Coordinator: per listed forwarder, its outages (keys only from the config's list).
+    peers: BTreeMap<String, PeerOutages>,
     clear: ClearState,
+    /// Forwarder: prefix of its outage ids (see [`Supervisor::with_instance_id`]).
+    instance_id: String,
+    /// Forwarder: outages started so far.
+    outages: u64,
+    /// Forwarder: why the last forward or clear failed, until one succeeds.
+    forwarding_problem: Option<String>,
     next_run: RunId,
     counters: Counters,
     last_trigger: Option<Trigger>,
@@ -626,13 +674,31 @@ impl Supervisor {
             budget_s: f64::NAN,
             mains_ok_since: None,
             outstanding: BTreeSet::new(),
+            peers: BTreeMap::new(),
             clear: ClearState { pending: forwarder, ..ClearState::default() },
+            instance_id: "0".into(),
+            outages: 0,
+            forwarding_problem: None,
             next_run: 1,
             counters: Counters::default(),
             last_trigger: None,
             last_start_error: None,
             started: false,
         }
+    }
+
+    /// Sets the prefix of this forwarder's outage ids: a value this daemon process alone has (the
+    /// daemon draws it at random), so an outage id is never reused after a restart and a
+    /// coordinator never takes a new outage for an old one. Letters, digits, `.`, `_`, `-`.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = id.into();
+        self
+    }
+
+    /// Forwarder: why the last forward or clear failed (the coordinator's reason, such as a clock
+    /// out of its window), until one succeeds.
+    pub fn forwarding_problem(&self) -> Option<&str> {
+        self.forwarding_problem.as_deref()
     }
 
     /// The settings.
@@ -864,8 +930,10 @@ impl Supervisor {
                 format!("{}; forwarding to the coordinator", trigger.reason),
                 details,
             );
-            self.clear = ClearState { pending: true, in_flight: false, not_before: 0.0 };
-            fx.0.push(Effect::Forward { reason: trigger.reason.clone() });
+            self.outages = self.outages.saturating_add(1);
+            let outage = format!("{}-{}", self.instance_id, self.outages);
+            self.clear = ClearState { pending: true, in_flight: false, not_before: 0.0, outage: Some(outage.clone()) };
+            fx.0.push(Effect::Forward { reason: trigger.reason.clone(), outage });
             self.phase = Phase::Forwarding { since: now, trigger };
         } else {
             fx.log(Level::Warn, format!("shutdown triggered: {}", trigger.reason));
@@ -1035,36 +1103,56 @@ impl Supervisor {
             && now >= self.clear.not_before
         {
             self.clear.in_flight = true;
-            fx.0.push(Effect::SendClear);
+            fx.0.push(Effect::SendClear { outage: self.clear.outage.clone() });
         }
     }
 
     fn on_peer(&mut self, now: f64, from: String, address: String, message: PeerMessage, fx: &mut Fx) {
-        if self.cfg.role != Role::Coordinator {
+        let Role::Coordinator { forwarders } = &self.cfg.role else {
             fx.log(Level::Warn, format!("a message from forwarder {from} ignored: this host is not a coordinator"));
             return;
+        };
+        if !forwarders.contains(&from) {
+            // The endpoint refuses such names before they get here; nothing of them is kept.
+            let shown = crate::text::clean(&from, crate::config::MAX_FORWARDER_NAME);
+            fx.log(Level::Warn, format!("a message from {shown:?}, which is not a listed forwarder, ignored"));
+            return;
         }
+        let peer = self.peers.entry(from.clone()).or_default();
         match message {
-            PeerMessage::Trigger(why) => {
-                if self.outstanding.len() < MAX_FORWARDERS || self.outstanding.contains(&from) {
-                    self.outstanding.insert(from.clone());
-                    let n = self.counters.forwarded_triggers.entry(from.clone()).or_default();
-                    *n = n.saturating_add(1);
-                } else {
-                    fx.log(Level::Warn, format!("forwarder {from} not tracked: {MAX_FORWARDERS} already are"));
+            PeerMessage::Trigger { outage, reason } => {
+                if peer.open.as_ref() == Some(&outage) || peer.cleared.as_ref() == Some(&outage) {
+                    let state = if peer.open.as_ref() == Some(&outage) { "on record" } else { "already cleared" };
+                    fx.log(
+                        Level::Info,
+                        format!("forwarder {from}: its trigger for outage {outage} again ({state}): counted once"),
+                    );
+                    return;
                 }
+                peer.open = Some(outage.clone());
+                self.outstanding.insert(from.clone());
+                let n = self.counters.forwarded_triggers.entry(from.clone()).or_default();
+                *n = n.saturating_add(1);
                 let mut details = Details::new();
                 details.insert("forwarded_by".into(), from.clone().into());
                 details.insert("forwarder_address".into(), address.into());
-                let reason = format!("forwarded by {from}: {why}");
+                details.insert("outage".into(), outage.into());
+                let reason = format!("forwarded by {from}: {reason}");
                 fx.log(Level::Warn, format!("trigger forwarded by another instance: {reason}"));
                 self.on_trigger(now, Trigger { reason, details, at: now }, fx);
             }
-            PeerMessage::Clear => {
-                if self.outstanding.remove(&from) {
+            PeerMessage::Clear { outage } => {
+                let ends_it = peer.open.is_some() && (outage.is_none() || outage == peer.open);
+                if ends_it {
+                    peer.cleared = peer.open.take();
+                    self.outstanding.remove(&from);
                     fx.log(Level::Info, format!("forwarder {from}: mains are back"));
                 } else {
-                    fx.log(Level::Debug, format!("clear from forwarder {from}, which has no outage on record"));
+                    let which = outage.as_deref().unwrap_or("any");
+                    fx.log(
+                        Level::Info,
+                        format!("clear from forwarder {from} for outage {which}, which is not on record"),
+                    );
                 }
             }
         }
@@ -1159,6 +1247,7 @@ impl Supervisor {
         };
         match result {
             Ok(note) => {
+                self.forwarding_problem = None;
                 fx.log(
                     Level::Warn,
                     format!("the coordinator took the trigger: the cluster's shutdown is its to run ({note})"),
@@ -1166,6 +1255,7 @@ impl Supervisor {
                 self.phase = Phase::Forwarded { since: now, trigger, powered_off: false };
             }
             Err(why) => {
+                self.forwarding_problem = Some(format!("the trigger was not forwarded: {why}"));
                 self.counters.forwarder_fallbacks = self.counters.forwarder_fallbacks.saturating_add(1);
                 fx.log(
                     Level::Error,
@@ -1193,10 +1283,12 @@ impl Supervisor {
         self.clear.in_flight = false;
         match result {
             Ok(note) => {
+                self.forwarding_problem = None;
                 self.clear.pending = false;
                 fx.log(Level::Info, format!("told the coordinator our mains are back ({note})"));
             }
             Err(why) => {
+                self.forwarding_problem = Some(format!("the coordinator was not told our mains are back: {why}"));
                 self.clear.not_before = now + self.cfg.power_return_settle_s;
                 fx.log(Level::Warn, format!("could not tell the coordinator our mains are back: {why}"));
             }

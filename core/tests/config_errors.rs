@@ -143,18 +143,19 @@ fn each_role_carries_its_own_settings() {
     // A role without its settings, or settings of the wrong role, do not parse: the type says so.
     let (e, s) = err(&format!("host: a\nrole: forwarder\n{ups}"));
     assert!(e.problems.iter().any(|p| p.field.starts_with("role")), "{s}");
-    let (e, s) = err(&format!("host: a\nrole:\n  coordinator: {{ token_file: /t }}\n{ups}"));
+    let (e, s) =
+        err(&format!("host: a\nrole:\n  coordinator: {{ forwarders: [ {{ name: b, key_file: /t }} ] }}\n{ups}"));
     assert!(e.problems.iter().any(|p| p.field.starts_with("role") && p.message.contains("listen")), "{s}");
     let (e, s) = err(&format!(
-        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:1\", token_file: /t, power_off_self_after: 2m }}\n{ups}"
+        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:1\", forwarders: [ {{ name: b, key_file: /t }} ], power_off_self_after: 2m }}\n{ups}"
     ));
     assert!(e.problems.iter().any(|p| p.message.contains("power_off_self_after")), "{s}");
     // The old `forwarding:` block is refused by name.
-    let (e, s) = err(&format!("host: a\nforwarding: {{ token_file: /t }}\n{ups}"));
+    let (e, s) = err(&format!("host: a\nforwarding: {{ key_file: /t }}\n{ups}"));
     assert!(e.problems.iter().any(|p| p.message.contains("forwarding")), "{s}");
 
     let (e, s) = err(&format!(
-        "host: a\nrole:\n  forwarder: {{ coordinator_url: titan-db:9561, token_file: /t, timeout: 0s }}\n{ups}"
+        "host: a\nrole:\n  forwarder: {{ coordinator_url: titan-db:9561, key_file: /t, timeout: 0s }}\n{ups}"
     ));
     assert!(
         e.problems.iter().any(|p| p.field == "role.forwarder.coordinator_url" && p.message.contains("http")),
@@ -163,21 +164,23 @@ fn each_role_carries_its_own_settings() {
     assert!(e.problems.iter().any(|p| p.field == "role.forwarder.timeout"), "{s}");
     assert!(s.contains("test.yaml:3"), "the line of the forwarder's settings: {s}");
 
-    let ok = format!("host: a\nrole:\n  forwarder: {{ coordinator_url: http://titan-db:9561, token_file: /t }}\n{ups}");
+    let ok = format!("host: a\nrole:\n  forwarder: {{ coordinator_url: http://titan-db:9561, key_file: /t }}\n{ups}");
     let (c, warnings) = Config::from_yaml(&ok, Path::new("t.yaml")).unwrap();
     let Role::Forwarder(f) = c.role else { panic!("a forwarder: {:?}", c.role) };
     assert_eq!(f.timeout.as_secs(), 30);
     assert!(warnings.is_empty(), "{warnings:?}");
 
     let (e, s) = err(&format!(
-        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:9561\", token_file: /t, tls_cert_file: /c }}\n{ups}"
+        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:9561\", forwarders: [ {{ name: b, key_file: /t }} ], tls_cert_file: /c }}\n{ups}"
     ));
     assert!(e.problems.iter().any(|p| p.message.contains("go together")), "{s}");
     let (e, s) = err(&format!(
-        "host: a\nrole:\n  forwarder: {{ coordinator_url: http://c:1, token_file: /t, ca_file: /ca }}\n{ups}"
+        "host: a\nrole:\n  forwarder: {{ coordinator_url: http://c:1, key_file: /t, ca_file: /ca }}\n{ups}"
     ));
     assert!(e.problems.iter().any(|p| p.field == "role.forwarder.ca_file"), "{s}");
-    let plain = format!("host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:9561\", token_file: /t }}\n{ups}");
+    let plain = format!(
+        "host: a\nrole:\n  coordinator: {{ listen: \"127.0.0.1:9561\", forwarders: [ {{ name: b, key_file: /t }} ] }}\n{ups}"
+    );
     let (c, warnings) = Config::from_yaml(&plain, Path::new("t.yaml")).unwrap();
     assert!(matches!(c.role, Role::Coordinator(_)));
     assert!(warnings.iter().any(|w| w.contains("plain http")), "{warnings:?}");
@@ -186,7 +189,7 @@ fn each_role_carries_its_own_settings() {
 #[test]
 fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
     let ups = "power_sources:\n  - { type: stub_ups, name: u1 }\n";
-    let fwd = "role:\n  forwarder: { coordinator_url: http://c:1, token_file: /t, power_off_self_after: 2m }\n";
+    let fwd = "role:\n  forwarder: { coordinator_url: http://c:1, key_file: /t, power_off_self_after: 2m }\n";
     let (e, s) = err(&format!("host: a\n{fwd}{ups}"));
     assert!(
         e.problems
@@ -201,7 +204,7 @@ fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
     assert_eq!(f.power_off_self_after.map(|d| d.as_secs()), Some(120));
     assert!(warnings.is_empty(), "{warnings:?}");
     // Without it, power_off_self on a forwarder covers only its fallback plan: say so.
-    let bare = "role:\n  forwarder: { coordinator_url: http://c:1, token_file: /t }\n";
+    let bare = "role:\n  forwarder: { coordinator_url: http://c:1, key_file: /t }\n";
     let (_, warnings) = Config::from_yaml(&format!("host: a\n{bare}{off}{ups}"), Path::new("t.yaml")).unwrap();
     assert!(warnings.iter().any(|w| w.contains("power_off_self_after")), "{warnings:?}");
 }
@@ -213,7 +216,7 @@ host: a
 role:
   forwarder:
     coordinator_url: http://c:1
-    token_file: /t
+    key_file: /t
     timeout: 5000y
     power_off_self_after: 5000y
 daemon:
@@ -260,4 +263,60 @@ power_sources:
   - { type: stub_ups, name: u1 }
 ";
     load(edge).unwrap();
+}
+
+/// Issue 15: the coordinator lists each forwarder with its own key; the old shared `token_file`
+/// is refused with a message saying exactly what to change.
+#[test]
+fn forwarders_are_listed_each_with_its_own_key() {
+    let ups = "power_sources:\n  - { type: stub_ups, name: u1 }\n";
+    // The layout before issue 15, on either side: refused, saying what to write instead.
+    for old in [
+        "role:\n  coordinator: { listen: \"127.0.0.1:9561\", token_file: /etc/hecate/forwarding.token }\n",
+        "role:\n  forwarder: { coordinator_url: http://c:1, token_file: /etc/hecate/forwarding.token }\n",
+    ] {
+        let (e, s) = err(&format!("host: tethys\n{old}{ups}"));
+        assert!(
+            e.problems.iter().any(|p| p.message.contains("no longer uses a shared token")
+                && p.message.contains("forwarders: [ { name: FORWARDER_HOST, key_file: FILE } ]")
+                && p.message.contains("rename `token_file` to `key_file`")),
+            "{s}"
+        );
+        assert!(s.contains("test.yaml:3"), "the line of the old key: {s}");
+    }
+
+    let coordinator = |list: &str, more: &str| {
+        format!("host: a\nrole:\n  coordinator:\n    listen: \"127.0.0.1:9561\"\n    forwarders: {list}\n{more}{ups}")
+    };
+    let (e, s) = err(&coordinator("[]", ""));
+    assert!(e.problems.iter().any(|p| p.field == "role.coordinator.forwarders"), "{s}");
+    let (e, s) = err(&coordinator(
+        "[ { name: tethys, key_file: /a }, { name: tethys, key_file: /b }, { name: \"bad name\", key_file: /c }, { name: x, key_file: \"\" } ]",
+        "    max_clock_skew: 2h\n",
+    ));
+    for (field, needle) in [
+        ("role.coordinator.forwarders[1].name", "duplicate forwarder `tethys`"),
+        ("role.coordinator.forwarders[2].name", "letters, digits"),
+        ("role.coordinator.forwarders[3].key_file", "must not be empty"),
+        ("role.coordinator.max_clock_skew", "10m"),
+    ] {
+        assert!(e.problems.iter().any(|p| p.field == field && p.message.contains(needle)), "{field}: {s}");
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("{{ name: f{i}, key_file: /k{i} }}")).collect();
+    let (e, s) = err(&coordinator(&format!("[ {} ]", many.join(", ")), ""));
+    assert!(e.problems.iter().any(|p| p.message.contains("at most 64")), "{s}");
+
+    let (c, warnings) = Config::from_yaml(
+        &coordinator("[ { name: tethys, key_file: /k }, { name: rhea, key_file: /k } ]", ""),
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    let Role::Coordinator(k) = c.role else { panic!("a coordinator") };
+    assert_eq!(k.max_clock_skew.as_secs(), 60, "the default window");
+    assert!(warnings.iter().any(|w| w.contains("share the key file")), "{warnings:?}");
+
+    // A forwarder's host is its name at the coordinator.
+    let (e, s) =
+        err(&format!("host: \"tethys 2\"\nrole:\n  forwarder: {{ coordinator_url: http://c:1, key_file: /k }}\n{ups}"));
+    assert!(e.problems.iter().any(|p| p.field == "host" && p.message.contains("its name at the coordinator")), "{s}");
 }

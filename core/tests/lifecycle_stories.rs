@@ -24,6 +24,11 @@ fn config(role: Role, startup_on_power_return: bool) -> SupervisorConfig {
     }
 }
 
+/// A coordinator that accepts these forwarders.
+fn coordinator() -> Role {
+    Role::Coordinator { forwarders: ["tethys", "a", "b", "c"].into_iter().map(String::from).collect() }
+}
+
 /// A replay of one UPS lasting 1200 s on a full battery, with these outages.
 fn replay(cfg: SupervisorConfig, outages: Vec<(f64, f64)>) -> Replay {
     Replay::new(cfg, vec![("ups".into(), StoryUps::new(outages, 1200.0).into_fn())])
@@ -352,9 +357,20 @@ fn a_forwarder_powers_itself_off_after_the_handover() {
 /// triggered has cleared.
 #[test]
 fn a_coordinator_waits_for_its_forwarders_before_the_startup() {
-    let mut r = replay(config(Role::Coordinator, true), vec![]);
-    r.peer_at(200.0, "tethys", PeerMessage::Trigger("ups tethys-ups: low runtime".into()));
-    r.peer_at(900.0, "tethys", PeerMessage::Clear);
+    let mut r = replay(config(coordinator(), true), vec![]);
+    let outage = "a1b2-1".to_string();
+    r.peer_at(
+        200.0,
+        "tethys",
+        PeerMessage::Trigger { outage: outage.clone(), reason: "ups tethys-ups: low runtime".into() },
+    );
+    // Its retry (the answer was lost) counts once and acts once.
+    r.peer_at(
+        201.0,
+        "tethys",
+        PeerMessage::Trigger { outage: outage.clone(), reason: "ups tethys-ups: low runtime".into() },
+    );
+    r.peer_at(900.0, "tethys", PeerMessage::Clear { outage: Some(outage) });
     r.run_until(2000.0);
     let runs = r.runs_started();
     assert_eq!(runs.len(), 2, "{}", timeline(&r));
@@ -368,9 +384,9 @@ fn a_coordinator_waits_for_its_forwarders_before_the_startup() {
 /// A finished shutdown with a failed outcome does not cover a new trigger in the same outage.
 #[test]
 fn a_new_trigger_after_a_failed_shutdown_runs_it_again() {
-    let mut sup = Supervisor::new(config(Role::Coordinator, false), Vec::<String>::new());
-    let fx =
-        sup.step(0.0, Input::Peer { from: "a".into(), address: "x".into(), message: PeerMessage::Trigger("t".into()) });
+    let mut sup = Supervisor::new(config(coordinator(), false), Vec::<String>::new());
+    let trigger = |outage: &str| PeerMessage::Trigger { outage: outage.into(), reason: "t".into() };
+    let fx = sup.step(0.0, Input::Peer { from: "a".into(), address: "x".into(), message: trigger("a-1") });
     let run = fx.iter().find_map(|e| match e {
         Effect::StartRun { run, .. } => Some(*run),
         _ => None,
@@ -378,15 +394,13 @@ fn a_new_trigger_after_a_failed_shutdown_runs_it_again() {
     let run = run.expect("a shutdown started");
     sup.step(10.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Failed) });
     assert_eq!(sup.phase().kind(), PhaseKind::ShutDown);
-    let fx = sup
-        .step(20.0, Input::Peer { from: "b".into(), address: "y".into(), message: PeerMessage::Trigger("t".into()) });
+    let fx = sup.step(20.0, Input::Peer { from: "b".into(), address: "y".into(), message: trigger("b-1") });
     assert!(fx.iter().any(|e| matches!(e, Effect::StartRun { kind: PlanKind::Shutdown, .. })), "{fx:?}");
 
     // After a successful one, a trigger in the same outage joins it.
     let run = sup.phase().run().expect("running");
     sup.step(30.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Success) });
-    let fx = sup
-        .step(40.0, Input::Peer { from: "c".into(), address: "z".into(), message: PeerMessage::Trigger("t".into()) });
+    let fx = sup.step(40.0, Input::Peer { from: "c".into(), address: "z".into(), message: trigger("c-1") });
     assert!(!fx.iter().any(|e| matches!(e, Effect::StartRun { .. })), "{fx:?}");
     assert_eq!(sup.phase().kind(), PhaseKind::ShutDown);
 }

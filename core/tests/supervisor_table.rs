@@ -20,6 +20,11 @@ fn config(role: Role) -> SupervisorConfig {
     }
 }
 
+/// A coordinator that accepts these forwarders.
+fn coordinator() -> Role {
+    Role::Coordinator { forwarders: ["tethys", "rhea", "a", "b"].into_iter().map(String::from).collect() }
+}
+
 fn reading(status: &str, charge: f64, runtime: f64) -> Sample {
     Sample::Reading(PowerReading {
         status: UpsStatus::parse(status),
@@ -64,7 +69,7 @@ fn started_run(fx: &[Effect]) -> Option<u64> {
 /// A supervisor brought into `phase` through its inputs only, at time 10.
 fn in_phase(phase: PhaseKind) -> (Supervisor, f64) {
     let forwarder = matches!(phase, PhaseKind::Forwarding | PhaseKind::Forwarded);
-    let role = if forwarder { Role::Forwarder { power_off_self_after_s: Some(600.0) } } else { Role::Coordinator };
+    let role = if forwarder { Role::Forwarder { power_off_self_after_s: Some(600.0) } } else { coordinator() };
     let mut s = Supervisor::new(config(role), ["ups".to_string()]);
     let mut t = 0.0;
     let interrupted = (phase == PhaseKind::Recovering).then(journal);
@@ -149,11 +154,13 @@ fn input(i: In, current_run: Option<u64>) -> Input {
         In::PeerTrigger => Input::Peer {
             from: "tethys".into(),
             address: "192.0.2.7:5000".into(),
-            message: PeerMessage::Trigger("ups tethys-ups: low runtime".into()),
+            message: PeerMessage::Trigger { outage: "i-1".into(), reason: "ups tethys-ups: low runtime".into() },
         },
-        In::PeerClear => {
-            Input::Peer { from: "tethys".into(), address: "192.0.2.7:5000".into(), message: PeerMessage::Clear }
-        }
+        In::PeerClear => Input::Peer {
+            from: "tethys".into(),
+            address: "192.0.2.7:5000".into(),
+            message: PeerMessage::Clear { outage: Some("i-1".into()) },
+        },
         In::EndSuccess => Input::RunEnded { run, end: RunEnd::Finished(Outcome::Success) },
         In::EndNotStarted => Input::RunEnded {
             run,
@@ -401,16 +408,18 @@ fn arb_input() -> impl Strategy<Value = (f64, Input, bool)> {
     let input = prop_oneof![
         8 => (prop::collection::vec(arb_sample(), 0..3), prop_oneof![Just(240.0), Just(f64::NAN), 0.0..1e6f64])
             .prop_map(|(samples, budget_s)| (Input::Poll { samples, budget_s }, false)),
-        1 => prop_oneof![Just("a"), Just("b")].prop_map(|f| (Input::Peer {
-            from: f.into(),
-            address: "x".into(),
-            message: PeerMessage::Trigger("t".into())
-        }, false)),
-        1 => prop_oneof![Just("a"), Just("b")].prop_map(|f| (Input::Peer {
-            from: f.into(),
-            address: "x".into(),
-            message: PeerMessage::Clear
-        }, false)),
+        1 => (prop_oneof![Just("a"), Just("b"), Just("mallory")], prop_oneof![Just("x-1"), Just("x-2")])
+            .prop_map(|(f, o)| (Input::Peer {
+                from: f.into(),
+                address: "x".into(),
+                message: PeerMessage::Trigger { outage: o.into(), reason: "t".into() }
+            }, false)),
+        1 => (prop_oneof![Just("a"), Just("b"), Just("mallory")], prop::option::of(prop_oneof![Just("x-1"), Just("x-2")]))
+            .prop_map(|(f, o)| (Input::Peer {
+                from: f.into(),
+                address: "x".into(),
+                message: PeerMessage::Clear { outage: o.map(String::from) }
+            }, false)),
         3 => (run_end, any::<bool>()).prop_map(|(end, current)| (Input::RunEnded { run: 0, end }, current)),
         1 => any::<bool>().prop_map(|ok| (Input::Forwarded(if ok { Ok("ok".into()) } else { Err("no".into()) }), false)),
         1 => any::<bool>().prop_map(|ok| (Input::Cleared(if ok { Ok("ok".into()) } else { Err("no".into()) }), false)),
@@ -423,7 +432,7 @@ fn arb_input() -> impl Strategy<Value = (f64, Input, bool)> {
 fn arb_role() -> impl Strategy<Value = Role> {
     prop_oneof![
         Just(Role::Standalone),
-        Just(Role::Coordinator),
+        Just(coordinator()),
         Just(Role::Forwarder { power_off_self_after_s: None }),
         Just(Role::Forwarder { power_off_self_after_s: Some(100.0) }),
     ]
@@ -470,4 +479,127 @@ proptest! {
             }
         }
     }
+}
+
+fn peer(from: &str, message: PeerMessage) -> Input {
+    Input::Peer { from: from.into(), address: "192.0.2.7:5000".into(), message }
+}
+
+fn peer_trigger(outage: &str) -> PeerMessage {
+    PeerMessage::Trigger { outage: outage.into(), reason: "ups tethys-ups: low runtime".into() }
+}
+
+fn peer_clear(outage: Option<&str>) -> PeerMessage {
+    PeerMessage::Clear { outage: outage.map(String::from) }
+}
+
+fn starts_shutdown(fx: &[Effect]) -> bool {
+    has(fx, |e| matches!(e, Effect::StartRun { kind: PlanKind::Shutdown, .. }))
+}
+
+/// Issue 15: a retried trigger counts and acts once, a late one after the clear does nothing, a
+/// stale clear never ends a newer outage, a clear touches only its sender's entry, and a name
+/// not in the config leaves no trace.
+#[test]
+fn peer_outages_are_idempotent_and_bounded_by_the_config() {
+    let mut s = Supervisor::new(config(coordinator()), ["ups".to_string()]);
+    s.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
+    let fx = s.step(1.0, peer("tethys", peer_trigger("t-1")));
+    let run = started_run(&fx).expect("the first trigger starts the shutdown");
+    assert_eq!(s.counters().forwarded_triggers.get("tethys"), Some(&1));
+    // A shutdown that failed is not covered: any new trigger starts another one, but a retry of
+    // the same outage must not.
+    s.step(2.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Failed) });
+    assert_eq!(s.phase().kind(), PhaseKind::ShutDown);
+    let fx = s.step(3.0, peer("tethys", peer_trigger("t-1")));
+    assert!(!starts_shutdown(&fx), "a retry acts once: {fx:?}");
+    assert_eq!(s.counters().forwarded_triggers.get("tethys"), Some(&1), "a retry counts once");
+    assert_eq!(s.outstanding().iter().collect::<Vec<_>>(), ["tethys"]);
+
+    // rhea's clear (its signature made it rhea's) does not end tethys's outage.
+    s.step(4.0, peer("rhea", peer_clear(None)));
+    assert_eq!(s.outstanding().iter().collect::<Vec<_>>(), ["tethys"]);
+
+    // A new outage of tethys counts and acts; the clear of the old one is stale.
+    let fx = s.step(5.0, peer("tethys", peer_trigger("t-2")));
+    assert!(starts_shutdown(&fx), "{fx:?}");
+    assert_eq!(s.counters().forwarded_triggers.get("tethys"), Some(&2));
+    s.step(6.0, peer("tethys", peer_clear(Some("t-1"))));
+    assert_eq!(s.outstanding().len(), 1, "a stale clear never ends a newer outage");
+    s.step(7.0, peer("tethys", peer_clear(Some("t-2"))));
+    assert!(s.outstanding().is_empty());
+    // A late retry of the cleared outage's trigger does nothing.
+    let run = s.phase().run().expect("the second shutdown runs");
+    s.step(8.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Failed) });
+    let fx = s.step(9.0, peer("tethys", peer_trigger("t-2")));
+    assert!(!starts_shutdown(&fx) && s.outstanding().is_empty(), "{fx:?}");
+    // A restarted forwarder's clear names no outage: whatever of its own is on record.
+    s.step(10.0, peer("rhea", peer_trigger("r-1")));
+    s.step(11.0, peer("rhea", peer_clear(None)));
+    assert!(s.outstanding().is_empty());
+
+    // Names not in the config: nothing stored, nothing counted, nothing started.
+    let before = s.counters().clone();
+    for i in 0..3000 {
+        let fx = s.step(12.0, peer(&format!("mallory-{i}"), peer_trigger("m-1")));
+        assert!(!starts_shutdown(&fx), "{fx:?}");
+    }
+    assert_eq!(s.counters(), &before);
+    assert!(s.outstanding().is_empty());
+}
+
+/// Issue 15: a forwarder's outages get ids that differ per outage and per daemon process, its
+/// clear names the outage it forwarded (none after a restart), and a failed forward or clear is
+/// kept as its forwarding problem until one succeeds.
+#[test]
+fn a_forwarder_names_its_outages() {
+    let forwarder = Role::Forwarder { power_off_self_after_s: None };
+    let mut cfg = config(forwarder);
+    cfg.power_return_settle_s = 10.0;
+    let mut s = Supervisor::new(cfg.clone(), ["ups".to_string()]).with_instance_id("9f3a");
+    s.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
+    // At start the coordinator may wait for an outage of an earlier process: a clear of "any".
+    let mut t = 0.0;
+    let mut clears = Vec::new();
+    while clears.is_empty() && t < 60.0 {
+        t += 2.0;
+        clears.extend(s.step(t, poll(online())).into_iter().filter_map(|e| match e {
+            Effect::SendClear { outage } => Some(outage),
+            _ => None,
+        }));
+    }
+    assert_eq!(clears, [None]);
+    s.step(t, Input::Cleared(Err("coordinator answered 401: the request's time is 300 s ahead".into())));
+    assert!(s.forwarding_problem().is_some_and(|p| p.contains("300 s ahead")), "{:?}", s.forwarding_problem());
+
+    let forwarded = |fx: &[Effect]| {
+        fx.iter().find_map(|e| match e {
+            Effect::Forward { outage, .. } => Some(outage.clone()),
+            _ => None,
+        })
+    };
+    t += 2.0;
+    let first = forwarded(&s.step(t, poll(fsd()))).expect("forwarded");
+    assert_eq!(first, "9f3a-1");
+    s.step(t + 1.0, Input::Forwarded(Ok("accepted".into())));
+    assert_eq!(s.forwarding_problem(), None, "a success clears the problem");
+    let mut sent = None;
+    while sent.is_none() && t < 400.0 {
+        t += 2.0;
+        sent = s.step(t, poll(online())).into_iter().find_map(|e| match e {
+            Effect::SendClear { outage } => Some(outage),
+            _ => None,
+        });
+    }
+    assert_eq!(sent, Some(Some(first.clone())), "the clear names the outage forwarded");
+    s.step(t + 1.0, Input::Cleared(Ok("accepted".into())));
+    t += 2.0;
+    let second = forwarded(&s.step(t, poll(fsd()))).expect("forwarded again");
+    assert_eq!(second, "9f3a-2");
+
+    // Another process of the same forwarder: another prefix, so never the same ids.
+    let mut other = Supervisor::new(cfg, ["ups".to_string()]).with_instance_id("77c1");
+    other.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
+    let id = forwarded(&other.step(2.0, poll(fsd()))).expect("forwarded");
+    assert!(id != first && id != second, "{id}");
 }

@@ -27,11 +27,12 @@ pub fn config_check(files: &[PathBuf], build: bool) -> anyhow::Result<ExitCode> 
                     return Ok((cfg, warnings));
                 }
                 let rt = Runtime::build_degraded(&cfg);
-                let problems: Vec<(String, String)> = rt
+                let mut problems: Vec<(String, String)> = rt
                     .unavailable
                     .iter()
                     .map(|b| (b.field.clone(), format!("cannot be built: {}: {}", b.error.kind, b.error.detail())))
                     .collect();
+                problems.extend(crate::forward::key_problems(&cfg));
                 if problems.is_empty() { Ok((cfg, warnings)) } else { Err(ConfigError::located(&text, f, problems)) }
             });
         match checked {

@@ -16,12 +16,12 @@ use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, PlanKind};
 use hecate_core::power::Sample;
 use hecate_core::runtime::Runtime;
-use hecate_core::supervisor::{Effect, Input, Level, LockHolder, PeerMessage, RunEnd, RunId, Supervisor};
+use hecate_core::supervisor::{Effect, Input, Level, LockHolder, RunEnd, RunId, Supervisor};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::forward::{self, ForwardLink, Forwarded, ForwarderMessage};
+use crate::forward::{self, ForwardLink, ForwarderMessage};
 use crate::metrics::Metrics;
 use crate::observe::{LogObserver, Observer};
 use crate::status::Snapshot;
@@ -135,10 +135,12 @@ impl Shell {
         let rt = Arc::new(Runtime::build_degraded(&cfg));
         let metrics = Metrics::new()?;
         let (tx, inbox) = mpsc::channel(64);
+        // The instance id makes a forwarder's outage ids unique across restarts.
         let mut sup = Supervisor::new(
             hecate_core::supervisor::SupervisorConfig::from_config(&cfg),
             rt.power.iter().map(|p| p.name.clone()),
-        );
+        )
+        .with_instance_id(forward::random_hex(4));
         // What earlier outages showed of each battery; a history that cannot be read is no
         // reason not to protect (the loader keeps an unreadable file aside and says so).
         let discharge_path = cfg.state_dir.join(DischargeHistory::FILE_NAME);
@@ -149,7 +151,7 @@ impl Shell {
         for p in &rt.power {
             sup.set_discharge_history(&p.name, discharge.records(&p.name));
         }
-        // A forwarder without its token or CA still watches its UPS; its trigger then falls back
+        // A forwarder without its key or CA still watches its UPS; its trigger then falls back
         // to its own shutdown at once.
         let link = ForwardLink::from_config(&cfg).unwrap_or_else(|e| {
             tracing::error!(error = %format!("{e:#}"), "forwarding unavailable: a trigger will run this host's own plan");
@@ -221,42 +223,33 @@ impl Shell {
         let hecate_core::config::Role::Coordinator(f) = &self.cfg.role else {
             return;
         };
-        let endpoint = forward::read_token(&f.token_file).and_then(|token| {
-            let tls = match (&f.tls_cert_file, &f.tls_key_file) {
-                (Some(cert), Some(key)) => Some(forward::tls_acceptor(cert, key)?),
-                _ => None,
-            };
-            Ok((token, tls))
-        });
-        let (token, tls) = match endpoint {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable: forwarders cannot reach this coordinator");
-                return;
-            }
+        let tls = match (&f.tls_cert_file, &f.tls_key_file) {
+            (Some(cert), Some(key)) => match forward::tls_acceptor(cert, key) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable: forwarders cannot reach this coordinator");
+                    return;
+                }
+            },
+            _ => None,
         };
-        {
-            let listen = f.listen;
-            let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
-            tokio::spawn(async move {
-                if let Err(e) = forward::serve(listen, token, fwd_tx, tls).await {
-                    tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable");
+        let verifier = forward::Verifier::from_config(f, &self.cfg.state_dir);
+        let (listen, metrics) = (f.listen, self.metrics.clone());
+        let (fwd_tx, mut fwd_rx) = mpsc::channel::<ForwarderMessage>(16);
+        tokio::spawn(async move {
+            if let Err(e) = forward::serve(listen, verifier, metrics, fwd_tx, tls).await {
+                tracing::error!(error = %format!("{e:#}"), "forwarding endpoint unavailable");
+            }
+        });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = fwd_rx.recv().await {
+                let input = Input::Peer { from: m.name, address: m.peer.to_string(), message: m.message };
+                if tx.send(Msg::Input(input)).await.is_err() {
+                    break;
                 }
-            });
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                while let Some(m) = fwd_rx.recv().await {
-                    let message = match m.what {
-                        Forwarded::Trigger(why) => PeerMessage::Trigger(why),
-                        Forwarded::Clear => PeerMessage::Clear,
-                    };
-                    let input = Input::Peer { from: m.host, address: m.peer.to_string(), message };
-                    if tx.send(Msg::Input(input)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+            }
+        });
     }
 
     /// Reads every source every `poll_interval`, each read bounded, and sends the samples in.
@@ -348,24 +341,24 @@ impl Shell {
                 ev.details.extend(details.clone());
                 self.rt.notify_all(&ev);
             }
-            Effect::Forward { reason } => {
+            Effect::Forward { reason, outage } => {
                 if let Some(h) = self.clearing.take() {
                     h.abort();
                 }
-                let (link, tx, reason) = (self.link.clone(), self.tx.clone(), reason.clone());
+                let (link, tx, reason, outage) = (self.link.clone(), self.tx.clone(), reason.clone(), outage.clone());
                 tokio::spawn(async move {
                     let r = match link {
-                        Some(link) => link.trigger(&reason).await,
+                        Some(link) => link.trigger(&reason, &outage).await,
                         None => Err("forwarding is unavailable (see the error at start)".into()),
                     };
                     let _ = tx.send(Msg::Input(Input::Forwarded(r))).await;
                 });
             }
-            Effect::SendClear => {
-                let (link, tx) = (self.link.clone(), self.tx.clone());
+            Effect::SendClear { outage } => {
+                let (link, tx, outage) = (self.link.clone(), self.tx.clone(), outage.clone());
                 let h = tokio::spawn(async move {
                     let r = match link {
-                        Some(link) => link.clear().await,
+                        Some(link) => link.clear(outage.as_ref()).await,
                         None => Err("forwarding is unavailable (see the error at start)".into()),
                     };
                     let _ = tx.send(Msg::Input(Input::Cleared(r))).await;

@@ -1,10 +1,11 @@
 //! The one way Hecate serves HTTP: `/metrics` and the coordinator's forwarding endpoint, plain or
 //! over TLS, guarded so that nothing on the network can starve the daemon.
 //!
-//! Both listeners face the LAN without authentication before the request (the token is checked
-//! only once a whole request is in). Before this module, 1,100 idle half-sent connections to
-//! `/metrics` used up the daemon's 1,024 descriptors and the triggered shutdown failed with
-//! `opening run.lock: Too many open files` (issue 12). Each listener now has:
+//! Both listeners face the LAN without authentication before the request (a forwarded
+//! request's signature is checked only once the whole request is in). Before this module, 1,100
+//! idle half-sent connections to `/metrics` used up the daemon's 1,024 descriptors and the
+//! triggered shutdown failed with `opening run.lock: Too many open files` (issue 12). Each
+//! listener now has:
 //!
 //! - **a connection cap** ([`Limits::max_connections`]): a slot is taken *before* `accept`, so
 //!   the descriptors one listener holds (TLS handshakes included) never exceed it, and the rest

@@ -44,6 +44,7 @@ pub struct Metrics {
     last_run: GaugeVec,
     forwarded: IntCounterVec,
     forwarders_waiting: IntGauge,
+    forwarding_refused: IntCounterVec,
     fallbacks: prometheus::IntCounter,
     phase: IntGaugeVec,
     start_failures: IntCounterVec,
@@ -87,6 +88,18 @@ impl Metrics {
             "Coordinator: forwarders that triggered and have not cleared (no automatic startup until 0)",
         )?;
         r.register(Box::new(forwarders_waiting.clone()))?;
+        let forwarding_refused = IntCounterVec::new(
+            Opts::new(
+                "hecate_forwarding_refused_total",
+                "Coordinator: forwarded requests refused, by reason (unknown name, bad signature, outside the clock \
+                 window, replayed, ...)",
+            ),
+            &["reason"],
+        )?;
+        r.register(Box::new(forwarding_refused.clone()))?;
+        for reason in crate::forward::RefusalReason::ALL {
+            forwarding_refused.with_label_values(&[reason.as_str()]).inc_by(0);
+        }
         let fallbacks = prometheus::IntCounter::new(
             "hecate_forwarder_fallbacks_total",
             "Forwarder: triggers no coordinator accepted, so this host shut down on its own",
@@ -126,6 +139,7 @@ impl Metrics {
             seen: Arc::default(),
             forwarded,
             forwarders_waiting,
+            forwarding_refused,
             fallbacks,
             status: gauge(&r, "hecate_ups_status", "1 when the UPS reports the ups.status flag", &["ups", "flag"])?,
             charge: gauge(&r, "hecate_ups_battery_charge_ratio", "battery.charge as a 0-1 ratio", &["ups"])?,
@@ -205,6 +219,11 @@ impl Metrics {
         self.fallbacks.inc_by(now.forwarder_fallbacks.saturating_sub(seen.forwarder_fallbacks));
         self.interrupted.inc_by(now.interrupted_runs.saturating_sub(seen.interrupted_runs));
         *seen = now.clone();
+    }
+
+    /// A forwarded request refused, for `reason` (a fixed set: see `forward::RefusalReason`).
+    pub fn forwarding_refused(&self, reason: &str) {
+        self.forwarding_refused.with_label_values(&[reason]).inc();
     }
 
     /// A backend that could not be built.

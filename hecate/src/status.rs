@@ -139,6 +139,10 @@ pub struct Snapshot {
     /// (RFC 3339; `role.forwarder.power_off_self_after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_off_self_at: Option<String>,
+    /// Forwarder: why the last trigger or clear it sent was not taken (the coordinator's reason,
+    /// such as a clock outside its window), until one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding_problem: Option<String>,
 }
 
 impl Snapshot {
@@ -170,7 +174,7 @@ impl Snapshot {
                     _ => None,
                 },
                 error: match &s.sample {
-                    Some(Sample::NoData { reason }) => Some(reason.clone()),
+                    Some(Sample::NoData { reason }) => Some(sink_text(reason)),
                     _ => None,
                 },
                 decision: s.decision.clone(),
@@ -184,10 +188,10 @@ impl Snapshot {
             from_daemon: true,
             phase: phase.kind(),
             phase_since: phase.since().and_then(wall),
-            phase_detail: phase_detail(phase, cfg),
+            phase_detail: phase_detail(phase, cfg).map(|d| sink_text(&d)),
             budget: budget.clone(),
             sources,
-            trigger_reason: sup.trigger().map(|t| t.reason.clone()),
+            trigger_reason: sup.trigger().map(|t| sink_text(&t.reason)),
             last_run,
             waiting_for_forwarders: sup.outstanding().iter().cloned().collect(),
             unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
@@ -195,6 +199,7 @@ impl Snapshot {
                 let ahead = Duration::try_from_secs_f64((due - now_s).max(0.0)).ok()?;
                 wall_now.checked_add(ahead).map(|w| humantime::format_rfc3339_seconds(w).to_string())
             }),
+            forwarding_problem: sup.forwarding_problem().map(sink_text),
         }
     }
 
@@ -223,6 +228,9 @@ impl Snapshot {
                 "forwarders still on battery (no automatic startup until they clear): {}",
                 self.waiting_for_forwarders.join(", ")
             );
+        }
+        if let Some(p) = &self.forwarding_problem {
+            let _ = writeln!(s, "forwarding problem: {p}");
         }
         for u in &self.unavailable {
             let _ = writeln!(s, "backend unavailable (what needs it fails at once): {u}");
@@ -268,8 +276,15 @@ impl Snapshot {
         if let Some(r) = &self.last_run {
             let _ = writeln!(s, "\nlast run: {r}");
         }
-        s
+        // status.json may have been written by an older daemon: nothing in it reaches the
+        // terminal raw.
+        hecate_core::text::clean_lines(&s)
     }
+}
+
+/// Text that may carry a peer's words (a UPS's error, a forwarder's reason), as status keeps it.
+fn sink_text(s: &str) -> String {
+    hecate_core::text::clean(s, hecate_core::text::MESSAGE_CHARS)
 }
 
 /// A phase in a sentence for `hecate status`.
@@ -369,7 +384,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         let read = tokio::time::timeout(timeout, async { p.source.lock().await.read().await }).await;
         let (reading, error) = match read {
             Ok(Ok(r)) => (Some(r), None),
-            Ok(Err(e)) => (None, Some(e.to_string())),
+            Ok(Err(e)) => (None, Some(sink_text(&e.to_string()))),
             Err(_) => (None, Some("timed out".to_string())),
         };
         let sample = match &reading {
@@ -400,5 +415,42 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         waiting_for_forwarders: Vec::new(),
         unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
         power_off_self_at: None,
+        forwarding_problem: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_control_character_reaches_the_terminal() {
+        let hostile = "upsd at 127.0.0.1:1 refused LIST VAR u: (ERR X \u{1b}[2J\u{1b}]0;pwned\u{7}\0boom)";
+        let snap = Snapshot {
+            host: "h".into(),
+            updated_at: "now".into(),
+            from_daemon: true,
+            phase: PhaseKind::Watching,
+            phase_since: None,
+            phase_detail: None,
+            budget: budget::estimate(&[], &budget::BudgetConfig::default(), None),
+            sources: vec![SourceStatus {
+                name: "u".into(),
+                kind: "nut".into(),
+                reading: None,
+                error: Some(hostile.into()),
+                decision: None,
+                poll_errors: 1,
+            }],
+            trigger_reason: Some("forwarded by x: \u{9b}31mred".into()),
+            last_run: None,
+            waiting_for_forwarders: Vec::new(),
+            unavailable: Vec::new(),
+            power_off_self_at: None,
+            forwarding_problem: Some("the coordinator answered 401: \u{1b}[2Jskew".into()),
+        };
+        let out = snap.render();
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("boom") && out.contains("red"), "{out}");
+    }
 }

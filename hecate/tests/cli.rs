@@ -506,3 +506,47 @@ fn simulate_refuses_a_trace_spanning_more_than_a_week() {
     assert!(!o.status.success(), "{out}{err}");
     assert!(err.contains("forever.csv: line 4: t = 1000000000000000 s is more than a week"), "{err}");
 }
+
+/// Issue 15: `config check` reads every forwarding key the config names, on either side, and
+/// names the one it cannot use; `--no-build` does not.
+#[test]
+fn config_check_reads_the_forwarding_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("rhea.key");
+    std::fs::write(&good, "rhea-forwarding-key-0123456789ab\n").unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "short\n").unwrap();
+    let coordinator = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &coordinator,
+        format!(
+            "host: titan-db\nstate_dir: {}\nrole:\n  coordinator:\n    listen: 127.0.0.1:1\n    forwarders:\n      - {{ name: rhea, key_file: {} }}\n      - {{ name: tethys, key_file: {} }}\n      - {{ name: dione, key_file: {} }}\npower_sources: [ {{ type: simulated, name: u }} ]\n",
+            dir.path().join("state").display(),
+            good.display(),
+            dir.path().join("missing.key").display(),
+            short.display()
+        ),
+    )
+    .unwrap();
+    let o = hecate(&["config", "check", coordinator.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(err.contains("role.coordinator.forwarders[1].key_file: cannot read key_file"), "{err}");
+    assert!(err.contains("role.coordinator.forwarders[2].key_file") && err.contains("shorter than 16"), "{err}");
+    assert!(!err.contains("forwarders[0]") && !err.contains("rhea-forwarding-key"), "{err}");
+    assert!(hecate(&["config", "check", "--no-build", coordinator.to_str().unwrap()]).status.success());
+
+    let forwarder = dir.path().join("forwarder.yaml");
+    std::fs::write(
+        &forwarder,
+        format!(
+            "host: tethys\nstate_dir: {}\nrole:\n  forwarder: {{ coordinator_url: http://127.0.0.1:1, key_file: {} }}\npower_sources: [ {{ type: simulated, name: u }} ]\n",
+            dir.path().join("state").display(),
+            dir.path().join("missing.key").display()
+        ),
+    )
+    .unwrap();
+    let o = hecate(&["config", "check", forwarder.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success() && err.contains("role.forwarder.key_file"), "{out}{err}");
+}

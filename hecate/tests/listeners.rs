@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hecate_test_support::{HecateDaemon, free_port, wait_until};
 
-const TOKEN: &str = "test-forwarding-token-0123456789";
+const TETHYS_KEY: &str = "tethys-forwarding-key-0123456789";
 
 /// Connections held against each port.
 const HELD: usize = 2000;
@@ -37,20 +37,20 @@ const MAINS_LOST_AT_S: u64 = 20;
 /// The daemon under test, with what this test needs to know of its process.
 struct Daemon {
     daemon: HecateDaemon,
-    _token_dir: tempfile::TempDir,
+    _key_dir: tempfile::TempDir,
 }
 
 impl Daemon {
     /// Starts `hecate daemon` with the unit's default soft descriptor limit (through `prlimit`,
     /// which sets it and then execs, so the child is the daemon itself).
     fn start(yaml_body: &str, nofile_hard: u64) -> Daemon {
-        let token_dir = tempfile::tempdir().unwrap();
-        let token = token_dir.path().join("forwarding.token");
-        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-        let yaml = yaml_body.replace("TOKEN_FILE", token.to_str().unwrap());
+        let key_dir = tempfile::tempdir().unwrap();
+        let key = key_dir.path().join("tethys.key");
+        std::fs::write(&key, format!("{TETHYS_KEY}\n")).unwrap();
+        let yaml = yaml_body.replace("KEY_FILE", key.to_str().unwrap());
         let prlimit = ["prlimit".to_string(), format!("--nofile={UNIT_DEFAULT_NOFILE}:{nofile_hard}")];
         let daemon = HecateDaemon::start_wrapped(&prlimit, Path::new(env!("CARGO_BIN_EXE_hecate")), &yaml, |_| {});
-        Daemon { daemon, _token_dir: token_dir }
+        Daemon { daemon, _key_dir: key_dir }
     }
 
     fn status(&self) -> serde_json::Value {
@@ -219,10 +219,14 @@ fn scrape(port: u16) -> Result<String, String> {
 }
 
 fn forward_trigger(port: u16) -> Result<String, String> {
-    let body = r#"{"host":"tethys","reason":"ups tethys-ups: on battery"}"#;
+    let body = r#"{"outage":"listeners-1","reason":"ups tethys-ups: on battery"}"#;
+    // Signed anew for every try: a request is accepted once.
+    let signer = hecate::forward::Signer::new("tethys", hecate::forward::Key::from_secret(TETHYS_KEY));
+    let signed = signer.sign("trigger", body.as_bytes(), std::time::SystemTime::now());
+    let headers: String = signed.headers().iter().map(|(h, v)| format!("{h}: {v}\r\n")).collect();
     let request = format!(
-        "POST /v1/trigger HTTP/1.1\r\nHost: hecate\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: \
-         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/trigger HTTP/1.1\r\nHost: hecate\r\n{headers}Content-Type: application/json\r\nContent-Length: \
+         {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let answer = exchange(port, request.as_bytes())?;
@@ -240,7 +244,7 @@ fn idle_connections_on_both_listeners_starve_neither_the_shutdown_nor_real_clien
         &format!(
             "host: titan-db
 role:
-  coordinator: {{ listen: \"127.0.0.1:{forward_port}\", token_file: TOKEN_FILE }}
+  coordinator: {{ listen: \"127.0.0.1:{forward_port}\", forwarders: [ {{ name: tethys, key_file: KEY_FILE }} ] }}
 daemon: {{ poll_interval: 200ms, metrics_listen: \"127.0.0.1:{metrics_port}\" }}
 policy: {{ debounce_polls: 1 }}
 budget: {{ default_shutdown_budget: 10s }}

@@ -216,7 +216,10 @@ impl ClusterApi for KubeCluster {
         if text.trim() == "ok" {
             Ok(())
         } else {
-            Err(BackendError::new(ErrorKind::Failed, format!("api /readyz answered {:?}", text.trim())))
+            Err(BackendError::new(
+                ErrorKind::Failed,
+                format!("api /readyz answered {:?}", crate::kube_access::peer_text(text.trim())),
+            ))
         }
     }
 
@@ -288,7 +291,9 @@ impl ClusterApi for KubeCluster {
                     Ok(false) => tracing::debug!(node, pod = %pod.label(), "gone before its eviction"),
                     Err(e) => {
                         let why = match &e {
-                            kube::Error::Api(s) if s.code == 429 => format!("refused (429): {}", s.message),
+                            kube::Error::Api(s) if s.code == 429 => {
+                                format!("refused (429): {}", crate::kube_access::peer_text(&s.message))
+                            }
                             _ => api_error("eviction failed", e).detail(),
                         };
                         if refusals.get(&pod.label()) != Some(&why) {

@@ -258,7 +258,8 @@ fn readiness(obj: &DynamicObject, token: &str) -> Readiness {
     if cond.get("status") != Some(&json!("True")) {
         let reason = cond.get("reason").and_then(Value::as_str).unwrap_or("");
         let status = cond.get("status").and_then(Value::as_str).unwrap_or("Unknown");
-        return Readiness::NotReady(format!("Ready={status} {reason}: {message}"));
+        // The controller's words (a git error may quote a URL with its credentials): cut and cleaned.
+        return Readiness::NotReady(crate::kube_access::peer_text(&format!("Ready={status} {reason}: {message}")));
     }
     let handled = obj.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
     if handled != Some(token) {

@@ -231,6 +231,8 @@ impl IpmiNode {
         let (kind, why) = classify(&stderr);
         let said = significant_lines(&stderr);
         let said = if said.is_empty() { stdout.trim().to_owned() } else { said };
+        // What the BMC (through ipmitool) said: cut and cleaned before it reaches a message.
+        let said = hecate_core::text::untrusted(&said, hecate_core::text::PEER_TEXT_CHARS, &[]);
         Err(BackendError::new(kind, format!("{what}: {why} ({}): {said}", out.status)))
     }
 
@@ -247,7 +249,11 @@ impl PowerDriver for IpmiNode {
         parse_power_status(&out).ok_or_else(|| {
             BackendError::new(
                 ErrorKind::Protocol,
-                format!("ipmitool chassis power status at {}: unexpected answer {:?}", self.target, out.trim()),
+                format!(
+                    "ipmitool chassis power status at {}: unexpected answer {:?}",
+                    self.target,
+                    hecate_core::text::cut(out.trim(), hecate_core::text::PEER_TEXT_CHARS)
+                ),
             )
         })
     }

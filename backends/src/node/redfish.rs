@@ -293,7 +293,8 @@ impl RedfishNode {
 
     /// An error for a non-2xx answer; `kind` unless the status says more.
     fn status_error(&self, what: &str, status: StatusCode, body: &[u8], kind: ErrorKind) -> BackendError {
-        let detail = redfish_message(body).map(|m| format!(": {m}")).unwrap_or_default();
+        let secrets: Vec<&str> = self.credentials.iter().map(|c| c.password.as_str()).collect();
+        let detail = error_detail(body, &secrets).map(|m| format!(": {m}")).unwrap_or_default();
         let kind = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth,
             StatusCode::NOT_IMPLEMENTED => ErrorKind::Unsupported,
@@ -334,11 +335,11 @@ impl RedfishNode {
             .as_array()
             .map(|m| m.iter().filter_map(|m| m["@odata.id"].as_str()).collect())
             .unwrap_or_default();
-        let listed = || members.iter().map(|m| last_segment(m)).collect::<Vec<_>>().join(", ");
+        let listed = || peer_text(&members.iter().map(|m| last_segment(m)).collect::<Vec<_>>().join(", "));
         if members.is_empty() {
             return Err(BackendError::new(
                 ErrorKind::Protocol,
-                format!("the bmc lists no system under {collection_path}"),
+                format!("the bmc lists no system under {}", peer_text(&collection_path)),
             ));
         }
         let found = match &self.selector {
@@ -347,8 +348,9 @@ impl RedfishNode {
                 return Err(BackendError::new(
                     ErrorKind::Config,
                     format!(
-                        "the bmc lists {} systems under {collection_path} ({}); choose one with `system_id` or `system_name`",
+                        "the bmc lists {} systems under {} ({}); choose one with `system_id` or `system_name`",
                         members.len(),
+                        peer_text(&collection_path),
                         listed()
                     ),
                 ));
@@ -370,7 +372,11 @@ impl RedfishNode {
             };
             BackendError::new(
                 ErrorKind::Config,
-                format!("the bmc has no system with {key} `{want}` under {collection_path} (it lists {})", listed()),
+                format!(
+                    "the bmc has no system with {key} `{want}` under {} (it lists {})",
+                    peer_text(&collection_path),
+                    listed()
+                ),
             )
         })
     }
@@ -414,7 +420,7 @@ impl RedfishNode {
         {
             return Err(BackendError::unsupported(format!(
                 "the bmc does not offer ResetType GracefulShutdown (it offers {})",
-                allowed.join(", ")
+                peer_text(&allowed.join(", "))
             )));
         }
         tracing::info!(node = %self.node, system = %system.url, reset_type, "redfish reset");
@@ -447,7 +453,7 @@ impl PowerDriver for RedfishNode {
             Some("PoweringOff") => Ok(BmcPower::PoweringOff),
             other => Err(BackendError::new(
                 ErrorKind::Protocol,
-                format!("system {} reports PowerState {other:?}", system.url.path()),
+                format!("system {} reports PowerState {}", system.url.path(), peer_text(&format!("{other:?}"))),
             )),
         }
     }
@@ -527,6 +533,12 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A BMC's error message as it may enter a step's message (and so runs.json and events): cut,
+/// cleaned, and without the credentials a BMC may echo (`secrets`, an `Authorization` value).
+fn error_detail(body: &[u8], secrets: &[&str]) -> Option<String> {
+    redfish_message(body).map(|m| hecate_core::text::untrusted(&m, hecate_core::text::PEER_TEXT_CHARS, secrets))
+}
+
 /// The message of a Redfish error body (`error.@Message.ExtendedInfo[].Message`, else
 /// `error.message`), shortened.
 fn redfish_message(body: &[u8]) -> Option<String> {
@@ -544,6 +556,11 @@ fn redfish_message(body: &[u8]) -> Option<String> {
         message.push('…');
     }
     Some(message)
+}
+
+/// Text from the BMC's answer (names, links, values) as it may enter a message: cut and cleaned.
+fn peer_text(s: &str) -> String {
+    hecate_core::text::clean(s, hecate_core::text::PEER_TEXT_CHARS)
 }
 
 /// The last part of an `@odata.id`: `/redfish/v1/Systems/1/` → `1`.
@@ -624,5 +641,16 @@ mod tests {
         assert_eq!(redfish_message(br#"{"error":{"message":"nope"}}"#).as_deref(), Some("nope"));
         assert_eq!(redfish_message(b"<html>"), None);
         assert_eq!(last_segment("/redfish/v1/Systems/1/"), "1");
+    }
+
+    #[test]
+    fn an_error_body_echoing_credentials_or_escapes_is_redacted_and_cleaned() {
+        let body = br#"{"error":{"message":"denied \u001b[2J; got Authorization: Basic cm9vdDpodW50ZXIy and password hunter2"}}"#;
+        let d = error_detail(body, &["hunter2"]).expect("a message");
+        assert!(!d.contains("cm9vdDpodW50ZXIy") && !d.contains("hunter2"), "{d}");
+        assert!(!d.chars().any(char::is_control) && !d.contains("[2J"), "{d:?}");
+        assert!(d.starts_with("denied") && d.contains("Basic ***"), "{d}");
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "x".repeat(100_000));
+        assert!(error_detail(long.as_bytes(), &[]).expect("a message").chars().count() <= 300);
     }
 }

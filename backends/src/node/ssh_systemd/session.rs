@@ -257,10 +257,15 @@ pub struct Exit {
 }
 
 impl Exit {
-    /// The last non-empty line of stderr, else of stdout: usually the reason for a failure.
+    /// The last non-empty line of stderr, else of stdout: usually the reason for a failure. The
+    /// node's words go into messages: cut and cleaned (see `hecate_core::text`).
     pub fn last_line(&self) -> Option<String> {
         [&self.stderr, &self.stdout].into_iter().find_map(|b| {
-            String::from_utf8_lossy(b).lines().rev().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+            String::from_utf8_lossy(b)
+                .lines()
+                .rev()
+                .map(|l| hecate_core::text::untrusted(l, hecate_core::text::PEER_TEXT_CHARS, &[]))
+                .find(|l| !l.is_empty())
         })
     }
 }

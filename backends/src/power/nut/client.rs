@@ -27,8 +27,11 @@ use super::protocol::{ErrAnswer, request_line, split_words};
 /// Longest answer line accepted. upsd's own lines fit in a few hundred bytes; the cap keeps a
 /// confused peer from growing a buffer without bound.
 const MAX_LINE: usize = 16 * 1024;
-/// Most `VAR` lines accepted in one `LIST VAR` answer; real UPSes have at most a few hundred.
+/// Most items (`VAR` lines) accepted in one `LIST` answer; real UPSes have at most a few hundred.
 const MAX_VARS: usize = 10_000;
+/// Most bytes of one `LIST` answer held in memory: a real UPS's is some 20 KiB. Without it a
+/// hostile upsd's 10,000 lines of 16 KiB each would be 160 MB (issue 15 measured 92 MB of RSS).
+const MAX_LIST_BYTES: usize = 1024 * 1024;
 /// How much of an unparsable answer goes into an error message.
 const SHOWN_ANSWER_CHARS: usize = 80;
 
@@ -365,7 +368,8 @@ impl NutClient {
             format!(
                 "upsd at {} refused STARTTLS: {why} (ERR {}); `tls` is configured, so hecate will not \
                  fall back to plaintext",
-                self.peer, err.code
+                self.peer,
+                err_text(&err)
             ),
         )
     }
@@ -411,10 +415,9 @@ impl NutClient {
             }
             Ok(Err(Failure::Refused(err))) => {
                 self.broken = false;
-                let detail = err.detail.as_deref().map(|d| format!(" {d}")).unwrap_or_default();
                 Err(BackendError::new(
                     err.kind(),
-                    format!("upsd at {} refused {label}: {} (ERR {}{detail})", self.peer, err.meaning(), err.code),
+                    format!("upsd at {} refused {label}: {} (ERR {})", self.peer, err.meaning(), err_text(&err)),
                 ))
             }
             Ok(Err(Failure::Broken(e))) => Err(e),
@@ -447,7 +450,9 @@ impl NutClient {
         }
         if buf.last() != Some(&b'\n') {
             return Err(Failure::Broken(if buf.len() > MAX_LINE {
-                self.garbled(format!("an answer line longer than {MAX_LINE} bytes"))
+                self.garbled(format!(
+                    "an answer line longer than {MAX_LINE} bytes (the most hecate reads; the connection is closed)"
+                ))
             } else {
                 BackendError::new(
                     ErrorKind::Unreachable,
@@ -481,13 +486,14 @@ impl NutClient {
             return Err(self.unexpected(first));
         }
         let mut vars = Vec::new();
+        let mut budget = ListBudget::default();
         loop {
             let words = self.recv().await?;
             match as_strs(&words).as_slice() {
                 ["END", "LIST", "VAR", u] if *u == ups => return Ok(vars),
                 ["VAR", u, name, value] if *u == ups => {
-                    if vars.len() >= MAX_VARS {
-                        return Err(Failure::Broken(self.garbled(format!("more than {MAX_VARS} variables"))));
+                    if let Err(over) = budget.take(&words) {
+                        return Err(Failure::Broken(self.garbled(format!("a LIST VAR {ups} answer {over}"))));
                     }
                     vars.push((name.to_string(), value.to_string()));
                 }
@@ -562,4 +568,41 @@ fn shown(text: &str) -> String {
         head.push('…');
     }
     format!("{head:?}")
+}
+
+/// Longest `ERR` code kept in a message (real ones, such as `DRIVER-NOT-CONNECTED`, are shorter).
+const MAX_ERR_CODE_CHARS: usize = 40;
+
+/// An `ERR` answer's code and detail as they may enter a message, which reaches logs, status and
+/// `runs.json`: cut and cleaned (a hostile upsd's 16 KiB detail with NUL and terminal escapes was
+/// printed raw by `hecate status`).
+fn err_text(err: &ErrAnswer) -> String {
+    let code = hecate_core::text::clean(&err.code, MAX_ERR_CODE_CHARS);
+    match &err.detail {
+        Some(d) => format!("{code} {}", hecate_core::text::untrusted(d, hecate_core::text::PEER_TEXT_CHARS, &[])),
+        None => code,
+    }
+}
+
+/// What one `LIST` answer has taken so far, against [`MAX_VARS`] and [`MAX_LIST_BYTES`].
+#[derive(Debug, Default)]
+struct ListBudget {
+    items: usize,
+    bytes: usize,
+}
+
+impl ListBudget {
+    /// Counts one item line; `Err` says how the answer went over (for "a LIST ... answer {it}").
+    fn take(&mut self, words: &[String]) -> Result<(), String> {
+        self.items += 1;
+        self.bytes = self.bytes.saturating_add(words.iter().map(|w| w.len() + 1).sum::<usize>());
+        if self.items > MAX_VARS || self.bytes > MAX_LIST_BYTES {
+            return Err(format!(
+                "went over what hecate reads of one answer ({MAX_VARS} items or {} KiB; a real ups has a few \
+                 hundred variables): the answer is dropped and the connection closed",
+                MAX_LIST_BYTES / 1024
+            ));
+        }
+        Ok(())
+    }
 }
