@@ -71,9 +71,9 @@ mod tests {
         std::fs::write(&p, "").unwrap();
         let e = read_secret_line(&p, "password_file").unwrap_err();
         assert!(e.message.contains("is empty") && e.message.contains("password_file"), "{e}");
-        std::fs::write(&p, "a\nb\n").unwrap();
+        std::fs::write(&p, "first-half\nsecond-half\n").unwrap();
         let e = read_secret_line(&p, "token_file").unwrap_err();
-        assert!(e.message.contains("more than one line") && !e.to_string().contains('b'), "{e}");
+        assert!(e.message.contains("more than one line") && !e.to_string().contains("half"), "{e}");
         let e = read_secret_line(&dir.path().join("missing"), "token_file").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Config);
     }
