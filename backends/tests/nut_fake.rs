@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hecate_backends::power::nut::{NutConfig, NutTlsConfig, NutUps};
 use hecate_core::ErrorKind;
 use hecate_core::duration::HumanDuration;
-use hecate_core::power::{PowerSource, StatusFlag};
+use hecate_core::power::{Attachment, PowerSource, StatusFlag};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -169,6 +169,8 @@ fn config(fake: &FakeUpsd, password: Option<(&Path, &str)>, timeout: Duration) -
         password_file,
         timeout: HumanDuration(timeout),
         tls: None,
+        // The login's own tests set it; the others look at the other requests.
+        login: Some(Attachment::None),
     }
 }
 
@@ -493,6 +495,87 @@ async fn unanswered_starttls_times_out() {
         assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
         assert!(err.message.contains("STARTTLS"), "{err}");
         assert_eq!(fake.lines(), ["STARTTLS"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn primary_falls_back_to_master_on_an_older_upsd() {
+    bounded(async {
+        // upsd before 2.8 knows MASTER, not PRIMARY (docs/net-protocol.txt: "PRIMARY (since NUT
+        // 2.8.0) or MASTER (deprecated)"); upsmon tries PRIMARY, then MASTER (clients/upsmon.c,
+        // apply_for_primary).
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "PRIMARY atlasups" => lines(&["ERR UNKNOWN-COMMAND"]),
+            "MASTER atlasups" => lines(&["OK MASTER-GRANTED"]),
+            "LOGIN atlasups" => lines(&["OK"]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NutConfig {
+            login: Some(Attachment::Primary),
+            ..config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))
+        };
+        let mut ups = NutUps::new(&cfg).unwrap();
+        assert!(ups.read().await.unwrap().status.online());
+        assert!(ups.logged_in() && ups.primary_granted());
+        assert_eq!(
+            fake.lines(),
+            [
+                "USERNAME admin",
+                "PASSWORD pw",
+                "LOGIN atlasups",
+                "PRIMARY atlasups",
+                "MASTER atlasups",
+                "LIST VAR atlasups"
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_primary_is_not_granted_and_master_is_not_tried_after_a_denial() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "PRIMARY atlasups" | "MASTER atlasups" => lines(&["ERR ACCESS-DENIED"]),
+            "LOGIN atlasups" => lines(&["OK"]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NutConfig {
+            login: Some(Attachment::Primary),
+            ..config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))
+        };
+        let mut ups = NutUps::new(&cfg).unwrap();
+        assert!(ups.read().await.unwrap().status.online(), "reading needs no primary");
+        assert!(ups.logged_in() && !ups.primary_granted());
+        // upsmon asks with MASTER after any refusal; so does hecate, and keeps the first reason.
+        assert!(fake.lines().contains(&"MASTER atlasups".to_string()));
+        assert_eq!(fake.accepted(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_during_login_is_no_reading() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "LOGIN atlasups" => Reply::Close,
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NutConfig {
+            login: Some(Attachment::Secondary),
+            ..config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))
+        };
+        let mut ups = NutUps::new(&cfg).unwrap();
+        let err = ups.read().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
+        assert!(!ups.logged_in());
     })
     .await;
 }

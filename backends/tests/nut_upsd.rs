@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hecate_backends::power::nut::client::NutClient;
 use hecate_backends::power::nut::{NutConfig, NutUps};
 use hecate_core::duration::HumanDuration;
-use hecate_core::power::{PowerReading, PowerSource};
+use hecate_core::power::{Attachment, PowerReading, PowerSource};
 use hecate_core::{BackendError, ErrorKind};
 use hecate_test_support::Upsd;
 
@@ -32,6 +32,8 @@ fn config(upsd: &Upsd, login: Option<(&Path, &str, &str)>) -> NutConfig {
         password_file,
         timeout: HumanDuration::from_secs(5),
         tls: None,
+        // Tests of logging in set it; the others only read or send commands.
+        login: Some(Attachment::None),
     }
 }
 
@@ -191,4 +193,87 @@ async fn refused_connection_is_unreachable() {
     let mut ups = NutUps::new(&cfg).unwrap();
     let err = ups.read().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
+}
+
+/// [`config`] for `user` with `login` (None: the default for a loopback endpoint).
+fn login_config(upsd: &Upsd, dir: &Path, user: &str, pass: &str, login: Option<Attachment>) -> NutConfig {
+    NutConfig { login, ..config(upsd, Some((dir, user, pass))) }
+}
+
+#[tokio::test]
+async fn logs_in_as_primary_by_default_and_upsd_counts_it() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = login_config(&upsd, dir.path(), upsd.primary_user(), upsd.primary_password(), None);
+    assert_eq!(cfg.effective_login(), Attachment::Primary, "a upsd on loopback is this host's");
+    let mut ups = NutUps::new(&cfg).unwrap();
+    assert_eq!(upsd.num_logins().unwrap(), 0);
+    assert!(ups.read().await.unwrap().status.online());
+    assert_eq!(upsd.num_logins().unwrap(), 1, "NUMLOGINS counts hecate");
+    assert!(ups.logged_in() && ups.primary_granted());
+    assert_eq!(ups.attachment(), Attachment::Primary);
+    assert!(upsd.upsd_log().contains("User hecate@127.0.0.1 logged into UPS [atlasups]"), "{}", upsd.upsd_log());
+    // The login lives as long as the connection: more reads, still one.
+    ups.read().await.unwrap();
+    assert_eq!(upsd.num_logins().unwrap(), 1);
+    assert_eq!(ups.connections_opened(), 1);
+}
+
+#[tokio::test]
+async fn logs_in_again_after_upsd_restarts() {
+    let mut upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = login_config(&upsd, dir.path(), upsd.primary_user(), upsd.primary_password(), None);
+    let mut ups = NutUps::new(&cfg).unwrap();
+    ups.read().await.unwrap();
+    upsd.restart_upsd();
+    assert_eq!(upsd.num_logins().unwrap(), 0, "a new upsd counts nobody");
+    read_until(&mut ups, "a reading after the restart", Result::is_ok).await;
+    assert_eq!(upsd.num_logins().unwrap(), 1);
+    assert!(ups.primary_granted());
+}
+
+#[tokio::test]
+async fn logs_in_as_secondary() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        login_config(&upsd, dir.path(), upsd.secondary_user(), upsd.secondary_password(), Some(Attachment::Secondary));
+    let mut ups = NutUps::new(&cfg).unwrap();
+    ups.read().await.unwrap();
+    assert_eq!(upsd.num_logins().unwrap(), 1);
+    assert!(ups.logged_in() && !ups.primary_granted());
+}
+
+#[tokio::test]
+async fn a_user_without_upsmon_rights_still_reads_and_is_not_counted() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    // admin has instcmds and SET, not `upsmon`: LOGIN is refused.
+    let cfg = login_config(&upsd, dir.path(), upsd.admin_user(), upsd.admin_password(), Some(Attachment::Primary));
+    let mut ups = NutUps::new(&cfg).unwrap();
+    assert!(ups.read().await.unwrap().status.online());
+    assert!(ups.read().await.unwrap().status.online());
+    assert!(!ups.logged_in());
+    assert_eq!(upsd.num_logins().unwrap(), 0);
+    assert_eq!(ups.connections_opened(), 1, "a refused LOGIN keeps the connection");
+
+    // A secondary user asked to be primary: counted, not granted primary.
+    let cfg =
+        login_config(&upsd, dir.path(), upsd.secondary_user(), upsd.secondary_password(), Some(Attachment::Primary));
+    let mut ups = NutUps::new(&cfg).unwrap();
+    ups.read().await.unwrap();
+    assert!(ups.logged_in() && !ups.primary_granted());
+    assert_eq!(upsd.num_logins().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn login_none_only_reads() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = login_config(&upsd, dir.path(), upsd.primary_user(), upsd.primary_password(), Some(Attachment::None));
+    let mut ups = NutUps::new(&cfg).unwrap();
+    ups.read().await.unwrap();
+    assert_eq!(upsd.num_logins().unwrap(), 0);
+    assert!(!ups.logged_in());
 }

@@ -160,6 +160,38 @@ pub enum Sample {
     },
 }
 
+/// How this host is attached to a UPS that other machines may share, as NUT counts its clients
+/// (`LOGIN`, and `PRIMARY` for the one that may raise `FSD` and cut the power).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Attachment {
+    /// Not counted: the UPS's other clients do not wait for this host.
+    #[default]
+    None,
+    /// Counted as a client: the primary waits for this host to leave before it cuts the power.
+    Secondary,
+    /// Counted, and in charge: tells the other clients to shut down (`FSD`) and waits for them
+    /// before cutting the power.
+    Primary,
+}
+
+impl Attachment {
+    /// `none`, `secondary` or `primary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Secondary => "secondary",
+            Self::Primary => "primary",
+        }
+    }
+}
+
+impl fmt::Display for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Configuration of a power source; implementations are selected in YAML by `type:`.
 #[typetag::serde(tag = "type")]
 pub trait PowerSourceConfig: fmt::Debug + Send + Sync {
@@ -171,6 +203,10 @@ pub trait PowerSourceConfig: fmt::Debug + Send + Sync {
     }
     /// Builds the runtime object. Must not block on the network: connections are made lazily.
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError>;
+    /// How this host will attach to the UPS (the plan adds the steps that go with it).
+    fn attachment(&self) -> Attachment {
+        Attachment::None
+    }
 }
 
 /// A live power source.
@@ -182,4 +218,8 @@ pub trait PowerSource: Send + Sync + fmt::Debug {
     async fn read(&mut self) -> Result<PowerReading, BackendError>;
     /// Sends an instant command such as `load.off.delay` with an optional parameter.
     async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError>;
+    /// How this host is attached to the UPS right now.
+    fn attachment(&self) -> Attachment {
+        Attachment::None
+    }
 }

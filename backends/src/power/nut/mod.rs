@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_TRY};
-use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
+use hecate_core::power::{Attachment, PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,15 @@ pub struct NutConfig {
     #[serde(default, deserialize_with = "tls_block", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "NutTlsConfig")]
     pub tls: Option<NutTlsConfig>,
+    /// How Hecate counts among the UPS's NUT clients, as `upsmon` would: `primary` (`LOGIN` and
+    /// `PRIMARY`: Hecate tells the other clients to shut down with `FSD` and waits for them to
+    /// go before it cuts the power), `secondary` (`LOGIN`: the primary, another host's upsmon,
+    /// waits for Hecate's shutdown before it cuts the power; Hecate logs out once its shutdown
+    /// is done) or `none` (only reads). Needs `username`, a upsd.users user with
+    /// `upsmon primary` or `upsmon secondary`. Default: `primary` for a upsd on this host
+    /// (a loopback `endpoint`), `secondary` for one elsewhere, `none` without `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<Attachment>,
 }
 
 /// The `tls` block of a `nut` source.
@@ -100,6 +109,23 @@ fn tls_block<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NutTlsConf
         Some(tls) => Ok(Some(tls)),
         None => {
             Err(serde::de::Error::custom("`tls` is empty: give it at least `ca_file`, or remove the key for plain tcp"))
+        }
+    }
+}
+
+impl NutConfig {
+    /// `login` as configured, or its default: `primary` on a loopback `endpoint`, `secondary`
+    /// elsewhere, `none` without `username` (LOGIN needs a user).
+    pub fn effective_login(&self) -> Attachment {
+        match (self.login, &self.username) {
+            (Some(login), _) => login,
+            (None, None) => Attachment::None,
+            (None, Some(_)) => {
+                let local = parse_endpoint(&self.endpoint).is_ok_and(|(host, _)| {
+                    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                });
+                if local { Attachment::Primary } else { Attachment::Secondary }
+            }
         }
     }
 }
@@ -180,6 +206,13 @@ impl PowerSourceConfig for NutConfig {
             (None, Some(_)) => p.push("`password_file` is only used with `username`".into()),
             _ => {}
         }
+        if let Some(login @ (Attachment::Primary | Attachment::Secondary)) = self.login
+            && self.username.is_none()
+        {
+            p.push(format!(
+                "`login: {login}` needs `username` (a upsd.users user with `upsmon {login}`) and `password_file`"
+            ));
+        }
         if let Some(m) = self.timeout.out_of_range(MIN_TIMEOUT, ONE_TRY) {
             p.push(format!("`timeout` {m}"));
         }
@@ -191,6 +224,10 @@ impl PowerSourceConfig for NutConfig {
 
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError> {
         Ok(Box::new(NutUps::new(self)?))
+    }
+
+    fn attachment(&self) -> Attachment {
+        self.effective_login()
     }
 }
 
@@ -356,6 +393,14 @@ pub struct NutUps {
     conn: Option<NutClient>,
     connections_opened: u64,
     backoff: Backoff,
+    /// `login` in effect.
+    attachment: Attachment,
+    /// The kept connection has sent `LOGIN` and upsd counts it.
+    logged_in: bool,
+    /// The kept connection was granted `PRIMARY` (or `MASTER`).
+    primary_granted: bool,
+    /// Why the last attempt to log in fell short, logged when it changes.
+    login_problem: Option<String>,
 }
 
 impl NutUps {
@@ -388,7 +433,22 @@ impl NutUps {
             conn: None,
             connections_opened: 0,
             backoff: Backoff::default(),
+            attachment: cfg.effective_login(),
+            logged_in: false,
+            primary_granted: false,
+            login_problem: None,
         })
+    }
+
+    /// Whether the kept connection is logged in to the UPS (counted in upsd's `NUMLOGINS`).
+    pub fn logged_in(&self) -> bool {
+        self.conn.is_some() && self.logged_in
+    }
+
+    /// Whether the kept connection was granted primary (`PRIMARY` or, from an older upsd,
+    /// `MASTER`).
+    pub fn primary_granted(&self) -> bool {
+        self.conn.is_some() && self.primary_granted
     }
 
     /// How many connections to upsd this source has opened. It stays at 1 while one persistent
@@ -439,7 +499,55 @@ impl NutUps {
         if let Some(c) = &self.credentials {
             client.authenticate(&c.username, &c.password).await?;
         }
+        self.logged_in = false;
+        self.primary_granted = false;
+        if self.attachment != Attachment::None {
+            self.attach(&mut client).await?;
+        }
         Ok(client)
+    }
+
+    /// `LOGIN` (and `PRIMARY`, falling back to `MASTER`) on a new connection, as upsmon does. A
+    /// refusal (a user without `upsmon` rights) is logged when it first happens and costs no
+    /// reading: reads need neither. Only a connection that broke is an error.
+    async fn attach(&mut self, client: &mut NutClient) -> Result<(), BackendError> {
+        let mut problem = None;
+        match client.login(&self.ups).await {
+            Ok(()) => self.logged_in = true,
+            Err(e) if client.is_broken() => return Err(e),
+            Err(e) => {
+                problem = Some(format!(
+                    "{e}: the ups's other nut clients do not count this host (login: {} needs a upsd.users user with \
+                     `upsmon {}`)",
+                    self.attachment, self.attachment
+                ));
+            }
+        }
+        if self.logged_in && self.attachment == Attachment::Primary {
+            match client.primary(&self.ups).await {
+                Ok(word) => {
+                    self.primary_granted = true;
+                    tracing::debug!(ups = %self.ups, peer = %self.peer, granted = word, "logged in as primary");
+                }
+                Err(e) if client.is_broken() => return Err(e),
+                Err(e) => {
+                    problem = Some(format!(
+                        "{e}: logged in, but not as primary, so hecate cannot tell the other clients to shut \
+                         down (FSD)"
+                    ));
+                }
+            }
+        }
+        if problem != self.login_problem {
+            match &problem {
+                Some(p) => tracing::warn!(source = %self.name, ups = %self.ups, "{p}"),
+                None => {
+                    tracing::info!(source = %self.name, ups = %self.ups, login = %self.attachment, "logged in to the ups")
+                }
+            }
+            self.login_problem = problem;
+        }
+        Ok(())
     }
 
     /// Runs one request. A read that finds the kept connection dead (upsd restarted since the
@@ -550,5 +658,9 @@ impl PowerSource for NutUps {
         self.call(Op::InstCmd { command, param }).await?;
         tracing::info!(ups = %self.ups, peer = %self.peer, command, param, "upsd accepted instant command");
         Ok(())
+    }
+
+    fn attachment(&self) -> Attachment {
+        self.attachment
     }
 }
