@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use hecate_backends::power::nut::client::NutClient;
 use hecate_backends::power::nut::{NutConfig, NutUps};
 use hecate_core::duration::HumanDuration;
-use hecate_core::power::{Attachment, PowerReading, PowerSource};
+use hecate_core::power::{Attachment, PowerReading, PowerSource, StatusFlag};
 use hecate_core::{BackendError, ErrorKind};
-use hecate_test_support::Upsd;
+use hecate_test_support::{Upsd, Upsmon, UpsmonRole, wait_until};
 
 const UPS: &str = "atlasups";
 /// How long a test waits for something upsd does by itself (notice a dead driver, restart).
@@ -276,4 +276,86 @@ async fn login_none_only_reads() {
     ups.read().await.unwrap();
     assert_eq!(upsd.num_logins().unwrap(), 0);
     assert!(!ups.logged_in());
+}
+
+/// Polls `other_clients` until `done` accepts the count.
+async fn clients_until(ups: &mut NutUps, what: &str, done: impl Fn(u32) -> bool) -> hecate_core::power::OtherClients {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let c = ups.other_clients().await.expect("NUMLOGINS and LIST CLIENT");
+        if done(c.count) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "waited {DEADLINE:?} for {what}; last: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn fsd_tells_a_real_upsmon_secondary_which_shuts_down_and_logs_out() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = login_config(&upsd, dir.path(), upsd.primary_user(), upsd.primary_password(), None);
+    let mut ups = NutUps::new(&cfg).unwrap();
+    ups.read().await.unwrap();
+    let mut nas = Upsmon::start(&upsd, upsd.secondary_user(), upsd.secondary_password(), UpsmonRole::Secondary, 15);
+    assert_eq!(upsd.num_logins().unwrap(), 2);
+
+    // hecate's own login is not an other client, nor its address in LIST CLIENT
+    let c = ups.other_clients().await.unwrap();
+    assert_eq!(c.count, 1, "{c:?}");
+    assert_eq!(c.addresses, ["127.0.0.1"], "the secondary's address, once");
+    assert!(nas.shutdowns().is_empty());
+
+    ups.raise_fsd().await.unwrap();
+    assert_eq!(upsd.get_var("ups.status").unwrap(), "FSD OL");
+    let c = clients_until(&mut ups, "the secondary to log out", |n| n == 0).await;
+    assert!(c.addresses.is_empty(), "{c:?}");
+    assert_eq!(nas.shutdowns().len(), 1, "the secondary's SHUTDOWNCMD ran once: {}", nas.log());
+    wait_until("the secondary upsmon to exit", DEADLINE, || if nas.exited() { Ok(()) } else { Err(nas.log()) });
+    // (upsmon closes its connection without LOGOUT; upsd logs no line for that, NUMLOGINS shows it)
+    let log = upsd.upsd_log();
+    assert!(log.contains("Client hecate@127.0.0.1 set FSD on UPS [atlasups]"), "{log}");
+
+    // upsd keeps FSD until it restarts; hecate, which set it, does not read it as a new one
+    let r = ups.read().await.unwrap();
+    assert!(!r.status.has(&StatusFlag::ForcedShutdown) && r.status.online(), "{r:?}");
+    assert_eq!(upsd.get_var("ups.status").unwrap(), "FSD OL");
+}
+
+#[tokio::test]
+async fn fsd_needs_upsmon_primary_rights() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        login_config(&upsd, dir.path(), upsd.secondary_user(), upsd.secondary_password(), Some(Attachment::Primary));
+    let mut ups = NutUps::new(&cfg).unwrap();
+    let err = ups.raise_fsd().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+    assert_eq!(upsd.get_var("ups.status").unwrap(), "OL");
+}
+
+#[tokio::test]
+async fn a_secondary_detaches_and_logs_in_again_once_mains_are_back() {
+    let upsd = Upsd::start_with_vars(UPS, &[("ups.status", "OB DISCHRG")]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        login_config(&upsd, dir.path(), upsd.secondary_user(), upsd.secondary_password(), Some(Attachment::Secondary));
+    let mut ups = NutUps::new(&cfg).unwrap();
+    ups.read().await.unwrap();
+    assert_eq!(upsd.num_logins().unwrap(), 1);
+
+    assert_eq!(ups.detach().await.unwrap(), "logged out");
+    assert_eq!(upsd.num_logins().unwrap(), 0);
+    assert!(upsd.upsd_log().contains("User secmon@127.0.0.1 logged out from UPS [atlasups]"));
+    // Polls go on during the outage without counting as a client again.
+    for _ in 0..3 {
+        assert!(ups.read().await.unwrap().status.on_battery());
+    }
+    assert_eq!(upsd.num_logins().unwrap(), 0, "still detached while on battery");
+
+    upsd.set_var("ups.status", "OL");
+    ups.read().await.unwrap();
+    ups.read().await.unwrap();
+    assert_eq!(upsd.num_logins().unwrap(), 1, "attached again once mains are back");
 }

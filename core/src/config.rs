@@ -276,6 +276,35 @@ pub struct UpsOffConfig {
     /// The delay parameter passed with the command, in seconds. At most 1h.
     #[serde(default)]
     pub delay: Option<HumanDuration>,
+    /// Where Hecate is the primary of this UPS (`login: primary`), when its other NUT clients (a
+    /// NAS's upsmon) are told to shut down with `FSD`: `before_ups_off` (the default: right
+    /// before the load is cut, so a NAS serving the cluster's storage stays up until the cluster
+    /// is down) or `at_trigger` (as the shutdown starts, giving them the whole shutdown's time).
+    /// Either way Hecate then waits for them before cutting the load. upsd keeps `FSD` until it
+    /// restarts (cutting the load restarts a upsd powered by this UPS).
+    #[serde(default)]
+    pub fsd: FsdMoment,
+    /// Where Hecate is the primary: how long to wait, after `FSD`, for the other clients to log
+    /// out (upsd's `NUMLOGINS` back to Hecate's own) before cutting the load anyway, like
+    /// upsmon's `HOSTSYNC`. A upsmon logs out once it has started its host's shutdown, so the
+    /// UPS's own delay must also cover their shutdown. 0s to 1h; default 15s.
+    #[serde(default = "default_hostsync")]
+    pub hostsync: HumanDuration,
+}
+
+/// When a primary tells the UPS's other clients to shut down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FsdMoment {
+    /// Right before cutting the load.
+    #[default]
+    BeforeUpsOff,
+    /// As the shutdown starts.
+    AtTrigger,
+}
+
+fn default_hostsync() -> HumanDuration {
+    HumanDuration::from_secs(15)
 }
 
 fn default_ups_off_command() -> String {
@@ -442,6 +471,9 @@ impl Config {
         range("shutdown.controller_timeout", s.controller_timeout, MIN_TIMEOUT, ONE_STEP);
         if let Some(delay) = s.ups_off.as_ref().and_then(|o| o.delay) {
             range("shutdown.ups_off.delay", delay, HumanDuration::ZERO, ONE_STEP);
+        }
+        if let Some(o) = &s.ups_off {
+            range("shutdown.ups_off.hostsync", o.hostsync, HumanDuration::ZERO, ONE_STEP);
         }
         range("startup.step_timeout", u.step_timeout, MIN_TIMEOUT, ONE_STEP);
         range("startup.controller_timeout", u.controller_timeout, MIN_TIMEOUT, ONE_STEP);

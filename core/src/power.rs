@@ -218,8 +218,32 @@ pub trait PowerSource: Send + Sync + fmt::Debug {
     async fn read(&mut self) -> Result<PowerReading, BackendError>;
     /// Sends an instant command such as `load.off.delay` with an optional parameter.
     async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError>;
-    /// How this host is attached to the UPS right now.
+    /// How this host is attached to the UPS.
     fn attachment(&self) -> Attachment {
         Attachment::None
     }
+    /// Tells the UPS's other clients to shut down now (NUT: `FSD`), for a primary. Backends
+    /// without other clients do not support it.
+    async fn raise_fsd(&mut self) -> Result<(), BackendError> {
+        Err(BackendError::new(crate::ErrorKind::Unsupported, "this power source has no other clients to tell"))
+    }
+    /// The UPS's other clients still attached (NUT: `NUMLOGINS` less this host's own login, and
+    /// `LIST CLIENT`).
+    async fn other_clients(&mut self) -> Result<OtherClients, BackendError> {
+        Err(BackendError::new(crate::ErrorKind::Unsupported, "this power source cannot tell its other clients"))
+    }
+    /// Stops counting as one of the UPS's clients (NUT: `LOGOUT`), so that its primary may cut
+    /// the power, and does not attach again until the UPS is back on mains. Returns what it did.
+    async fn detach(&mut self) -> Result<String, BackendError> {
+        Ok("not attached".into())
+    }
+}
+
+/// The other clients of a UPS that are still attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherClients {
+    /// How many.
+    pub count: u32,
+    /// Their addresses, where the UPS's server tells them (some may be missing).
+    pub addresses: Vec<String>,
 }

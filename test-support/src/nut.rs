@@ -242,6 +242,12 @@ impl Upsd {
     /// Sets a variable as the admin user with `upsrw -s NAME=VALUE -w` (any variable works with
     /// dummy-ups, `ups.status` included) and waits until `GET VAR` returns the new value.
     pub fn set_var(&self, name: &str, value: &str) {
+        self.set_var_until(name, value, |seen| seen == value);
+    }
+
+    /// Like [`Upsd::set_var`], waiting until `GET VAR` returns what `done` accepts: for a value
+    /// someone else changes at once (a upsmon primary adds `FSD` to an `OB LB` status).
+    pub fn set_var_until(&self, name: &str, value: &str, done: impl Fn(&str) -> bool) {
         let target = format!("{}@{}", self.ups, self.addr());
         let out = Command::new(UPSRW)
             .arg("-s")
@@ -258,7 +264,7 @@ impl Upsd {
             String::from_utf8_lossy(&out.stderr)
         );
         let waited = poll(SET_TIMEOUT, || match self.get_var(name) {
-            Ok(v) if v == value => Step::Ready(()),
+            Ok(v) if done(&v) => Step::Ready(()),
             other => Step::Wait(format!("{name} reads {other:?}")),
         });
         if let Err(why) = waited {

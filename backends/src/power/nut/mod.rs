@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_TRY};
-use hecate_core::power::{Attachment, PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
+use hecate_core::power::{
+    Attachment, OtherClients, PowerReading, PowerSource, PowerSourceConfig, StatusFlag, UpsStatus,
+};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -372,11 +374,25 @@ fn round_ms(d: Duration) -> Duration {
 enum Op<'a> {
     ListVars,
     InstCmd { command: &'a str, param: Option<&'a str> },
+    Fsd,
+    OtherClients,
+}
+
+impl Op<'_> {
+    /// Whether sending it twice does no harm, so a dead kept connection may be replaced and the
+    /// request sent again. Not an instant command: whether the dead connection delivered it is
+    /// unknown, and the engine decides about repeating it.
+    fn repeatable(&self) -> bool {
+        !matches!(self, Op::InstCmd { .. })
+    }
 }
 
 enum Done {
     Vars(Vec<(String, String)>),
     Accepted,
+    /// `NUMLOGINS`, the `LIST CLIENT` addresses (empty from an upsd before 2.6.4), and this
+    /// connection's own address.
+    Clients(u32, Vec<String>, Option<IpAddr>),
 }
 
 /// The runtime side of [`NutConfig`]: a persistent upsd connection.
@@ -401,6 +417,12 @@ pub struct NutUps {
     primary_granted: bool,
     /// Why the last attempt to log in fell short, logged when it changes.
     login_problem: Option<String>,
+    /// Logged out at the end of a shutdown: no `LOGIN` on new connections until the UPS reads
+    /// online without `FSD` again.
+    detached: bool,
+    /// This process set `FSD`, which upsd keeps until it restarts: while upsd still shows it,
+    /// readings leave it out, so the outage that is over does not trigger again.
+    fsd_raised: bool,
 }
 
 impl NutUps {
@@ -437,7 +459,23 @@ impl NutUps {
             logged_in: false,
             primary_granted: false,
             login_problem: None,
+            detached: false,
+            fsd_raised: false,
         })
+    }
+
+    /// An error unless a user is configured: `what` needs one with rights for it.
+    fn needs_user(&self, what: &str) -> Result<(), BackendError> {
+        if self.credentials.is_some() {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            ErrorKind::Config,
+            format!(
+                "{what} for ups {} needs `username` and `password_file` (a upsd user with the rights for it)",
+                self.ups
+            ),
+        ))
     }
 
     /// Whether the kept connection is logged in to the UPS (counted in upsd's `NUMLOGINS`).
@@ -501,7 +539,7 @@ impl NutUps {
         }
         self.logged_in = false;
         self.primary_granted = false;
-        if self.attachment != Attachment::None {
+        if self.attachment != Attachment::None && !self.detached {
             self.attach(&mut client).await?;
         }
         Ok(client)
@@ -555,7 +593,7 @@ impl NutUps {
     /// instant command is not: whether the dead connection delivered it is unknown, and the
     /// engine decides about repeating it.
     async fn call(&mut self, op: Op<'_>) -> Result<Done, BackendError> {
-        let mut may_retry = matches!(op, Op::ListVars);
+        let mut may_retry = op.repeatable();
         let ups = self.ups.clone();
         loop {
             let reused = self.conn.as_ref().is_some_and(|c| !c.is_broken());
@@ -563,6 +601,15 @@ impl NutUps {
             let result = match op {
                 Op::ListVars => client.list_vars(&ups).await.map(Done::Vars),
                 Op::InstCmd { command, param } => client.instcmd(&ups, command, param).await.map(|()| Done::Accepted),
+                Op::Fsd => client.fsd(&ups).await.map(|()| Done::Accepted),
+                Op::OtherClients => match client.num_logins(&ups).await {
+                    Ok(n) => match client.list_clients(&ups).await {
+                        Ok(addresses) => Ok(Done::Clients(n, addresses, client.local_ip())),
+                        Err(_) if !client.is_broken() => Ok(Done::Clients(n, Vec::new(), client.local_ip())),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
             };
             let broken = client.is_broken();
             match result {
@@ -636,25 +683,34 @@ impl PowerSource for NutUps {
     }
 
     async fn read(&mut self) -> Result<PowerReading, BackendError> {
-        match self.call(Op::ListVars).await? {
+        let mut reading = match self.call(Op::ListVars).await? {
             Done::Vars(vars) => reading_from_vars(&vars).map_err(|e| BackendError {
                 message: format!("ups {} at {}: {}", self.ups, self.peer, e.message),
                 ..e
-            }),
-            Done::Accepted => Err(BackendError::new(ErrorKind::Protocol, "internal: LIST VAR answered like a command")),
+            })?,
+            _ => return Err(BackendError::new(ErrorKind::Protocol, "internal: LIST VAR answered like a command")),
+        };
+        let fsd = reading.status.has(&StatusFlag::ForcedShutdown);
+        if self.fsd_raised {
+            if fsd {
+                tracing::debug!(ups = %self.ups, "FSD is still latched in upsd since this host set it: left out");
+                reading.status.0.remove(&StatusFlag::ForcedShutdown);
+            } else {
+                tracing::info!(ups = %self.ups, "upsd no longer shows the FSD this host set (it restarted)");
+                self.fsd_raised = false;
+            }
         }
+        if self.detached && reading.status.online() && !fsd {
+            tracing::info!(ups = %self.ups, login = %self.attachment, "the ups is back on mains: logging in again");
+            self.detached = false;
+            // The next connection logs in; this one is not counted.
+            self.conn = None;
+        }
+        Ok(reading)
     }
 
     async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError> {
-        if self.credentials.is_none() {
-            return Err(BackendError::new(
-                ErrorKind::Config,
-                format!(
-                    "instant command {command} for ups {} needs `username` and `password_file` (a upsd user with instcmds rights)",
-                    self.ups
-                ),
-            ));
-        }
+        self.needs_user(&format!("instant command {command}"))?;
         self.call(Op::InstCmd { command, param }).await?;
         tracing::info!(ups = %self.ups, peer = %self.peer, command, param, "upsd accepted instant command");
         Ok(())
@@ -662,5 +718,41 @@ impl PowerSource for NutUps {
 
     fn attachment(&self) -> Attachment {
         self.attachment
+    }
+
+    async fn raise_fsd(&mut self) -> Result<(), BackendError> {
+        self.needs_user("FSD")?;
+        self.call(Op::Fsd).await?;
+        if !self.fsd_raised {
+            tracing::warn!(ups = %self.ups, peer = %self.peer, "FSD set: the ups's other clients shut down now");
+        }
+        self.fsd_raised = true;
+        Ok(())
+    }
+
+    async fn other_clients(&mut self) -> Result<OtherClients, BackendError> {
+        let Done::Clients(logins, mut addresses, local) = self.call(Op::OtherClients).await? else {
+            return Err(BackendError::new(ErrorKind::Protocol, "internal: NUMLOGINS answered like something else"));
+        };
+        // This host's own login is not an other client, nor is its address in the list.
+        let own = self.logged_in();
+        if own && let Some(i) = local.and_then(|ip| addresses.iter().position(|a| a.parse::<IpAddr>().ok() == Some(ip)))
+        {
+            addresses.remove(i);
+        }
+        Ok(OtherClients { count: logins.saturating_sub(u32::from(own)), addresses })
+    }
+
+    async fn detach(&mut self) -> Result<String, BackendError> {
+        self.detached = true;
+        match self.conn.take() {
+            Some(client) if self.logged_in && !client.is_broken() => {
+                self.logged_in = false;
+                client.logout().await?;
+                tracing::info!(ups = %self.ups, peer = %self.peer, "logged out: the ups's primary may cut the power");
+                Ok("logged out".into())
+            }
+            _ => Ok("not logged in".into()),
+        }
     }
 }
