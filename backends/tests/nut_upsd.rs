@@ -359,3 +359,43 @@ async fn a_secondary_detaches_and_logs_in_again_once_mains_are_back() {
     ups.read().await.unwrap();
     assert_eq!(upsd.num_logins().unwrap(), 1, "attached again once mains are back");
 }
+
+#[tokio::test]
+async fn dummy_ups_offers_only_load_off_so_auto_sends_nothing_and_load_off_is_sent_when_named() {
+    let upsd = Upsd::start(UPS);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = login_config(&upsd, dir.path(), upsd.primary_user(), upsd.primary_password(), None);
+    let mut ups = NutUps::new(&cfg).unwrap();
+    let err = ups.kill_power(None, Some(Duration::from_secs(120))).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    assert!(err.message.contains("(it offers load.off)"), "{err}");
+    assert!(!upsd.upsd_log().contains("Instant command"), "{}", upsd.upsd_log());
+
+    let sent = ups.kill_power(Some("load.off"), None).await.unwrap();
+    assert_eq!((sent.command.as_str(), sent.delay_s), ("load.off", Some(0)));
+    assert!(
+        upsd.upsd_log().contains("Instant command: hecate@127.0.0.1 did load.off on atlasups"),
+        "{}",
+        upsd.upsd_log()
+    );
+}
+
+#[tokio::test]
+async fn the_shutdown_delay_is_read_and_set_on_a_real_upsd() {
+    let upsd = Upsd::start(UPS);
+    let addr = upsd.addr();
+    let mut client = NutClient::connect(&addr.ip().to_string(), addr.port(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(client.list_cmds(UPS).await.unwrap(), ["load.off"]);
+    assert_eq!(client.get_var(UPS, "ups.delay.shutdown").await.unwrap(), "20");
+    let err = client.set_var(UPS, "ups.delay.shutdown", "120").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Auth, "SET needs a user with the SET action: {err}");
+    let pass = hecate_backends::power::nut::client::Secret::new(upsd.primary_password());
+    client.authenticate(upsd.primary_user(), &pass).await.unwrap();
+    client.set_var(UPS, "ups.delay.shutdown", "120").await.unwrap();
+    wait_until("ups.delay.shutdown to read 120", DEADLINE, || match upsd.get_var("ups.delay.shutdown") {
+        Ok(v) if v == "120" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert!(upsd.upsd_log().contains("Set variable: hecate@127.0.0.1 set ups.delay.shutdown on atlasups to 120"));
+    client.logout().await.unwrap();
+}

@@ -270,10 +270,18 @@ impl Default for ShutdownConfig {
 pub struct UpsOffConfig {
     /// The power source (by name) to command.
     pub source: String,
-    /// The NUT instant command: `shutdown.return` (return when mains are back) or `load.off.delay`.
+    /// The NUT instant command that cuts the load. `auto` (the default) takes what the UPS
+    /// offers (`LIST CMD`): `shutdown.return` (the load comes back when mains do), else
+    /// `load.off.delay`; never `load.off`, which cuts at once. Or a command's name, used as is.
     #[serde(default = "default_ups_off_command")]
     pub command: String,
-    /// The delay parameter passed with the command, in seconds. At most 1h.
+    /// How long after the command the UPS cuts its load: long enough for every machine on the
+    /// UPS that is still going down, this host's own shutdown included with `power_off_self`.
+    /// For `shutdown.return` (which usbhid-ups and most drivers run with `ups.delay.shutdown`,
+    /// ups.conf's `offdelay`, ignoring any parameter) Hecate sets `ups.delay.shutdown` with
+    /// `SET VAR` first (the upsd user needs `actions = SET`); for `load.off.delay` it is the
+    /// command's parameter. Unset, or where the driver refuses the change: the driver's own
+    /// (`offdelay`, 20s by default for usbhid-ups), and the step says which. At most 1h.
     #[serde(default)]
     pub delay: Option<HumanDuration>,
     /// Where Hecate is the primary of this UPS (`login: primary`), when its other NUT clients (a
@@ -308,8 +316,14 @@ fn default_hostsync() -> HumanDuration {
 }
 
 fn default_ups_off_command() -> String {
-    "shutdown.return".to_string()
+    UPS_OFF_AUTO.to_string()
 }
+
+/// `shutdown.ups_off.command` when the UPS's own offer decides.
+pub const UPS_OFF_AUTO: &str = "auto";
+
+/// Below this, a kill-power delay hardly covers a host's own shutdown (`config check` warns).
+const MIN_SELF_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How the startup plan is built.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -562,10 +576,29 @@ impl Config {
         if self.shutdown.power_off_self && self.shutdown.power_off_self_command.is_empty() {
             p.push(("shutdown.power_off_self_command".into(), "must name a program when power_off_self is on".into()));
         }
-        if let Some(u) = &self.shutdown.ups_off
-            && !names.contains(&u.source)
-        {
-            p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
+        if let Some(u) = &self.shutdown.ups_off {
+            if !names.contains(&u.source) {
+                p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
+            }
+            let c = &u.command;
+            if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)) {
+                p.push((
+                    "shutdown.ups_off.command".into(),
+                    format!("`{c}` is not a NUT instant command name (such as shutdown.return), nor `auto`"),
+                ));
+            }
+            match u.delay {
+                None => w.push(
+                    "shutdown.ups_off: no `delay`: the UPS cuts its load after its driver's own delay \
+                     (ups.delay.shutdown, `offdelay` in ups.conf: 20s unless set there for usbhid-ups)"
+                        .into(),
+                ),
+                Some(d) if self.shutdown.power_off_self && *d < MIN_SELF_SHUTDOWN_DELAY => w.push(format!(
+                    "shutdown.ups_off.delay: {d} may not cover this host's own shutdown (power_off_self): \
+                     the UPS cuts its load that long after the command, and this host powers off after it"
+                )),
+                Some(_) => {}
+            }
         }
         p.extend(self.policy.validate().into_iter().map(|m| about_field("policy", m)));
         p.extend(self.budget.validate().into_iter().map(|m| about_field("budget", m)));

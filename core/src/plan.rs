@@ -96,10 +96,11 @@ pub enum Action {
     UpsCommand {
         /// The power source's name.
         source: String,
-        /// The command.
-        command: String,
-        /// Its parameter.
-        param: Option<String>,
+        /// The command; `None` takes what the UPS offers.
+        command: Option<String>,
+        /// How long the UPS should wait before cutting; `None`: its own delay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay: Option<HumanDuration>,
         /// As the UPS's primary: how long to wait for the other clients after `FSD`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hostsync: Option<HumanDuration>,
@@ -160,14 +161,18 @@ impl Step {
             Action::WaitNodesReady { nodes } => {
                 format!("wait until {} node(s) are ready", nodes.len())
             }
-            Action::UpsCommand { source, command, param, hostsync } => {
-                let param = param.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
+            Action::UpsCommand { source, command, delay, hostsync } => {
+                let command = command.as_deref().unwrap_or("shutdown.return or load.off.delay, as offered,");
+                let delay = match delay {
+                    Some(d) => format!("to cut its load in {d}"),
+                    None => "to cut its load after its own delay".into(),
+                };
                 match hostsync {
                     Some(h) => format!(
                         "tell the other clients of ups {source} to shut down (FSD), wait up to {h} for them to log \
-                         out, then send {command}{param}"
+                         out, then send {command} {delay}"
                     ),
-                    None => format!("send {command}{param} to ups {source}"),
+                    None => format!("send {command} to ups {source} {delay}"),
                 }
             }
             Action::UpsFsd { source } => format!("tell the other clients of ups {source} to shut down (FSD)"),
@@ -437,17 +442,19 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         .collect();
     stages.push(stage("leave-ups", n, leave));
     if let Some(u) = &s.ups_off {
-        let param = u.delay.map(|d| d.as_secs().to_string());
+        let command = (u.command != crate::config::UPS_OFF_AUTO).then(|| u.command.clone());
         let hostsync = primary_of(&u.source).then_some(u.hostsync);
+        // The wait, then a handful of requests (LIST CMD, GET/SET VAR, INSTCMD) under the
+        // source's own per-request timeout.
         let timeout = HumanDuration(
-            std::time::Duration::from_secs(15).saturating_add(hostsync.map_or(std::time::Duration::ZERO, |h| *h)),
+            std::time::Duration::from_secs(60).saturating_add(hostsync.map_or(std::time::Duration::ZERO, |h| *h)),
         );
         stages.push(stage(
             "ups-off",
             1,
             vec![step(
                 format!("ups-off/{}", u.source),
-                Action::UpsCommand { source: u.source.clone(), command: u.command.clone(), param, hostsync },
+                Action::UpsCommand { source: u.source.clone(), command, delay: u.delay, hostsync },
                 vec![rt.power_kind(&u.source)],
                 timeout,
             )],

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -232,11 +233,34 @@ pub trait PowerSource: Send + Sync + fmt::Debug {
     async fn other_clients(&mut self) -> Result<OtherClients, BackendError> {
         Err(BackendError::new(crate::ErrorKind::Unsupported, "this power source cannot tell its other clients"))
     }
+    /// Tells the UPS to cut its load after a delay. `command` is a command's name, or `None` to
+    /// take what the UPS offers; `delay` is how long it should wait (`None`: its own). Returns
+    /// what was sent and the delay the UPS will really use, where known. The default sends
+    /// `command` (`shutdown.return` when `None`) with the delay's seconds as its parameter.
+    async fn kill_power(&mut self, command: Option<&str>, delay: Option<Duration>) -> Result<KillPower, BackendError> {
+        let command = command.unwrap_or("shutdown.return").to_string();
+        let param = delay.map(|d| d.as_secs().to_string());
+        self.instant_command(&command, param.as_deref()).await?;
+        Ok(KillPower { command, param, delay_s: delay.map(|d| d.as_secs()), note: String::new() })
+    }
     /// Stops counting as one of the UPS's clients (NUT: `LOGOUT`), so that its primary may cut
     /// the power, and does not attach again until the UPS is back on mains. Returns what it did.
     async fn detach(&mut self) -> Result<String, BackendError> {
         Ok("not attached".into())
     }
+}
+
+/// What a UPS was told to cut its load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillPower {
+    /// The command sent.
+    pub command: String,
+    /// Its parameter.
+    pub param: Option<String>,
+    /// The delay the UPS will use before cutting, seconds, where known.
+    pub delay_s: Option<u64>,
+    /// How that delay came about (set, kept, the driver's own), for the run's report.
+    pub note: String,
 }
 
 /// The other clients of a UPS that are still attached.

@@ -172,7 +172,7 @@ fn a_primary_tells_the_others_before_cutting_the_load_by_default() {
     assert_eq!(stage_names(&plan), ["notify", "ups-off"]);
     let step = &plan.stages[1].steps[0];
     assert!(matches!(&step.action, Action::UpsCommand { hostsync: Some(h), .. } if h.as_secs() == 20));
-    assert_eq!(step.timeout.as_secs(), 35, "the wait fits in the step's time");
+    assert_eq!(step.timeout.as_secs(), 80, "the wait and the requests fit in the step's time");
     assert!(step.describe().contains("(FSD), wait up to 20s"), "{}", step.describe());
 }
 
@@ -278,4 +278,42 @@ async fn a_secondary_logs_out_and_cuts_nothing_it_was_not_asked_to() {
     let report = run(&plan::shutdown_plan(&cfg, &rt, "test"), rt).await;
     assert_eq!(*calls.lock().unwrap(), ["LOGOUT"]);
     assert_eq!(message(&report, "leave-ups/atlas"), "logged out");
+}
+
+fn warnings(ups_off: &str, extra: &str) -> Vec<String> {
+    let yaml = format!(
+        "host: h\npower_sources:\n  - {{ type: shared_ups, name: atlas }}\nshutdown:\n  ups_off: {ups_off}\n{extra}"
+    );
+    Config::from_yaml(&yaml, Path::new("t.yaml")).map(|(_, w)| w).unwrap()
+}
+
+#[test]
+fn config_check_says_where_the_delay_comes_from() {
+    let w = warnings("{ source: atlas }", "");
+    assert!(w.iter().any(|w| w.contains("no `delay`") && w.contains("offdelay")), "{w:?}");
+    assert!(warnings("{ source: atlas, delay: 2m }", "").is_empty());
+    // With this host powering itself off after the command, a short delay is suspect.
+    let w = warnings("{ source: atlas, delay: 30s }", "  power_off_self: true\n");
+    assert!(w.iter().any(|w| w.contains("may not cover this host's own shutdown")), "{w:?}");
+    assert!(warnings("{ source: atlas, delay: 2m }", "  power_off_self: true\n").is_empty());
+}
+
+#[test]
+fn the_command_is_auto_or_a_nut_command_name() {
+    let cfg = config("primary", "{ source: atlas }");
+    assert_eq!(cfg.shutdown.ups_off.as_ref().unwrap().command, "auto");
+    let plan = plan::shutdown_plan(&cfg, &Runtime::unbuilt(&cfg), "t");
+    let step = &plan.stages.last().unwrap().steps[0];
+    assert!(matches!(&step.action, Action::UpsCommand { command: None, delay: None, .. }));
+    assert!(step.describe().contains("shutdown.return or load.off.delay, as offered"), "{}", step.describe());
+    for bad in ["\"load off\"", "\"\"", "\"x;y\""] {
+        let yaml = format!(
+            "host: h\npower_sources:\n  - {{ type: shared_ups, name: atlas }}\nshutdown:\n  ups_off: {{ source: atlas, command: {bad} }}\n"
+        );
+        let err = Config::from_yaml(&yaml, Path::new("t.yaml")).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("shutdown.ups_off.command"), "{bad}: {err}");
+    }
+    let yaml = "host: h\npower_sources:\n  - { type: shared_ups, name: atlas }\nshutdown:\n  ups_off: { source: atlas, hostsync: 2h }\n";
+    let err = Config::from_yaml(yaml, Path::new("t.yaml")).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("shutdown.ups_off.hostsync"), "{err}");
 }

@@ -421,7 +421,7 @@ impl Engine {
                     tokio::time::sleep(self.opts.wait_poll).await;
                 }
             }
-            Action::UpsCommand { source, command, param, hostsync } => {
+            Action::UpsCommand { source, command, delay, hostsync } => {
                 let p = power(rt, source)?;
                 let mut notes = Vec::new();
                 if let Some(hostsync) = hostsync {
@@ -433,8 +433,23 @@ impl Engine {
                     }
                     notes.push(self.wait_for_other_clients(p, **hostsync).await);
                 }
-                p.source.lock().await.instant_command(command, param.as_deref()).await?;
-                notes.push(format!("{command} accepted"));
+                let sent =
+                    p.source.lock().await.kill_power(command.as_deref(), delay.map(|d| *d)).await.map_err(|e| {
+                        // What was done before the failure belongs in the report too.
+                        if notes.is_empty() {
+                            e
+                        } else {
+                            BackendError { message: format!("{}; {}", notes.join("; "), e.message), ..e }
+                        }
+                    })?;
+                let param = sent.param.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
+                let when = match sent.delay_s {
+                    Some(0) => "the ups cuts its load at once".to_string(),
+                    Some(s) => format!("the ups cuts its load in {s} s"),
+                    None => "the ups cuts its load after its own delay".to_string(),
+                };
+                let note = if sent.note.is_empty() { String::new() } else { format!(" ({})", sent.note) };
+                notes.push(format!("{}{param} accepted: {when}{note}", sent.command));
                 Ok(notes.join("; "))
             }
             Action::UpsFsd { source } => {

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_TRY};
 use hecate_core::power::{
-    Attachment, OtherClients, PowerReading, PowerSource, PowerSourceConfig, StatusFlag, UpsStatus,
+    Attachment, KillPower, OtherClients, PowerReading, PowerSource, PowerSourceConfig, StatusFlag, UpsStatus,
 };
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -376,6 +376,9 @@ enum Op<'a> {
     InstCmd { command: &'a str, param: Option<&'a str> },
     Fsd,
     OtherClients,
+    ListCmds,
+    GetVar(&'a str),
+    SetVar { var: &'a str, value: &'a str },
 }
 
 impl Op<'_> {
@@ -393,6 +396,8 @@ enum Done {
     /// `NUMLOGINS`, the `LIST CLIENT` addresses (empty from an upsd before 2.6.4), and this
     /// connection's own address.
     Clients(u32, Vec<String>, Option<IpAddr>),
+    Words(Vec<String>),
+    Value(String),
 }
 
 /// The runtime side of [`NutConfig`]: a persistent upsd connection.
@@ -462,6 +467,46 @@ impl NutUps {
             detached: false,
             fsd_raised: false,
         })
+    }
+
+    /// `ups.delay.shutdown` in whole seconds, if the UPS has it.
+    async fn shutdown_delay(&mut self) -> Option<u64> {
+        match self.call(Op::GetVar("ups.delay.shutdown")).await {
+            Ok(Done::Value(v)) => v.trim().parse::<u64>().ok(),
+            _ => None,
+        }
+    }
+
+    /// Makes `ups.delay.shutdown` (the delay `shutdown.return` runs with) `wanted` where the
+    /// driver lets it be set. Returns the delay the UPS will use, where known, and how it came
+    /// about.
+    async fn set_shutdown_delay(&mut self, wanted: Option<u64>) -> (Option<u64>, String) {
+        let current = self.shutdown_delay().await;
+        let Some(want) = wanted else {
+            let note = match current {
+                Some(_) => "its own ups.delay.shutdown (offdelay in ups.conf)".to_string(),
+                None => "its own delay: the ups reports no ups.delay.shutdown".to_string(),
+            };
+            return (current, note);
+        };
+        if current == Some(want) {
+            return (current, "ups.delay.shutdown already so".into());
+        }
+        let value = want.to_string();
+        match self.call(Op::SetVar { var: "ups.delay.shutdown", value: &value }).await {
+            Ok(_) => {
+                let was = current.map(|c| format!(" (was {c} s)")).unwrap_or_default();
+                (Some(want), format!("ups.delay.shutdown set to {want} s{was}"))
+            }
+            Err(e) => {
+                let uses = match current {
+                    Some(c) => format!("the ups uses {c} s (offdelay in ups.conf)"),
+                    None => "the ups uses its own delay".into(),
+                };
+                tracing::warn!(ups = %self.ups, error = %e, "cannot set ups.delay.shutdown to {want} s; {uses}");
+                (current, format!("could not set ups.delay.shutdown to {want} s ({}): {uses}", e.message))
+            }
+        }
     }
 
     /// An error unless a user is configured: `what` needs one with rights for it.
@@ -602,6 +647,9 @@ impl NutUps {
                 Op::ListVars => client.list_vars(&ups).await.map(Done::Vars),
                 Op::InstCmd { command, param } => client.instcmd(&ups, command, param).await.map(|()| Done::Accepted),
                 Op::Fsd => client.fsd(&ups).await.map(|()| Done::Accepted),
+                Op::ListCmds => client.list_cmds(&ups).await.map(Done::Words),
+                Op::GetVar(var) => client.get_var(&ups, var).await.map(Done::Value),
+                Op::SetVar { var, value } => client.set_var(&ups, var, value).await.map(|()| Done::Accepted),
                 Op::OtherClients => match client.num_logins(&ups).await {
                     Ok(n) => match client.list_clients(&ups).await {
                         Ok(addresses) => Ok(Done::Clients(n, addresses, client.local_ip())),
@@ -634,6 +682,41 @@ impl NutUps {
             }
         }
     }
+}
+
+/// The kill-power command to send: `command` if given (and offered, when the UPS says what it
+/// offers), else `shutdown.return`, else `load.off.delay`. Never `load.off` unasked: it cuts at
+/// once, before this host could finish.
+pub fn choose_kill_command(
+    command: Option<&str>,
+    offered: Option<&[String]>,
+    ups: &str,
+) -> Result<String, BackendError> {
+    let offers = |c: &str| offered.is_none_or(|o| o.iter().any(|x| x == c));
+    let list = || offered.map(|o| if o.is_empty() { "nothing".into() } else { o.join(", ") }).unwrap_or_default();
+    match command {
+        Some(c) if offers(c) => Ok(c.to_string()),
+        Some(c) => Err(BackendError::new(
+            ErrorKind::Unsupported,
+            format!("ups {ups} does not offer {c} (it offers {}); nothing was sent", list()),
+        )),
+        None => {
+            ["shutdown.return", "load.off.delay"].into_iter().find(|c| offers(c)).map(str::to_string).ok_or_else(|| {
+                BackendError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "ups {ups} offers neither shutdown.return nor load.off.delay (it offers {}); nothing was \
+                         sent: set shutdown.ups_off.command to one it offers",
+                        list()
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn join_note(a: &str, b: &str) -> String {
+    if a.is_empty() { b.to_string() } else { format!("{a}; {b}") }
 }
 
 /// Reads a `LIST VAR` answer as a [`PowerReading`]. A missing, empty or `WAIT` `ups.status`
@@ -741,6 +824,55 @@ impl PowerSource for NutUps {
             addresses.remove(i);
         }
         Ok(OtherClients { count: logins.saturating_sub(u32::from(own)), addresses })
+    }
+
+    async fn kill_power(&mut self, command: Option<&str>, delay: Option<Duration>) -> Result<KillPower, BackendError> {
+        self.needs_user("cutting the load")?;
+        let offered = match self.call(Op::ListCmds).await {
+            Ok(Done::Words(cmds)) => Some(cmds),
+            Ok(_) => None,
+            // An upsd too old for LIST CMD cannot tell: the command is sent and upsd judges it.
+            Err(e) if e.kind == ErrorKind::Unsupported => None,
+            Err(e) => return Err(e),
+        };
+        let command = choose_kill_command(command, offered.as_deref(), &self.ups)?;
+        let wanted = delay.map(|d| d.as_secs());
+        let (param, delay_s, mut note) = match command.as_str() {
+            // usbhid-ups (drivers/usbhid-ups.c, instcmd) runs these as load.on.delay with
+            // ups.delay.start and load.off.delay with ups.delay.shutdown, ignoring the
+            // parameter; other drivers take ups.delay.shutdown (offdelay) too.
+            "shutdown.return" | "shutdown.stayoff" => {
+                let (delay_s, note) = self.set_shutdown_delay(wanted).await;
+                (None, delay_s, note)
+            }
+            // Its parameter is the delay; without one usbhid-ups takes its built-in 20 s, not
+            // ups.delay.shutdown: send that, so the UPS keeps the delay ups.conf asks for.
+            "load.off.delay" => {
+                let current = self.shutdown_delay().await;
+                match (wanted, current) {
+                    (Some(s), _) => (Some(s.to_string()), Some(s), String::new()),
+                    (None, Some(s)) => (Some(s.to_string()), Some(s), "ups.delay.shutdown".into()),
+                    (None, None) => (None, None, "the driver's default".into()),
+                }
+            }
+            "load.off" => (None, Some(0), "load.off has no delay".into()),
+            _ => (wanted.map(|s| s.to_string()), None, String::new()),
+        };
+        if let Some(s) = delay_s.filter(|s| s % 60 != 0) {
+            let mfr = match self.call(Op::GetVar("ups.mfr")).await {
+                Ok(Done::Value(v)) => v,
+                _ => String::new(),
+            };
+            let lower = mfr.to_ascii_lowercase();
+            if lower.contains("cyber") || lower.contains("cps") {
+                // docs/man/usbhid-ups.txt: "many CPS models tend to divide this delay by 60 and
+                // round down".
+                note = join_note(&note, &format!("a CyberPower UPS may round {s} s down to {} s", s / 60 * 60));
+            }
+        }
+        self.call(Op::InstCmd { command: &command, param: param.as_deref() }).await?;
+        tracing::warn!(ups = %self.ups, peer = %self.peer, %command, param = ?param, delay_s = ?delay_s, "upsd accepted the kill-power command");
+        Ok(KillPower { command, param, delay_s, note })
     }
 
     async fn detach(&mut self) -> Result<String, BackendError> {
