@@ -166,6 +166,10 @@ pub struct DaemonConfig {
     pub startup_on_power_return: bool,
     /// How long mains must be back before that startup begins. At most 1 day; default 1m.
     pub power_return_settle: HumanDuration,
+    /// How long a power source may give no data before it is reported lost (`comm_lost`, once;
+    /// `comm_restored` when data is back), like upsmon's `DEADTIME`. It changes no decision: the
+    /// policy never reads silence as online. 1s to 1h; default 15s.
+    pub deadtime: HumanDuration,
 }
 
 impl Default for DaemonConfig {
@@ -175,6 +179,7 @@ impl Default for DaemonConfig {
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9560))),
             startup_on_power_return: false,
             power_return_settle: HumanDuration::from_secs(60),
+            deadtime: HumanDuration::from_secs(15),
         }
     }
 }
@@ -479,6 +484,7 @@ impl Config {
         };
         range("daemon.poll_interval", self.daemon.poll_interval, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL);
         range("daemon.power_return_settle", self.daemon.power_return_settle, HumanDuration::ZERO, ONE_DAY);
+        range("daemon.deadtime", self.daemon.deadtime, HumanDuration::from_secs(1), ONE_STEP);
         let (s, u) = (&self.shutdown, &self.startup);
         range("shutdown.step_timeout", s.step_timeout, MIN_TIMEOUT, ONE_STEP);
         range("shutdown.drain_timeout", s.drain_timeout, HumanDuration::ZERO, ONE_STEP);

@@ -102,6 +102,10 @@ pub struct SourceStatus {
     pub decision: Option<Decision>,
     /// Polls without data since the daemon started.
     pub poll_errors: u64,
+    /// Its alerts that last (`comm_lost`, `on_battery`, `low_battery`, `replace_battery`,
+    /// `overload`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
 }
 
 /// The state `hecate status` shows.
@@ -175,6 +179,7 @@ impl Snapshot {
                 },
                 decision: s.decision.clone(),
                 poll_errors: s.polls_without_data,
+                alerts: s.active_alerts().into_iter().map(str::to_string).collect(),
             })
             .collect();
         let phase = sup.phase();
@@ -260,6 +265,9 @@ impl Snapshot {
             }
             if src.poll_errors > 0 {
                 let _ = writeln!(s, "  polls without data: {}", src.poll_errors);
+            }
+            if !src.alerts.is_empty() {
+                let _ = writeln!(s, "  alerts: {}", src.alerts.join(", "));
             }
         }
         if let Some(r) = &self.trigger_reason {
@@ -384,6 +392,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
             error,
             decision: Some(decision),
             poll_errors: 0,
+            alerts: Vec::new(),
         });
     }
     Ok(Snapshot {
