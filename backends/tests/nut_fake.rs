@@ -751,3 +751,37 @@ async fn a_cyberpower_delay_that_is_not_whole_minutes_is_flagged() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn what_upsd_lists_is_cleaned_and_cut_before_it_reaches_a_message() {
+    bounded(async {
+        // Forty commands, one carrying a terminal escape and spaces (quoted, as upsd would send it).
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "LIST CMD atlasups" => {
+                let mut out = vec!["BEGIN LIST CMD atlasups".to_string()];
+                out.push("CMD atlasups \"beep\u{1b}[31m red alert\"".into());
+                out.extend((0..39).map(|i| format!("CMD atlasups test.{i}")));
+                out.push("END LIST CMD atlasups".into());
+                Reply::Lines(out)
+            }
+            "GET NUMLOGINS atlasups" => lines(&["NUMLOGINS atlasups 2"]),
+            "LIST CLIENT atlasups" => lines(&[
+                "BEGIN LIST CLIENT atlasups",
+                "CLIENT atlasups \"10.0.0.9\u{7}\u{1b}]0;owned\"",
+                "END LIST CLIENT atlasups",
+            ]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ups = NutUps::new(&config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))).unwrap();
+        let err = ups.kill_power(None, None).await.unwrap_err();
+        assert!(err.message.contains("it offers beep??31m?red?alert, test.0,"), "{err}");
+        assert!(err.message.contains("test.14, and 24 more)"), "{err}");
+        assert!(!err.message.contains('\u{1b}'), "{err}");
+        let c = ups.other_clients().await.unwrap();
+        assert_eq!(c.count, 2, "not logged in: both are other clients");
+        assert_eq!(c.addresses, ["10.0.0.9???0?owned"]);
+    })
+    .await;
+}

@@ -693,7 +693,7 @@ pub fn choose_kill_command(
     ups: &str,
 ) -> Result<String, BackendError> {
     let offers = |c: &str| offered.is_none_or(|o| o.iter().any(|x| x == c));
-    let list = || offered.map(|o| if o.is_empty() { "nothing".into() } else { o.join(", ") }).unwrap_or_default();
+    let list = || offered.map(shown_list).unwrap_or_default();
     match command {
         Some(c) if offers(c) => Ok(c.to_string()),
         Some(c) => Err(BackendError::new(
@@ -713,6 +713,27 @@ pub fn choose_kill_command(
             })
         }
     }
+}
+
+/// Most items of a list from upsd shown in a message.
+const SHOWN_ITEMS: usize = 16;
+
+/// Words from upsd (command names, client addresses) as a message may show them: each cut to 64
+/// characters of letters, digits and `.:_-` (anything else becomes `?`), at most
+/// [`SHOWN_ITEMS`] of them.
+pub fn shown_list(items: &[String]) -> String {
+    if items.is_empty() {
+        return "nothing".into();
+    }
+    let mut shown: Vec<String> = items.iter().take(SHOWN_ITEMS).map(|i| shown_word(i)).collect();
+    if items.len() > SHOWN_ITEMS {
+        shown.push(format!("and {} more", items.len() - SHOWN_ITEMS));
+    }
+    shown.join(", ")
+}
+
+fn shown_word(word: &str) -> String {
+    word.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || ".:_-".contains(c) { c } else { '?' }).collect()
 }
 
 fn join_note(a: &str, b: &str) -> String {
@@ -823,6 +844,9 @@ impl PowerSource for NutUps {
         {
             addresses.remove(i);
         }
+        // Shown in the run's report: cleaned, and a upsd listing thousands is cut short.
+        addresses.truncate(SHOWN_ITEMS);
+        let addresses = addresses.iter().map(|a| shown_word(a)).collect();
         Ok(OtherClients { count: logins.saturating_sub(u32::from(own)), addresses })
     }
 
