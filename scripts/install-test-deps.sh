@@ -47,7 +47,10 @@ if ((${#missing[@]})); then
   apt-get clean
 fi
 
-for bin in /lib/nut/upsd /lib/nut/dummy-ups /usr/sbin/sshd /usr/bin/ipmi_sim /usr/bin/ipmitool /usr/bin/openssl; do
+# upsmon (nut-client) is another client of the test upsd (test-support's Upsmon), run in its own
+# mount namespace with unshare (util-linux)
+for bin in /lib/nut/upsd /lib/nut/dummy-ups /lib/nut/upsmon /usr/bin/unshare /usr/sbin/sshd /usr/bin/ipmi_sim \
+  /usr/bin/ipmitool /usr/bin/openssl; do
   [ -x "$bin" ] || { echo "$0: $bin missing after install" >&2; exit 1; }
 done
 getent passwd nut >/dev/null || { echo "$0: user 'nut' missing after installing nut-server" >&2; exit 1; }

@@ -20,19 +20,37 @@
 #   /etc/systemd/system/hecate.service, hecate-bootstrap.service, hecate-update.{service,timer}
 #   /usr/local/lib/hecate/self-update.sh  what hecate-update.service runs
 #   /usr/local/share/hecate/sudoers.d/hecate-node   the sudoers rule for the nodes (not active here)
-#   /etc/nut/{nut.conf,ups.conf,upsd.conf,upsd.users}, /etc/udev/rules.d/90-hecate-nut-ups.rules,
-#   /etc/hecate/nut.pass                  unless HECATE_MANAGE_NUT=0
+#   /etc/nut/{nut.conf,ups.conf,upsd.conf,upsd.users}, /etc/udev/rules.d/90-hecate-nut-ups.rules
+#                                         when the NUT setup is Hecate's own (its "Managed by Hecate"
+#                                         header) or configures no UPS yet, or HECATE_MANAGE_NUT=1;
+#                                         a file it replaces that was not its own is kept as
+#                                         FILE.hecate-backup-<time>. Another NUT setup is left alone,
+#                                         and the lines to add for Hecate are printed.
+#   /etc/hecate/nut.pass                  the password of Hecate's upsd user, unless HECATE_MANAGE_NUT=0
 #
 # Knobs (environment):
 #   HECATE_ENABLE_BOOTSTRAP=1|0|auto  enable/disable hecate-bootstrap.service; auto (default) keeps
 #                                     what is there (a first install leaves it disabled)
 #   HECATE_ENABLE_UPDATE=1|0|auto     the same for hecate-update.timer
-#   HECATE_MANAGE_NUT=1|0             0: leave /etc/nut, the udev rule and nut.pass alone
+#   HECATE_MANAGE_NUT=auto|1|0        auto (default): write /etc/nut only if it is Hecate's own or
+#                                     configures no UPS; 1: take an existing setup over (backups
+#                                     kept); 0: leave /etc/nut, the udev rule and nut.pass alone
 #   HECATE_NUT_UPS_NAME               default atlasups
 #   HECATE_NUT_VENDOR_ID, HECATE_NUT_PRODUCT_ID   USB ids, default 0764 / 0601 (CyberPower)
 #   HECATE_NUT_MONITOR_USER           default monuser
 #   HECATE_NUT_MONITOR_PASSWORD       default: the one already in upsd.users (or nut.pass), else a
 #                                     new random one. It is never printed.
+#   HECATE_NUT_OFFDELAY, HECATE_NUT_ONDELAY   seconds, default 120 / 180: after the kill-power
+#                                     command the UPS cuts its load OFFDELAY s later (long enough
+#                                     for this host's own power-off), and brings it back ONDELAY s
+#                                     after the command once mains are back. ONDELAY > OFFDELAY.
+#   HECATE_NUT_LISTEN                 more addresses for upsd to listen on (port 3493), separated by
+#                                     spaces, for other machines (a NAS) that keep using this upsd:
+#                                     MODE=netserver. Unset: what the managed upsd.conf had; empty:
+#                                     loopback only
+#   HECATE_NUT_SECONDARIES_FILE       a file of "USER PASSWORD" lines (# comments): each becomes a
+#                                     `upsmon secondary` user of upsd for those machines. Unset: the
+#                                     ones the managed upsd.users had; empty: none
 #   HECATE_SKIP_APT=1                 do not install missing Debian packages (never done under --root)
 set -euo pipefail
 umask 077
@@ -71,27 +89,61 @@ REAL=1            # installing into the running system
 
 ENABLE_BOOTSTRAP=${HECATE_ENABLE_BOOTSTRAP:-auto}
 ENABLE_UPDATE=${HECATE_ENABLE_UPDATE:-auto}
-MANAGE_NUT=${HECATE_MANAGE_NUT:-1}
+MANAGE_NUT=${HECATE_MANAGE_NUT:-auto}
 UPS_NAME=${HECATE_NUT_UPS_NAME:-atlasups}
 VENDOR_ID=${HECATE_NUT_VENDOR_ID:-0764}
 PRODUCT_ID=${HECATE_NUT_PRODUCT_ID:-0601}
 MONITOR_USER=${HECATE_NUT_MONITOR_USER:-monuser}
 SKIP_APT=${HECATE_SKIP_APT:-0}
+OFFDELAY=${HECATE_NUT_OFFDELAY:-120}
+ONDELAY=${HECATE_NUT_ONDELAY:-180}
 
 case $ENABLE_BOOTSTRAP in 1|0|auto) ;; *) die "HECATE_ENABLE_BOOTSTRAP must be 1, 0 or auto, not '$ENABLE_BOOTSTRAP'" ;; esac
 case $ENABLE_UPDATE in 1|0|auto) ;; *) die "HECATE_ENABLE_UPDATE must be 1, 0 or auto, not '$ENABLE_UPDATE'" ;; esac
-case $MANAGE_NUT in 1|0) ;; *) die "HECATE_MANAGE_NUT must be 1 or 0, not '$MANAGE_NUT'" ;; esac
+case $MANAGE_NUT in auto|1|0) ;; *) die "HECATE_MANAGE_NUT must be auto, 1 or 0, not '$MANAGE_NUT'" ;; esac
 case $SKIP_APT in 1|0) ;; *) die "HECATE_SKIP_APT must be 1 or 0, not '$SKIP_APT'" ;; esac
 [[ $UPS_NAME =~ ^[A-Za-z0-9_-]+$ ]] || die "HECATE_NUT_UPS_NAME '$UPS_NAME' must be letters, digits, '-' or '_'"
 [[ $MONITOR_USER =~ ^[A-Za-z0-9_-]+$ ]] || die "HECATE_NUT_MONITOR_USER '$MONITOR_USER' must be letters, digits, '-' or '_'"
 [[ $VENDOR_ID =~ ^[0-9A-Fa-f]{4}$ ]] || die "HECATE_NUT_VENDOR_ID '$VENDOR_ID' must be 4 hex digits (e.g. 0764)"
 [[ $PRODUCT_ID =~ ^[0-9A-Fa-f]{4}$ ]] || die "HECATE_NUT_PRODUCT_ID '$PRODUCT_ID' must be 4 hex digits (e.g. 0601)"
+[[ $OFFDELAY =~ ^[0-9]{1,5}$ ]] && ((10#$OFFDELAY >= 20)) ||
+  die "HECATE_NUT_OFFDELAY '$OFFDELAY' must be a number of seconds, at least 20"
+[[ $ONDELAY =~ ^[0-9]{1,5}$ ]] && ((10#$ONDELAY > 10#$OFFDELAY)) ||
+  die "HECATE_NUT_ONDELAY '$ONDELAY' must be a number of seconds above HECATE_NUT_OFFDELAY ($OFFDELAY)"
+OFFDELAY=$((10#$OFFDELAY))
+ONDELAY=$((10#$ONDELAY))
+# What upsd.users holds in "..." (and nut.pass in a line): no quote, backslash, whitespace or
+# control character.
+valid_password() { [[ $1 =~ ^[[:graph:]]+$ && $1 != *[\"\\]* ]]; }
+LISTEN_SET=${HECATE_NUT_LISTEN+1}
+LISTEN_ADDRS=()
+if [ -n "$LISTEN_SET" ]; then
+  read -r -a LISTEN_ADDRS <<<"${HECATE_NUT_LISTEN//,/ }"
+  for a in "${LISTEN_ADDRS[@]}"; do
+    [[ $a =~ ^[0-9A-Fa-f:.]+$ && $a == *[.:]* ]] ||
+      die "HECATE_NUT_LISTEN: '$a' is not an IPv4 or IPv6 address (separate several with spaces)"
+  done
+fi
+SECONDARIES_SET=${HECATE_NUT_SECONDARIES_FILE+1}
+SECONDARIES_FILE=${HECATE_NUT_SECONDARIES_FILE:-}
+SECONDARIES=()    # "user password" pairs
+if [ -n "$SECONDARIES_FILE" ]; then
+  [ -f "$SECONDARIES_FILE" ] && [ -r "$SECONDARIES_FILE" ] ||
+    die "HECATE_NUT_SECONDARIES_FILE $SECONDARIES_FILE: not a readable file"
+  n=0
+  while read -r user pw extra || [ -n "$user" ]; do
+    n=$((n + 1))
+    [ -z "$user" ] || [[ $user == \#* ]] && continue
+    { [[ $user =~ ^[A-Za-z0-9_-]+$ ]] && [ -n "$pw" ] && [ -z "$extra" ] && valid_password "$pw"; } ||
+      die "HECATE_NUT_SECONDARIES_FILE line $n: want 'USER PASSWORD' (letters, digits, '-' or '_'; a password without spaces, quotes or backslashes; not shown)"
+    SECONDARIES+=("$user $pw")
+  done <"$SECONDARIES_FILE"
+fi
 # sysfs spells the ids in lower case, and udev compares strings
 VENDOR_ID=${VENDOR_ID,,}
 PRODUCT_ID=${PRODUCT_ID,,}
 if [ -n "${HECATE_NUT_MONITOR_PASSWORD:-}" ]; then
-  # written as "..." in upsd.users: no quote, backslash, whitespace or control character
-  [[ $HECATE_NUT_MONITOR_PASSWORD =~ ^[[:graph:]]+$ && $HECATE_NUT_MONITOR_PASSWORD != *[\"\\]* ]] ||
+  valid_password "$HECATE_NUT_MONITOR_PASSWORD" ||
     die "HECATE_NUT_MONITOR_PASSWORD may hold only printable characters other than space, '\"' and '\\' (not shown)"
 fi
 
@@ -206,10 +258,72 @@ set_enabled() {
 stage() { printf '%s/%s' "$STAGE" "$1"; }
 
 # ---------------------------------------------------------------------------------------------
+# NUT: whose setup /etc/nut holds
+
+NUT_FILES=(nut.conf ups.conf upsd.conf upsd.users)
+NUT_HEADER="# Managed by Hecate's scripts/install.sh"
+STAMP=$(date +%Y%m%d-%H%M%S)
+
+# ours PATH: the file starts with Hecate's header.
+ours() { head -n 1 -- "$ROOT$1" 2>/dev/null | grep -qF -- "$NUT_HEADER"; }
+
+# The UPS sections of ups.conf ([name] lines, comments aside).
+nut_upses() {
+  [ -f "$ROOT/etc/nut/ups.conf" ] || return 0
+  sed -n 's/^[[:space:]]*\[\([^]]*\)\][[:space:]]*$/\1/p' "$ROOT/etc/nut/ups.conf"
+}
+
+# user_in_users NAME: upsd.users has a [NAME] section.
+user_in_users() {
+  [ -f "$ROOT/etc/nut/upsd.users" ] && grep -qE "^[[:space:]]*\[$1\][[:space:]]*$" -- "$ROOT/etc/nut/upsd.users"
+}
+
+# managed_block PATH NAME: the lines between "# >>> NAME" and "# <<< NAME" in one of our files.
+managed_block() {
+  ours "$1" || return 0
+  awk -v name="$2" '
+    $0 ~ "^# <<< " name { inside = 0 }
+    inside { print }
+    $0 ~ "^# >>> " name { inside = 1 }' "$ROOT$1"
+}
+
+# put_nut_file SRC PATH: put_file for /etc/nut, keeping a file that was not Hecate's own as
+# PATH.hecate-backup-<time> before it is replaced.
+put_nut_file() {
+  local src=$1 path=$2
+  if [ -f "$ROOT$path" ] && ! ours "$path" && ! cmp -s -- "$src" "$ROOT$path"; then
+    cp -p -- "$ROOT$path" "$ROOT$path.hecate-backup-$STAMP"
+    changed "$path.hecate-backup-$STAMP (the file it replaces, not Hecate's)"
+  fi
+  put_file "$src" "$path" 0640 "$NUT_GROUP"
+}
+
+# NUT_MODE: manage (write /etc/nut), keep (someone else's setup: leave it, say what to add) or
+# skip (HECATE_MANAGE_NUT=0).
+mapfile -t NUT_UPSES < <(nut_upses)
+foreign=0
+for f in "${NUT_FILES[@]}"; do
+  [ ! -e "$ROOT/etc/nut/$f" ] || ours "/etc/nut/$f" || foreign=1
+done
+case $MANAGE_NUT in
+  0) NUT_MODE=skip ;;
+  1) NUT_MODE=manage ;;
+  *)
+    if ((foreign)) && ((${#NUT_UPSES[@]})); then NUT_MODE=keep; else NUT_MODE=manage; fi ;;
+esac
+if [ "$NUT_MODE" = manage ] && ((foreign)); then
+  if ((${#NUT_UPSES[@]})); then
+    echo "nut: HECATE_MANAGE_NUT=1: replacing the NUT setup in /etc/nut (UPS: ${NUT_UPSES[*]}); its files are kept as FILE.hecate-backup-$STAMP"
+  else
+    echo "nut: /etc/nut configures no UPS yet: writing Hecate's setup (a file it replaces is kept as FILE.hecate-backup-$STAMP)"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # 1. Debian packages (only on the running system)
 
 PACKAGES=(openssh-client ipmitool nut-client git ca-certificates)
-((MANAGE_NUT)) && PACKAGES+=(nut-server)
+[ "$NUT_MODE" != manage ] || PACKAGES+=(nut-server)
 
 if ! ((REAL)); then
   echo "packages: skipped (--root)"
@@ -275,8 +389,10 @@ if [ -e "$ROOT$CONFIG" ] || [ -L "$ROOT$CONFIG" ]; then
   unchanged "$CONFIG (exists: never overwritten)"
 else
   src=$(stage hecate.yaml)
-  # the UPS name and monitor user in the commented NUT example are the ones configured below
-  sed -e "s/atlasups/$UPS_NAME/g" -e "s/monuser/$MONITOR_USER/g" "$REPO/configs/hecate.example.yaml" >"$src"
+  # the UPS name, monitor user and kill-power delay in the commented NUT examples are the ones
+  # configured below
+  sed -e "s/atlasups/$UPS_NAME/g" -e "s/monuser/$MONITOR_USER/g" -e "s/^  #   delay: 120s$/  #   delay: ${OFFDELAY}s/" \
+    "$REPO/configs/hecate.example.yaml" >"$src"
   if ((REAL)); then
     host=$(hostname 2>/dev/null || true)
     [[ $host =~ ^[A-Za-z0-9._-]+$ ]] && sed -i "s/^host: hecate-host /host: $host /" "$src"
@@ -306,11 +422,13 @@ UNITS_CHANGED=0
 ((CHANGES == before)) || UNITS_CHANGED=1
 
 # ---------------------------------------------------------------------------------------------
-# 5. NUT: upsd on loopback serving one USB UPS, a monitor user for Hecate, the udev rule
+# 5. NUT: upsd serving one USB UPS (on loopback, or also to other machines), a monitor user for
+# Hecate, the udev rule. Only a setup that is Hecate's own, or that configures no UPS yet, is
+# rewritten unasked: an existing one (a NAS served by this upsd, another UPS) is left alone.
 
 NUT_CHANGED=0
 UDEV_CHANGED=0
-if ! ((MANAGE_NUT)); then
+if [ "$NUT_MODE" = skip ]; then
   echo "nut: skipped (HECATE_MANAGE_NUT=0): /etc/nut, the udev rule and /etc/hecate/nut.pass are left alone"
 else
   users=$ROOT/etc/nut/upsd.users
@@ -330,65 +448,134 @@ else
   if [ -z "$password" ] && [ -f "$ROOT/etc/hecate/nut.pass" ]; then
     password=$(head -n 1 -- "$ROOT/etc/hecate/nut.pass")
   fi
-  if [ -z "$password" ] || ! [[ $password =~ ^[[:graph:]]+$ && $password != *[\"\\]* ]]; then
+  if [ -z "$password" ] || ! valid_password "$password"; then
     password=$(head -c 48 /dev/urandom | base64 -w 0 | tr -dc 'A-Za-z0-9' | cut -c 1-32)
     [ ${#password} -ge 20 ] || die "could not generate a password"
     echo "nut: generated a new password for upsd user $MONITOR_USER (in /etc/hecate/nut.pass)"
   fi
+fi
 
+if [ "$NUT_MODE" = keep ]; then
+  # Someone else's NUT setup: not one byte of /etc/nut changes. Hecate's own password file is
+  # still written, so that the user below can be added with it.
+  src=$(stage nut.pass)
+  printf '%s\n' "$password" >"$src"
+  put_file "$src" /etc/hecate/nut.pass 0640
+  unset password
+  echo "nut: /etc/nut holds a NUT setup not written by Hecate (UPS: ${NUT_UPSES[*]}): left alone"
+  if user_in_users "$MONITOR_USER"; then
+    echo "nut: upsd.users already has user $MONITOR_USER (its password is now in /etc/hecate/nut.pass);"
+    echo "     it needs 'upsmon primary', 'actions = SET' and 'instcmds = shutdown.return load.off.delay'"
+  else
+    echo "nut: to let Hecate in, add this user to /etc/nut/upsd.users, its password being the line in"
+    echo "     /etc/hecate/nut.pass, and reload upsd (systemctl reload nut-server):"
+    echo "       [$MONITOR_USER]"
+    echo "         password = \"<the line in /etc/hecate/nut.pass>\""
+    echo "         upsmon primary"
+    echo "         actions = SET"
+    echo "         instcmds = shutdown.return load.off.delay"
+  fi
+  echo "nut: Hecate's nut source then takes: username: $MONITOR_USER, password_file: /etc/hecate/nut.pass"
+  echo "nut: or run again with HECATE_MANAGE_NUT=1 to replace this setup (its files kept as FILE.hecate-backup-<time>)"
+elif [ "$NUT_MODE" = manage ]; then
   ensure_dir /etc/nut 0755 "$NUT_GROUP"
-  header="# Managed by Hecate's scripts/install.sh: re-running it rewrites this file
+  header="$NUT_HEADER: re-running it rewrites this file
 # (HECATE_MANAGE_NUT=0 to manage NUT yourself)."
+
+  # The netserver part: the extra LISTEN addresses and secondary users, from the knobs, or, when
+  # a knob is unset, from the managed files themselves (a re-run must not take a NAS's server away).
+  if [ -n "$LISTEN_SET" ]; then
+    extra_listen=""
+    for a in ${LISTEN_ADDRS[@]+"${LISTEN_ADDRS[@]}"}; do
+      [ "$a" = 127.0.0.1 ] || extra_listen+="LISTEN $a 3493"$'\n'
+    done
+  else
+    extra_listen=$(managed_block /etc/nut/upsd.conf listen)
+    [ -z "$extra_listen" ] || extra_listen+=$'\n'
+  fi
+  if [ -n "$SECONDARIES_SET" ]; then
+    secondaries=""
+    for entry in ${SECONDARIES[@]+"${SECONDARIES[@]}"}; do
+      secondaries+="[${entry%% *}]"$'\n'"  password = \"${entry#* }\""$'\n'"  upsmon secondary"$'\n'
+    done
+  else
+    secondaries=$(managed_block /etc/nut/upsd.users secondaries)
+    [ -z "$secondaries" ] || secondaries+=$'\n'
+  fi
+  mode=standalone
+  [ -z "$extra_listen" ] || mode=netserver
 
   src=$(stage nut.conf)
   cat >"$src" <<EOF
 $header
 #
 # standalone: the driver, upsd and its only client (Hecate) are on this host, and upsd listens on
-# loopback only (upsd.conf). netserver would say that upsd serves other machines; switch to it
-# together with a LISTEN on a LAN address if they need it. Hecate, not upsmon, decides when the
+# loopback only. netserver: upsd also serves other machines (HECATE_NUT_LISTEN, with their users
+# from HECATE_NUT_SECONDARIES_FILE in upsd.users). Hecate, not upsmon, decides when this host's
 # cluster shuts down: upsmon.conf is not managed here.
-MODE=standalone
+MODE=$mode
 EOF
   before=$CHANGES
-  put_file "$src" /etc/nut/nut.conf 0640 "$NUT_GROUP"
+  put_nut_file "$src" /etc/nut/nut.conf
 
   src=$(stage ups.conf)
   cat >"$src" <<EOF
 $header
 #
-# The UPS on USB (HECATE_NUT_UPS_NAME, HECATE_NUT_VENDOR_ID, HECATE_NUT_PRODUCT_ID).
+# The UPS on USB (HECATE_NUT_UPS_NAME, HECATE_NUT_VENDOR_ID, HECATE_NUT_PRODUCT_ID). After the
+# kill-power command (Hecate's shutdown.ups_off) the UPS cuts its load offdelay seconds later,
+# long enough for this host's own power-off, and turns it back on ondelay seconds after the
+# command once mains are back (HECATE_NUT_OFFDELAY, HECATE_NUT_ONDELAY; usbhid-ups runs
+# shutdown.return with these whatever the command's parameter says). Many CyberPower models
+# round both down to whole minutes.
 [$UPS_NAME]
   driver = usbhid-ups
   port = auto
   vendorid = $VENDOR_ID
   productid = $PRODUCT_ID
+  offdelay = $OFFDELAY
+  ondelay = $ONDELAY
 EOF
-  put_file "$src" /etc/nut/ups.conf 0640 "$NUT_GROUP"
+  put_nut_file "$src" /etc/nut/ups.conf
 
   src=$(stage upsd.conf)
-  cat >"$src" <<EOF
-$header
-#
-# Loopback only: Hecate reads the UPS from this host.
-LISTEN 127.0.0.1 3493
-EOF
-  put_file "$src" /etc/nut/upsd.conf 0640 "$NUT_GROUP"
+  {
+    printf '%s\n#\n' "$header"
+    if [ -z "$extra_listen" ]; then
+      printf '# Loopback only: Hecate reads the UPS from this host.\n'
+    else
+      printf '# Loopback for Hecate, and the addresses other machines reach (HECATE_NUT_LISTEN).\n'
+    fi
+    printf 'LISTEN 127.0.0.1 3493\n'
+    if [ -n "$extra_listen" ]; then
+      printf '# >>> listen (HECATE_NUT_LISTEN)\n%s# <<< listen\n' "$extra_listen"
+    fi
+  } >"$src"
+  put_nut_file "$src" /etc/nut/upsd.conf
 
   src=$(stage upsd.users)
-  cat >"$src" <<EOF
+  {
+    cat <<EOF
 $header
 #
 # Hecate's user (HECATE_NUT_MONITOR_USER); its password is also in /etc/hecate/nut.pass, Hecate's
-# password_file. "upsmon primary" lets it log in and raise FSD; the two instant commands are the
-# ones shutdown.ups_off may send at the end of a shutdown.
+# password_file. "upsmon primary" lets it log in as the UPS's primary and tell the other clients
+# to shut down (FSD); SET lets it set ups.delay.shutdown; the two instant commands are the ones
+# shutdown.ups_off may send at the end of a shutdown.
 [$MONITOR_USER]
   password = "$password"
   upsmon primary
+  actions = SET
   instcmds = shutdown.return
   instcmds = load.off.delay
 EOF
-  put_file "$src" /etc/nut/upsd.users 0640 "$NUT_GROUP"
+    if [ -n "$secondaries" ]; then
+      printf '# >>> secondaries (HECATE_NUT_SECONDARIES_FILE): upsmon clients on other machines\n%s# <<< secondaries\n' \
+        "$secondaries"
+    fi
+  } >"$src"
+  put_nut_file "$src" /etc/nut/upsd.users
+  unset secondaries
   ((CHANGES == before)) || NUT_CHANGED=1
 
   src=$(stage nut.pass)

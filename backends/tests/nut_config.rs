@@ -175,3 +175,38 @@ fn example_config_is_valid() {
     let (cfg, _warnings) = Config::from_yaml(&text, &path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cfg.power_sources.is_empty());
 }
+
+#[test]
+fn login_defaults_to_primary_on_loopback_secondary_elsewhere_none_without_a_user() {
+    use hecate_core::power::Attachment;
+    let with_user = |endpoint: &str| {
+        nut(&format!(
+            "name: a\nups: u\nendpoint: \"{endpoint}\"\nusername: hecate\npassword_file: /etc/hecate/nut.pass\n"
+        ))
+    };
+    for local in ["127.0.0.1:3493", "localhost", "[::1]:3493", "127.0.0.53"] {
+        assert_eq!(with_user(local).effective_login(), Attachment::Primary, "{local}");
+    }
+    for remote in ["10.0.0.5", "nas.lan:3493", "[2001:db8::1]"] {
+        assert_eq!(with_user(remote).effective_login(), Attachment::Secondary, "{remote}");
+    }
+    assert_eq!(nut("name: a\nups: u\n").effective_login(), Attachment::None, "LOGIN needs a user");
+    let explicit = nut("name: a\nups: u\nusername: x\npassword_file: /p\nlogin: none\n");
+    assert_eq!(explicit.effective_login(), Attachment::None);
+    assert_eq!(PowerSourceConfig::attachment(&explicit), Attachment::None);
+    let explicit = nut("name: a\nups: u\nendpoint: 10.0.0.5\nusername: x\npassword_file: /p\nlogin: primary\n");
+    assert_eq!(explicit.effective_login(), Attachment::Primary);
+    assert!(explicit.validate().is_empty(), "{:?}", explicit.validate());
+}
+
+#[test]
+fn login_without_a_user_is_refused() {
+    for login in ["primary", "secondary"] {
+        let cfg = nut(&format!("name: a\nups: u\nlogin: {login}\n"));
+        let problems = cfg.validate();
+        assert!(problems.iter().any(|p| p.contains(&format!("`login: {login}` needs `username`"))), "{problems:?}");
+    }
+    assert!(nut("name: a\nups: u\nlogin: none\n").validate().is_empty());
+    let err = parse("type: nut\nname: a\nups: u\nlogin: master\n").unwrap_err();
+    assert!(err.contains("master"), "{err}");
+}

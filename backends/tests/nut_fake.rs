@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hecate_backends::power::nut::{NutConfig, NutTlsConfig, NutUps};
 use hecate_core::ErrorKind;
 use hecate_core::duration::HumanDuration;
-use hecate_core::power::{PowerSource, StatusFlag};
+use hecate_core::power::{Attachment, PowerSource, StatusFlag};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -169,6 +169,8 @@ fn config(fake: &FakeUpsd, password: Option<(&Path, &str)>, timeout: Duration) -
         password_file,
         timeout: HumanDuration(timeout),
         tls: None,
+        // The login's own tests set it; the others look at the other requests.
+        login: Some(Attachment::None),
     }
 }
 
@@ -555,4 +557,291 @@ async fn an_oversized_list_var_answer_is_refused_clearly() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn primary_falls_back_to_master_on_an_older_upsd() {
+    bounded(async {
+        // upsd before 2.8 knows MASTER, not PRIMARY (docs/net-protocol.txt: "PRIMARY (since NUT
+        // 2.8.0) or MASTER (deprecated)"); upsmon tries PRIMARY, then MASTER (clients/upsmon.c,
+        // apply_for_primary).
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "PRIMARY atlasups" => lines(&["ERR UNKNOWN-COMMAND"]),
+            "MASTER atlasups" => lines(&["OK MASTER-GRANTED"]),
+            "LOGIN atlasups" => lines(&["OK"]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NutConfig {
+            login: Some(Attachment::Primary),
+            ..config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))
+        };
+        let mut ups = NutUps::new(&cfg).unwrap();
+        assert!(ups.read().await.unwrap().status.online());
+        assert!(ups.logged_in() && ups.primary_granted());
+        assert_eq!(
+            fake.lines(),
+            [
+                "USERNAME admin",
+                "PASSWORD pw",
+                "LOGIN atlasups",
+                "PRIMARY atlasups",
+                "MASTER atlasups",
+                "LIST VAR atlasups"
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_primary_is_not_granted_and_master_is_not_tried_after_a_denial() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "PRIMARY atlasups" | "MASTER atlasups" => lines(&["ERR ACCESS-DENIED"]),
+            "LOGIN atlasups" => lines(&["OK"]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NutConfig {
+            login: Some(Attachment::Primary),
+            ..config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))
+        };
+        let mut ups = NutUps::new(&cfg).unwrap();
+        assert!(ups.read().await.unwrap().status.online(), "reading needs no primary");
+        assert!(ups.logged_in() && !ups.primary_granted());
+        // upsmon asks with MASTER after any refusal; so does hecate, and keeps the first reason.
+        assert!(fake.lines().contains(&"MASTER atlasups".to_string()));
+        assert_eq!(fake.accepted(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_during_login_is_no_reading() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "LOGIN atlasups" => Reply::Close,
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NutConfig {
+            login: Some(Attachment::Secondary),
+            ..config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))
+        };
+        let mut ups = NutUps::new(&cfg).unwrap();
+        let err = ups.read().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
+        assert!(!ups.logged_in());
+    })
+    .await;
+}
+
+/// A fake upsd whose UPS offers `cmds` and has `ups.delay.shutdown` `delay` (and `ups.mfr`
+/// `mfr`); `set_var` answers `SET VAR`. Everything else as [`upsd_like`].
+fn kill_power_upsd(
+    cmds: &'static [&'static str],
+    delay: Option<&'static str>,
+    mfr: &'static str,
+    set_var: &'static str,
+) -> impl Fn(usize, &str) -> Reply {
+    move |_, line| match line {
+        "LIST CMD atlasups" => {
+            let mut out = vec!["BEGIN LIST CMD atlasups".to_string()];
+            out.extend(cmds.iter().map(|c| format!("CMD atlasups {c}")));
+            out.push("END LIST CMD atlasups".into());
+            Reply::Lines(out)
+        }
+        "GET VAR atlasups ups.delay.shutdown" => match delay {
+            Some(d) => Reply::Lines(vec![format!("VAR atlasups ups.delay.shutdown \"{d}\"")]),
+            None => lines(&["ERR VAR-NOT-SUPPORTED"]),
+        },
+        "GET VAR atlasups ups.mfr" => Reply::Lines(vec![format!("VAR atlasups ups.mfr \"{mfr}\"")]),
+        l if l.starts_with("SET VAR ") => lines(&[set_var]),
+        other => upsd_like(ONLINE)(0, other),
+    }
+}
+
+/// What usbhid-ups offers for a UPS with both delays (drivers/usbhid-ups.c: load.off and
+/// load.on from load.off.delay and load.on.delay, then shutdown.return and shutdown.stayoff).
+const USBHID_CMDS: &[&str] = &[
+    "beeper.disable",
+    "load.off",
+    "load.off.delay",
+    "load.on",
+    "load.on.delay",
+    "shutdown.return",
+    "shutdown.stayoff",
+];
+
+async fn kill(
+    fake: &FakeUpsd,
+    command: Option<&str>,
+    delay_s: Option<u64>,
+) -> Result<hecate_core::power::KillPower, hecate_core::BackendError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut ups = NutUps::new(&config(fake, Some((dir.path(), "pw")), Duration::from_secs(5))).expect("a nut source");
+    ups.kill_power(command, delay_s.map(Duration::from_secs)).await
+}
+
+fn requests(fake: &FakeUpsd) -> Vec<String> {
+    fake.lines().into_iter().filter(|l| !l.starts_with("USERNAME") && !l.starts_with("PASSWORD")).collect()
+}
+
+#[tokio::test]
+async fn auto_sends_shutdown_return_after_setting_the_delay_it_really_runs_with() {
+    bounded(async {
+        let fake = FakeUpsd::start(kill_power_upsd(USBHID_CMDS, Some("20"), "Eaton", "OK")).await;
+        let sent = kill(&fake, None, Some(120)).await.unwrap();
+        assert_eq!(
+            requests(&fake),
+            [
+                "LIST CMD atlasups",
+                "GET VAR atlasups ups.delay.shutdown",
+                "SET VAR atlasups ups.delay.shutdown 120",
+                "INSTCMD atlasups shutdown.return",
+            ],
+            "shutdown.return's parameter is ignored by usbhid-ups: none is sent"
+        );
+        assert_eq!((sent.command.as_str(), sent.param, sent.delay_s), ("shutdown.return", None, Some(120)));
+        assert_eq!(sent.note, "ups.delay.shutdown set to 120 s (was 20 s)");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_delay_the_driver_refuses_to_change_is_reported_as_the_one_it_uses() {
+    bounded(async {
+        let fake = FakeUpsd::start(kill_power_upsd(USBHID_CMDS, Some("20"), "Eaton", "ERR READONLY")).await;
+        let sent = kill(&fake, None, Some(120)).await.unwrap();
+        assert_eq!(requests(&fake).last().unwrap(), "INSTCMD atlasups shutdown.return", "the cut still happens");
+        assert_eq!(sent.delay_s, Some(20), "what the UPS will really wait");
+        assert!(
+            sent.note.starts_with("could not set ups.delay.shutdown to 120 s")
+                && sent.note.contains("the ups uses 20 s (offdelay in ups.conf)"),
+            "{}",
+            sent.note
+        );
+
+        // No delay asked: nothing set, the driver's own reported.
+        let fake = FakeUpsd::start(kill_power_upsd(USBHID_CMDS, Some("120"), "Eaton", "OK")).await;
+        let sent = kill(&fake, None, None).await.unwrap();
+        assert!(!requests(&fake).iter().any(|l| l.starts_with("SET VAR")));
+        assert_eq!(
+            (sent.delay_s, sent.note.as_str()),
+            (Some(120), "its own ups.delay.shutdown (offdelay in ups.conf)")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_load_off_delay_with_the_delay_as_its_parameter() {
+    bounded(async {
+        let fake = FakeUpsd::start(kill_power_upsd(&["load.off", "load.off.delay"], Some("60"), "Eaton", "OK")).await;
+        let sent = kill(&fake, None, Some(90)).await.unwrap();
+        assert_eq!(requests(&fake).last().unwrap(), "INSTCMD atlasups load.off.delay 90");
+        assert_eq!(sent.delay_s, Some(90));
+        // Without a delay, ups.delay.shutdown rather than usbhid-ups's built-in 20 s.
+        let fake = FakeUpsd::start(kill_power_upsd(&["load.off", "load.off.delay"], Some("60"), "Eaton", "OK")).await;
+        let sent = kill(&fake, None, None).await.unwrap();
+        assert_eq!(requests(&fake).last().unwrap(), "INSTCMD atlasups load.off.delay 60");
+        assert_eq!(sent.delay_s, Some(60));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nothing_is_sent_when_the_ups_offers_no_delayed_cut_or_not_the_one_asked_for() {
+    bounded(async {
+        // load.off alone (dummy-ups offers just that) would cut at once: auto never picks it.
+        let fake = FakeUpsd::start(kill_power_upsd(&["load.off", "beeper.enable"], Some("20"), "Eaton", "OK")).await;
+        let err = kill(&fake, None, Some(120)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+        assert!(
+            err.message
+                .contains("offers neither shutdown.return nor load.off.delay (it offers load.off, beeper.enable)"),
+            "{err}"
+        );
+        assert!(!requests(&fake).iter().any(|l| l.starts_with("INSTCMD")), "{:?}", requests(&fake));
+
+        let fake = FakeUpsd::start(kill_power_upsd(&["load.off.delay"], Some("20"), "Eaton", "OK")).await;
+        let err = kill(&fake, Some("shutdown.return"), None).await.unwrap_err();
+        assert!(err.message.contains("does not offer shutdown.return (it offers load.off.delay)"), "{err}");
+        assert!(!requests(&fake).iter().any(|l| l.starts_with("INSTCMD")));
+
+        // Asked for by name, load.off is sent, and reported as immediate.
+        let fake = FakeUpsd::start(kill_power_upsd(&["load.off"], None, "Eaton", "OK")).await;
+        let sent = kill(&fake, Some("load.off"), None).await.unwrap();
+        assert_eq!(requests(&fake).last().unwrap(), "INSTCMD atlasups load.off");
+        assert_eq!(sent.delay_s, Some(0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upsd_without_list_cmd_gets_shutdown_return() {
+    bounded(async {
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "LIST CMD atlasups" => lines(&["ERR UNKNOWN-COMMAND"]),
+            "GET VAR atlasups ups.delay.shutdown" => lines(&["VAR atlasups ups.delay.shutdown \"30\""]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let sent = kill(&fake, None, None).await.unwrap();
+        assert_eq!(requests(&fake).last().unwrap(), "INSTCMD atlasups shutdown.return");
+        assert_eq!(sent.delay_s, Some(30));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cyberpower_delay_that_is_not_whole_minutes_is_flagged() {
+    bounded(async {
+        // docs/man/usbhid-ups.txt: many CPS models divide offdelay by 60 and round down.
+        let fake = FakeUpsd::start(kill_power_upsd(USBHID_CMDS, Some("60"), "CPS", "OK")).await;
+        let sent = kill(&fake, None, Some(90)).await.unwrap();
+        assert!(sent.note.ends_with("a CyberPower UPS may round 90 s down to 60 s"), "{}", sent.note);
+        let fake = FakeUpsd::start(kill_power_upsd(USBHID_CMDS, Some("60"), "CPS", "OK")).await;
+        let sent = kill(&fake, None, Some(120)).await.unwrap();
+        assert!(!sent.note.contains("round"), "{}", sent.note);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_upsd_lists_is_cleaned_and_cut_before_it_reaches_a_message() {
+    bounded(async {
+        // Forty commands, one carrying a terminal escape and spaces (quoted, as upsd would send it).
+        let fake = FakeUpsd::start(|_, line: &str| match line {
+            "LIST CMD atlasups" => {
+                let mut out = vec!["BEGIN LIST CMD atlasups".to_string()];
+                out.push("CMD atlasups \"beep\u{1b}[31m red alert\"".into());
+                out.extend((0..39).map(|i| format!("CMD atlasups test.{i}")));
+                out.push("END LIST CMD atlasups".into());
+                Reply::Lines(out)
+            }
+            "GET NUMLOGINS atlasups" => lines(&["NUMLOGINS atlasups 2"]),
+            "LIST CLIENT atlasups" => lines(&[
+                "BEGIN LIST CLIENT atlasups",
+                "CLIENT atlasups \"10.0.0.9\u{7}\u{1b}]0;owned\"",
+                "END LIST CLIENT atlasups",
+            ]),
+            other => upsd_like(ONLINE)(0, other),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ups = NutUps::new(&config(&fake, Some((dir.path(), "pw")), Duration::from_secs(5))).unwrap();
+        let err = ups.kill_power(None, None).await.unwrap_err();
+        assert!(err.message.contains("it offers beep??31m?red?alert, test.0,"), "{err}");
+        assert!(err.message.contains("test.14, and 24 more)"), "{err}");
+        assert!(!err.message.contains('\u{1b}'), "{err}");
+        let c = ups.other_clients().await.unwrap();
+        assert_eq!(c.count, 2, "not logged in: both are other clients");
+        assert_eq!(c.addresses, ["10.0.0.9???0?owned"]);
+    })
+    .await;
 }

@@ -61,6 +61,7 @@ fn config(upsd: &Upsd, ca_file: &Path, server_name: Option<&str>) -> NutConfig {
             server_name: server_name.map(str::to_owned),
             required: true,
         }),
+        login: None,
     }
 }
 

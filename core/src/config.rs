@@ -215,6 +215,10 @@ pub struct DaemonConfig {
     pub startup_on_power_return: bool,
     /// How long mains must be back before that startup begins. At most 1 day; default 1m.
     pub power_return_settle: HumanDuration,
+    /// How long a power source may give no data before it is reported lost (`comm_lost`, once;
+    /// `comm_restored` when data is back), like upsmon's `DEADTIME`. It changes no decision: the
+    /// policy never reads silence as online. 1s to 1h; default 15s.
+    pub deadtime: HumanDuration,
 }
 
 impl Default for DaemonConfig {
@@ -224,6 +228,7 @@ impl Default for DaemonConfig {
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9560))),
             startup_on_power_return: false,
             power_return_settle: HumanDuration::from_secs(60),
+            deadtime: HumanDuration::from_secs(15),
         }
     }
 }
@@ -319,17 +324,60 @@ impl Default for ShutdownConfig {
 pub struct UpsOffConfig {
     /// The power source (by name) to command.
     pub source: String,
-    /// The NUT instant command: `shutdown.return` (return when mains are back) or `load.off.delay`.
+    /// The NUT instant command that cuts the load. `auto` (the default) takes what the UPS
+    /// offers (`LIST CMD`): `shutdown.return` (the load comes back when mains do), else
+    /// `load.off.delay`; never `load.off`, which cuts at once. Or a command's name, used as is.
     #[serde(default = "default_ups_off_command")]
     pub command: String,
-    /// The delay parameter passed with the command, in seconds. At most 1h.
+    /// How long after the command the UPS cuts its load: long enough for every machine on the
+    /// UPS that is still going down, this host's own shutdown included with `power_off_self`.
+    /// For `shutdown.return` (which usbhid-ups and most drivers run with `ups.delay.shutdown`,
+    /// ups.conf's `offdelay`, ignoring any parameter) Hecate sets `ups.delay.shutdown` with
+    /// `SET VAR` first (the upsd user needs `actions = SET`); for `load.off.delay` it is the
+    /// command's parameter. Unset, or where the driver refuses the change: the driver's own
+    /// (`offdelay`, 20s by default for usbhid-ups), and the step says which. At most 1h.
     #[serde(default)]
     pub delay: Option<HumanDuration>,
+    /// Where Hecate is the primary of this UPS (`login: primary`), when its other NUT clients (a
+    /// NAS's upsmon) are told to shut down with `FSD`: `before_ups_off` (the default: right
+    /// before the load is cut, so a NAS serving the cluster's storage stays up until the cluster
+    /// is down) or `at_trigger` (as the shutdown starts, giving them the whole shutdown's time).
+    /// Either way Hecate then waits for them before cutting the load. upsd keeps `FSD` until it
+    /// restarts (cutting the load restarts a upsd powered by this UPS).
+    #[serde(default)]
+    pub fsd: FsdMoment,
+    /// Where Hecate is the primary: how long to wait, after `FSD`, for the other clients to log
+    /// out (upsd's `NUMLOGINS` back to Hecate's own) before cutting the load anyway, like
+    /// upsmon's `HOSTSYNC`. A upsmon logs out once it has started its host's shutdown, so the
+    /// UPS's own delay must also cover their shutdown. 0s to 1h; default 15s.
+    #[serde(default = "default_hostsync")]
+    pub hostsync: HumanDuration,
+}
+
+/// When a primary tells the UPS's other clients to shut down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FsdMoment {
+    /// Right before cutting the load.
+    #[default]
+    BeforeUpsOff,
+    /// As the shutdown starts.
+    AtTrigger,
+}
+
+fn default_hostsync() -> HumanDuration {
+    HumanDuration::from_secs(15)
 }
 
 fn default_ups_off_command() -> String {
-    "shutdown.return".to_string()
+    UPS_OFF_AUTO.to_string()
 }
+
+/// `shutdown.ups_off.command` when the UPS's own offer decides.
+pub const UPS_OFF_AUTO: &str = "auto";
+
+/// Below this, a kill-power delay hardly covers a host's own shutdown (`config check` warns).
+const MIN_SELF_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How the startup plan is built.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -485,12 +533,16 @@ impl Config {
         };
         range("daemon.poll_interval", self.daemon.poll_interval, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL);
         range("daemon.power_return_settle", self.daemon.power_return_settle, HumanDuration::ZERO, ONE_DAY);
+        range("daemon.deadtime", self.daemon.deadtime, HumanDuration::from_secs(1), ONE_STEP);
         let (s, u) = (&self.shutdown, &self.startup);
         range("shutdown.step_timeout", s.step_timeout, MIN_TIMEOUT, ONE_STEP);
         range("shutdown.drain_timeout", s.drain_timeout, HumanDuration::ZERO, ONE_STEP);
         range("shutdown.controller_timeout", s.controller_timeout, MIN_TIMEOUT, ONE_STEP);
         if let Some(delay) = s.ups_off.as_ref().and_then(|o| o.delay) {
             range("shutdown.ups_off.delay", delay, HumanDuration::ZERO, ONE_STEP);
+        }
+        if let Some(o) = &s.ups_off {
+            range("shutdown.ups_off.hostsync", o.hostsync, HumanDuration::ZERO, ONE_STEP);
         }
         range("startup.step_timeout", u.step_timeout, MIN_TIMEOUT, ONE_STEP);
         range("startup.controller_timeout", u.controller_timeout, MIN_TIMEOUT, ONE_STEP);
@@ -582,10 +634,29 @@ impl Config {
         if self.shutdown.power_off_self && self.shutdown.power_off_self_command.is_empty() {
             p.push(("shutdown.power_off_self_command".into(), "must name a program when power_off_self is on".into()));
         }
-        if let Some(u) = &self.shutdown.ups_off
-            && !names.contains(&u.source)
-        {
-            p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
+        if let Some(u) = &self.shutdown.ups_off {
+            if !names.contains(&u.source) {
+                p.push(("shutdown.ups_off.source".into(), format!("no power source is named `{}`", u.source)));
+            }
+            let c = &u.command;
+            if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)) {
+                p.push((
+                    "shutdown.ups_off.command".into(),
+                    format!("`{c}` is not a NUT instant command name (such as shutdown.return), nor `auto`"),
+                ));
+            }
+            match u.delay {
+                None => w.push(
+                    "shutdown.ups_off: no `delay`: the UPS cuts its load after its driver's own delay \
+                     (ups.delay.shutdown, `offdelay` in ups.conf: 20s unless set there for usbhid-ups)"
+                        .into(),
+                ),
+                Some(d) if self.shutdown.power_off_self && *d < MIN_SELF_SHUTDOWN_DELAY => w.push(format!(
+                    "shutdown.ups_off.delay: {d} may not cover this host's own shutdown (power_off_self): \
+                     the UPS cuts its load that long after the command, and this host powers off after it"
+                )),
+                Some(_) => {}
+            }
         }
         p.extend(self.policy.validate().into_iter().map(|m| about_field("policy", m)));
         p.extend(self.budget.validate().into_iter().map(|m| about_field("budget", m)));

@@ -36,6 +36,16 @@ pub enum EventKind {
     RunInterrupted,
     /// A backend could not be built: what needs it fails at once, everything else runs.
     BackendUnavailable,
+    /// A UPS gave no data for longer than `daemon.deadtime` (upsmon's `COMMBAD`).
+    CommLost,
+    /// A UPS that was lost gives data again (upsmon's `COMMOK`).
+    CommRestored,
+    /// A UPS reports a low battery (`LB`; upsmon's `LOWBATT`).
+    LowBattery,
+    /// A UPS says its battery needs replacing (`RB`; upsmon's `REPLBATT`): at most once a day.
+    ReplaceBattery,
+    /// A UPS is overloaded (`OVER`).
+    Overload,
 }
 
 impl EventKind {
@@ -49,8 +59,31 @@ impl EventKind {
                 | Self::RunNotStarted
                 | Self::RunInterrupted
                 | Self::BackendUnavailable
+                | Self::CommLost
+                | Self::LowBattery
+                | Self::Overload
         )
     }
+
+    /// Every kind, for metrics and documentation.
+    pub const ALL: [EventKind; 16] = [
+        Self::OnBattery,
+        Self::PowerRestored,
+        Self::ShutdownTriggered,
+        Self::StageFinished,
+        Self::ShutdownDone,
+        Self::StartupDone,
+        Self::StepFailed,
+        Self::ForwarderFallback,
+        Self::RunNotStarted,
+        Self::RunInterrupted,
+        Self::BackendUnavailable,
+        Self::CommLost,
+        Self::CommRestored,
+        Self::LowBattery,
+        Self::ReplaceBattery,
+        Self::Overload,
+    ];
 
     /// The `snake_case` name, as serialised.
     pub fn as_str(self) -> &'static str {
@@ -66,6 +99,11 @@ impl EventKind {
             Self::RunNotStarted => "run_not_started",
             Self::RunInterrupted => "run_interrupted",
             Self::BackendUnavailable => "backend_unavailable",
+            Self::CommLost => "comm_lost",
+            Self::CommRestored => "comm_restored",
+            Self::LowBattery => "low_battery",
+            Self::ReplaceBattery => "replace_battery",
+            Self::Overload => "overload",
         }
     }
 }

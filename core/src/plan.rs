@@ -5,10 +5,11 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, FsdMoment};
 use crate::duration::HumanDuration;
 use crate::node::{Capability, NodeOp, NodeRole};
 use crate::notify::EventKind;
+use crate::power::Attachment;
 use crate::runtime::Runtime;
 
 /// Shutdown or startup.
@@ -90,15 +91,38 @@ pub enum Action {
         /// The nodes.
         nodes: Vec<String>,
     },
-    /// Send a NUT instant command to a power source.
+    /// Cut the UPS's load: where this host is the UPS's primary, first tell its other clients to
+    /// shut down (`FSD`) and wait for them to log out; then send the instant command.
     UpsCommand {
         /// The power source's name.
         source: String,
-        /// The command.
-        command: String,
-        /// Its parameter.
-        param: Option<String>,
+        /// The command; `None` takes what the UPS offers.
+        command: Option<String>,
+        /// How long the UPS should wait before cutting; `None`: its own delay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay: Option<HumanDuration>,
+        /// As the UPS's primary: how long to wait for the other clients after `FSD`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostsync: Option<HumanDuration>,
     },
+    /// As the UPS's primary, tell its other clients to shut down now (`FSD`).
+    UpsFsd {
+        /// The power source's name.
+        source: String,
+    },
+    /// As one of the UPS's secondary clients, log out so its primary may cut the power.
+    UpsLeave {
+        /// The power source's name.
+        source: String,
+    },
+}
+
+impl Action {
+    /// A notification or a quick message to a UPS's other clients: nothing that makes a run
+    /// take longer, so nothing that makes two runs incomparable.
+    fn is_message(&self) -> bool {
+        matches!(self, Action::Notify { .. } | Action::UpsFsd { .. } | Action::UpsLeave { .. })
+    }
 }
 
 /// One step of a stage.
@@ -137,8 +161,22 @@ impl Step {
             Action::WaitNodesReady { nodes } => {
                 format!("wait until {} node(s) are ready", nodes.len())
             }
-            Action::UpsCommand { source, command, param: Some(p) } => format!("send {command} {p} to ups {source}"),
-            Action::UpsCommand { source, command, param: None } => format!("send {command} to ups {source}"),
+            Action::UpsCommand { source, command, delay, hostsync } => {
+                let command = command.as_deref().unwrap_or("shutdown.return or load.off.delay, as offered,");
+                let delay = match delay {
+                    Some(d) => format!("to cut its load in {d}"),
+                    None => "to cut its load after its own delay".into(),
+                };
+                match hostsync {
+                    Some(h) => format!(
+                        "tell the other clients of ups {source} to shut down (FSD), wait up to {h} for them to log \
+                         out, then send {command} {delay}"
+                    ),
+                    None => format!("send {command} to ups {source} {delay}"),
+                }
+            }
+            Action::UpsFsd { source } => format!("tell the other clients of ups {source} to shut down (FSD)"),
+            Action::UpsLeave { source } => format!("log out of ups {source}, so its primary may cut the power"),
         }
     }
 }
@@ -173,7 +211,8 @@ pub struct Plan {
 /// learns only from shutdowns of the plan it is a budget for: a run of a plan with fewer nodes
 /// (or none) says nothing about how long this one takes.
 ///
-/// It covers what the plan does, not how: the ids of its steps other than notifications, each
+/// It covers what the plan does, not how: the ids of its steps other than notifications and the
+/// quick messages to a UPS's other clients (`fsd/…`, `leave-ups/…`), each
 /// naming its stage and the node or backend it acts on (`drain/w1`, `stop-agents/w1`,
 /// `stop-init-server/s0`, `power-off/w1`, `suspend-gitops/flux`, `ups-off/ups`). Adding,
 /// removing or renaming a node, changing its role or `power_off`, turning drain, GitOps
@@ -218,8 +257,7 @@ impl Plan {
 
     /// What makes a run of this plan comparable to another (see [`PlanFingerprint`]).
     pub fn fingerprint(&self) -> PlanFingerprint {
-        let mut ids: Vec<&str> =
-            self.steps().filter(|s| !matches!(s.action, Action::Notify { .. })).map(|s| s.id.as_str()).collect();
+        let mut ids: Vec<&str> = self.steps().filter(|s| !s.action.is_message()).map(|s| s.id.as_str()).collect();
         ids.sort_unstable();
         // FNV-1a, 64 bits: tiny, and stable across Rust versions (std's hasher is not).
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -299,6 +337,21 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             HumanDuration::from_secs(10),
         )],
     ));
+    // The UPS's primary may tell its other clients to shut down as the shutdown starts.
+    let primary_of =
+        |source: &str| cfg.power_sources.iter().any(|p| p.name() == source && p.attachment() == Attachment::Primary);
+    if let Some(u) = s.ups_off.as_ref().filter(|u| u.fsd == FsdMoment::AtTrigger && primary_of(&u.source)) {
+        stages.push(stage(
+            "fsd",
+            1,
+            vec![step(
+                format!("fsd/{}", u.source),
+                Action::UpsFsd { source: u.source.clone() },
+                vec![rt.power_kind(&u.source)],
+                HumanDuration::from_secs(15),
+            )],
+        ));
+    }
     if s.suspend_gitops && cfg.gitops.is_some() {
         stages.push(stage(
             "suspend-gitops",
@@ -372,16 +425,38 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             .collect();
         stages.push(stage("power-off", n, steps));
     }
+    // A secondary client leaves each UPS once its machines are down, so that UPS's primary
+    // (another host's upsmon, waiting up to its HOSTSYNC) may cut the power.
+    let leave = cfg
+        .power_sources
+        .iter()
+        .filter(|p| p.attachment() == Attachment::Secondary)
+        .map(|p| {
+            step(
+                format!("leave-ups/{}", p.name()),
+                Action::UpsLeave { source: p.name().to_string() },
+                vec![rt.power_kind(p.name())],
+                HumanDuration::from_secs(15),
+            )
+        })
+        .collect();
+    stages.push(stage("leave-ups", n, leave));
     if let Some(u) = &s.ups_off {
-        let param = u.delay.map(|d| d.as_secs().to_string());
+        let command = (u.command != crate::config::UPS_OFF_AUTO).then(|| u.command.clone());
+        let hostsync = primary_of(&u.source).then_some(u.hostsync);
+        // The wait, then a handful of requests (LIST CMD, GET/SET VAR, INSTCMD) under the
+        // source's own per-request timeout.
+        let timeout = HumanDuration(
+            std::time::Duration::from_secs(60).saturating_add(hostsync.map_or(std::time::Duration::ZERO, |h| *h)),
+        );
         stages.push(stage(
             "ups-off",
             1,
             vec![step(
                 format!("ups-off/{}", u.source),
-                Action::UpsCommand { source: u.source.clone(), command: u.command.clone(), param },
+                Action::UpsCommand { source: u.source.clone(), command, delay: u.delay, hostsync },
                 vec![rt.power_kind(&u.source)],
-                HumanDuration::from_secs(15),
+                timeout,
             )],
         ));
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -182,6 +183,38 @@ pub enum Sample {
     },
 }
 
+/// How this host is attached to a UPS that other machines may share, as NUT counts its clients
+/// (`LOGIN`, and `PRIMARY` for the one that may raise `FSD` and cut the power).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Attachment {
+    /// Not counted: the UPS's other clients do not wait for this host.
+    #[default]
+    None,
+    /// Counted as a client: the primary waits for this host to leave before it cuts the power.
+    Secondary,
+    /// Counted, and in charge: tells the other clients to shut down (`FSD`) and waits for them
+    /// before cutting the power.
+    Primary,
+}
+
+impl Attachment {
+    /// `none`, `secondary` or `primary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Secondary => "secondary",
+            Self::Primary => "primary",
+        }
+    }
+}
+
+impl fmt::Display for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Configuration of a power source; implementations are selected in YAML by `type:`.
 #[typetag::serde(tag = "type")]
 pub trait PowerSourceConfig: fmt::Debug + Send + Sync {
@@ -193,6 +226,10 @@ pub trait PowerSourceConfig: fmt::Debug + Send + Sync {
     }
     /// Builds the runtime object. Must not block on the network: connections are made lazily.
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError>;
+    /// How this host will attach to the UPS (the plan adds the steps that go with it).
+    fn attachment(&self) -> Attachment {
+        Attachment::None
+    }
 }
 
 /// A live power source.
@@ -204,6 +241,57 @@ pub trait PowerSource: Send + Sync + fmt::Debug {
     async fn read(&mut self) -> Result<PowerReading, BackendError>;
     /// Sends an instant command such as `load.off.delay` with an optional parameter.
     async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError>;
+    /// How this host is attached to the UPS.
+    fn attachment(&self) -> Attachment {
+        Attachment::None
+    }
+    /// Tells the UPS's other clients to shut down now (NUT: `FSD`), for a primary. Backends
+    /// without other clients do not support it.
+    async fn raise_fsd(&mut self) -> Result<(), BackendError> {
+        Err(BackendError::new(crate::ErrorKind::Unsupported, "this power source has no other clients to tell"))
+    }
+    /// The UPS's other clients still attached (NUT: `NUMLOGINS` less this host's own login, and
+    /// `LIST CLIENT`).
+    async fn other_clients(&mut self) -> Result<OtherClients, BackendError> {
+        Err(BackendError::new(crate::ErrorKind::Unsupported, "this power source cannot tell its other clients"))
+    }
+    /// Tells the UPS to cut its load after a delay. `command` is a command's name, or `None` to
+    /// take what the UPS offers; `delay` is how long it should wait (`None`: its own). Returns
+    /// what was sent and the delay the UPS will really use, where known. The default sends
+    /// `command` (`shutdown.return` when `None`) with the delay's seconds as its parameter.
+    async fn kill_power(&mut self, command: Option<&str>, delay: Option<Duration>) -> Result<KillPower, BackendError> {
+        let command = command.unwrap_or("shutdown.return").to_string();
+        let param = delay.map(|d| d.as_secs().to_string());
+        self.instant_command(&command, param.as_deref()).await?;
+        Ok(KillPower { command, param, delay_s: delay.map(|d| d.as_secs()), note: String::new() })
+    }
+    /// Stops counting as one of the UPS's clients (NUT: `LOGOUT`), so that its primary may cut
+    /// the power, and does not attach again until the UPS is back on mains. Returns what it did.
+    async fn detach(&mut self) -> Result<String, BackendError> {
+        Ok("not attached".into())
+    }
+}
+
+/// What a UPS was told to cut its load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillPower {
+    /// The command sent.
+    pub command: String,
+    /// Its parameter.
+    pub param: Option<String>,
+    /// The delay the UPS will use before cutting, seconds, where known.
+    pub delay_s: Option<u64>,
+    /// How that delay came about (set, kept, the driver's own), for the run's report.
+    pub note: String,
+}
+
+/// The other clients of a UPS that are still attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherClients {
+    /// How many.
+    pub count: u32,
+    /// Their addresses, where the UPS's server tells them (some may be missing).
+    pub addresses: Vec<String>,
 }
 
 #[cfg(test)]

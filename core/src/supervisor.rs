@@ -29,7 +29,10 @@
 //!
 //! | phase | input | effects → next phase |
 //! |---|---|---|
-//! | any | poll | every source's policy observes its sample; a source going on battery (unless a shutdown is in hand) or back on mains is notified |
+//! | any | poll | every source's policy observes its sample; a source going on battery (unless a shutdown is in hand; logged at warn) or back on mains (info) is notified |
+//! | any | poll: a source without data for `daemon.deadtime` | notify `comm_lost` once (error); its next reading notifies `comm_restored` (warn) |
+//! | any | poll: `LB` / `OVER` appears in a source's status | notify `low_battery` (error) / `overload` (warn) once; again only after it has gone |
+//! | any | poll: `RB` in a source's status | notify `replace_battery` (warn), at most once a day while it stays |
 //! | (start) | start, no journal | → `watching` |
 //! | (start) | start, journal empty, unreadable or older than [`RESUME_MAX_AGE_S`] | close it as interrupted, notify → `watching` (empty: nothing was done) or `shut_down` (old) |
 //! | (start) | start, journal with steps | → `recovering` |
@@ -67,6 +70,9 @@
 //! know which it had sent): "whatever of mine you wait for". Only the forwarder's own entry is
 //! ever touched: the endpoint has checked its signature, so no forwarder clears another's.
 //!
+//! Each of these per-source alerts is counted ([`Counters::alerts`]) and, while its condition
+//! lasts, listed by [`Source::active_alerts`] (`hecate status` exits 1 while any is).
+//!
 //! *Reset* forgets the outage in every policy (what was learnt about the batteries stays): the next
 //! outage triggers afresh, whoever brought the cluster back (this daemon, the boot unit or an
 //! operator). A shutdown is never triggered without starting or being queued in the same step, and
@@ -82,7 +88,7 @@ use crate::engine::{JournalSummary, Outcome};
 use crate::notify::EventKind;
 use crate::plan::PlanKind;
 use crate::policy::{Decision, Policy, PolicyConfig};
-use crate::power::Sample;
+use crate::power::{Sample, StatusFlag};
 
 /// How long, after a start with an interrupted shutdown in the journal, the supervisor waits for
 /// every power source to answer before it takes the silence as power failing. At boot the UPS
@@ -92,6 +98,10 @@ pub const RECOVERY_DATA_WAIT_S: f64 = 60.0;
 /// An interrupted shutdown whose journal was last written longer ago than this is never resumed:
 /// whatever it stopped may have been started again since, and a new outage gets a fresh plan.
 pub const RESUME_MAX_AGE_S: f64 = 3600.0;
+
+/// A battery that needs replacing (`RB`) is notified at most this often while it stays so: a
+/// reminder a day, like upsmon's `RBWARNTIME` (12 h), not an alarm every poll.
+pub const REPLACE_BATTERY_EVERY_S: f64 = 86_400.0;
 
 /// Identifies a run the supervisor started, so a late report of an aborted run is not taken for
 /// the current one.
@@ -131,6 +141,8 @@ pub struct SupervisorConfig {
     pub startup_on_power_return: bool,
     /// `shutdown.power_off_self`: power this host off once its own shutdown has run.
     pub power_off_self: bool,
+    /// `daemon.deadtime`, seconds: a source without data this long is notified as lost.
+    pub deadtime_s: f64,
 }
 
 impl SupervisorConfig {
@@ -154,6 +166,7 @@ impl SupervisorConfig {
             power_return_settle_s: cfg.daemon.power_return_settle.as_secs_f64(),
             startup_on_power_return: cfg.daemon.startup_on_power_return,
             power_off_self: cfg.shutdown.power_off_self,
+            deadtime_s: cfg.daemon.deadtime.as_secs_f64(),
         }
     }
 }
@@ -575,6 +588,44 @@ pub struct Source {
     pub mains: Option<Mains>,
     /// Polls that returned no data.
     pub polls_without_data: u64,
+    /// What its alerts are tracking.
+    pub alerts: SourceAlerts,
+}
+
+/// The state behind one source's alerts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceAlerts {
+    /// When it last gave data, or (never having given any) when it was first polled.
+    pub data_since: Option<f64>,
+    /// `comm_lost` was notified and no reading came since.
+    pub comm_lost: bool,
+    /// `LB` in its last reading.
+    pub low_battery: bool,
+    /// `OVER` in its last reading.
+    pub overload: bool,
+    /// `RB` in its last reading.
+    pub replace_battery: bool,
+    /// When `replace_battery` was last notified.
+    pub replace_battery_notified: Option<f64>,
+}
+
+impl Source {
+    /// The alerts whose condition lasts, by event name: `comm_lost`, `on_battery`,
+    /// `low_battery`, `replace_battery`, `overload`.
+    pub fn active_alerts(&self) -> Vec<&'static str> {
+        let a = &self.alerts;
+        [
+            (a.comm_lost, EventKind::CommLost),
+            (self.mains == Some(Mains::OnBattery), EventKind::OnBattery),
+            (a.low_battery, EventKind::LowBattery),
+            (a.replace_battery, EventKind::ReplaceBattery),
+            (a.overload, EventKind::Overload),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, k)| k.as_str())
+        .collect()
+    }
 }
 
 /// Counters for metrics.
@@ -588,6 +639,8 @@ pub struct Counters {
     pub forwarded_triggers: BTreeMap<String, u64>,
     /// Interrupted shutdowns closed without resuming.
     pub interrupted_runs: u64,
+    /// Per-source alerts notified: source name, then event name (`comm_lost`, `on_battery`, ...).
+    pub alerts: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -636,6 +689,80 @@ pub struct Supervisor {
     started: bool,
 }
 
+/// Raises one source's alerts: notified, logged, counted.
+struct Alerts<'a> {
+    ups: &'a str,
+    fx: &'a mut Fx,
+    counts: &'a mut BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Alerts<'_> {
+    fn raise(&mut self, level: Level, kind: EventKind, message: String, mut details: Details) {
+        details.insert("ups".into(), self.ups.into());
+        self.fx.log(level, message.clone());
+        self.fx.notify(kind, message, details);
+        let n = self.counts.entry(self.ups.to_string()).or_default().entry(kind.as_str().to_string()).or_default();
+        *n = n.saturating_add(1);
+    }
+}
+
+impl SourceAlerts {
+    /// One poll's sample: each alert raised once per occurrence, never every poll.
+    fn observe(&mut self, now: f64, sample: &Sample, deadtime_s: f64, alerts: &mut Alerts<'_>) {
+        let ups = alerts.ups.to_string();
+        let r = match sample {
+            Sample::NoData { reason } => {
+                let since = *self.data_since.get_or_insert(now);
+                if !self.comm_lost && now - since >= deadtime_s {
+                    self.comm_lost = true;
+                    let mut details = Details::new();
+                    details.insert("reason".into(), reason.clone().into());
+                    details.insert("silent_s".into(), (now - since).into());
+                    let message =
+                        format!("lost contact with ups {ups}: no data for {} ({reason})", human_secs(now - since));
+                    alerts.raise(Level::Error, EventKind::CommLost, message, details);
+                }
+                return;
+            }
+            Sample::Reading(r) => r,
+        };
+        if std::mem::take(&mut self.comm_lost) {
+            let silent = self.data_since.map(|t| now - t).unwrap_or_default();
+            let message = format!("contact with ups {ups} is back after {}", human_secs(silent));
+            alerts.raise(Level::Warn, EventKind::CommRestored, message, Details::new());
+        }
+        self.data_since = Some(now);
+        let status = || {
+            let mut d = Details::new();
+            d.insert("ups_status".into(), r.status.to_string().into());
+            d.insert("charge_pct".into(), r.charge_pct.into());
+            d.insert("runtime_s".into(), r.runtime_s.into());
+            d.insert("load_pct".into(), r.load_pct.into());
+            d
+        };
+        let low = r.status.has(&StatusFlag::LowBattery);
+        if low && !self.low_battery {
+            let message = format!("ups {ups} reports a low battery (LB, status {})", r.status);
+            alerts.raise(Level::Error, EventKind::LowBattery, message, status());
+        }
+        self.low_battery = low;
+        let over = r.status.has(&StatusFlag::Overload);
+        if over && !self.overload {
+            let load = r.load_pct.map(|l| format!(", load {l:.0} %")).unwrap_or_default();
+            let message = format!("ups {ups} is overloaded (OVER{load}): its runtime is shorter than it says");
+            alerts.raise(Level::Warn, EventKind::Overload, message, status());
+        }
+        self.overload = over;
+        self.replace_battery = r.status.has(&StatusFlag::ReplaceBattery);
+        if self.replace_battery && self.replace_battery_notified.is_none_or(|t| now - t >= REPLACE_BATTERY_EVERY_S) {
+            self.replace_battery_notified = Some(now);
+            let message =
+                format!("ups {ups} says its battery needs replacing (RB): its runtime can no longer be trusted");
+            alerts.raise(Level::Warn, EventKind::ReplaceBattery, message, status());
+        }
+    }
+}
+
 /// Collects a step's effects.
 #[derive(Debug, Default)]
 struct Fx(Vec<Effect>);
@@ -663,6 +790,7 @@ impl Supervisor {
                 decision: None,
                 mains: None,
                 polls_without_data: 0,
+                alerts: SourceAlerts::default(),
             })
             .collect();
         let forwarder = matches!(cfg.role, Role::Forwarder { .. });
@@ -836,22 +964,26 @@ impl Supervisor {
         );
         let mut samples = samples.into_iter();
         let mut trigger = None;
+        let deadtime_s = self.cfg.deadtime_s;
         for s in &mut self.sources {
             let sample = samples.next().unwrap_or_else(|| Sample::NoData { reason: "not polled".into() });
             let was_triggered = s.policy.is_triggered();
             let d = s.policy.observe(now, &sample, budget_s);
             let mains = Mains::of(&sample);
+            let mut alerts = Alerts { ups: &s.name, fx: &mut *fx, counts: &mut self.counters.alerts };
             match (s.mains, mains) {
                 (Some(before), Mains::OnBattery) if before != Mains::OnBattery && !in_hand => {
                     let mut details = Details::new();
                     details.insert("reason".into(), d.reason.clone().into());
-                    fx.notify(EventKind::OnBattery, format!("ups {} is on battery", s.name), details);
+                    alerts.raise(Level::Warn, EventKind::OnBattery, format!("ups {} is on battery", s.name), details);
                 }
                 (Some(Mains::OnBattery), Mains::Online) => {
-                    fx.notify(EventKind::PowerRestored, format!("ups {} is back on mains", s.name), Details::new());
+                    let message = format!("ups {} is back on mains", s.name);
+                    alerts.raise(Level::Info, EventKind::PowerRestored, message, Details::new());
                 }
                 _ => {}
             }
+            s.alerts.observe(now, &sample, deadtime_s, &mut alerts);
             if d.state != s.decision.as_ref().map_or(d.state, |l| l.state) {
                 fx.log(Level::Info, format!("ups {}: {}: {}", s.name, d.state, d.reason));
             }

@@ -21,6 +21,7 @@ fn config(role: Role, startup_on_power_return: bool) -> SupervisorConfig {
         power_return_settle_s: 60.0,
         startup_on_power_return,
         power_off_self: false,
+        deadtime_s: 15.0,
     }
 }
 

@@ -17,6 +17,7 @@ fn config(role: Role) -> SupervisorConfig {
         power_return_settle_s: 60.0,
         startup_on_power_return: true,
         power_off_self: false,
+        deadtime_s: 15.0,
     }
 }
 

@@ -41,6 +41,7 @@ pub fn run(trace_path: &Path, runs: Option<&Path>, config: Option<&Path>, json: 
                 power_return_settle_s: d.power_return_settle.as_secs_f64(),
                 startup_on_power_return: d.startup_on_power_return,
                 power_off_self: false,
+                deadtime_s: d.deadtime.as_secs_f64(),
             };
             (cfg, BudgetConfig::default(), d.poll_interval.as_secs_f64())
         }
@@ -148,6 +149,7 @@ mod tests {
             power_return_settle_s: 60.0,
             startup_on_power_return: false,
             power_off_self: false,
+            deadtime_s: 15.0,
         };
         let e = replay(tr, &cfg, 240.0, 2.0).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("more than the"), "{e}");

@@ -25,6 +25,9 @@ const FLAGS: [StatusFlag; 9] = [
     StatusFlag::Overload,
 ];
 
+/// The alerts that last, as `hecate_ups_alert{alert=...}` (see `Source::active_alerts`).
+const ALERTS: [&str; 5] = ["comm_lost", "on_battery", "low_battery", "replace_battery", "overload"];
+
 /// Every metric Hecate exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -50,6 +53,8 @@ pub struct Metrics {
     start_failures: IntCounterVec,
     interrupted: prometheus::IntCounter,
     unavailable: IntGaugeVec,
+    alerts: IntCounterVec,
+    alert_active: IntGaugeVec,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -131,7 +136,26 @@ impl Metrics {
             &["backend"],
         )?;
         r.register(Box::new(unavailable.clone()))?;
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "hecate_alerts_total",
+                "Alerts notified per power source: comm_lost, comm_restored, on_battery, power_restored, \
+                 low_battery, replace_battery, overload",
+            ),
+            &["ups", "alert"],
+        )?;
+        r.register(Box::new(alerts.clone()))?;
+        let alert_active = IntGaugeVec::new(
+            Opts::new(
+                "hecate_ups_alert",
+                "1 while a power source's alert lasts (comm_lost, on_battery, low_battery, replace_battery, overload)",
+            ),
+            &["ups", "alert"],
+        )?;
+        r.register(Box::new(alert_active.clone()))?;
         Ok(Self {
+            alerts,
+            alert_active,
             unavailable,
             phase,
             start_failures,
@@ -202,6 +226,12 @@ impl Metrics {
         self.triggered.set(i64::from(sup.is_triggered()));
         self.run_active.set(i64::from(sup.phase().run().is_some()));
         self.forwarders_waiting.set(i64::try_from(sup.outstanding().len()).unwrap_or(i64::MAX));
+        for src in sup.sources() {
+            let active = src.active_alerts();
+            for kind in ALERTS {
+                self.alert_active.with_label_values(&[&src.name, kind]).set(i64::from(active.contains(&kind)));
+            }
+        }
         let current = sup.phase().kind();
         for p in PhaseKind::ALL {
             self.phase.with_label_values(&[p.as_str()]).set(i64::from(p == current));
@@ -215,6 +245,12 @@ impl Metrics {
         for (kind, n) in &now.run_start_failures {
             let before = seen.run_start_failures.get(kind).copied().unwrap_or(0);
             self.start_failures.with_label_values(&[kind]).inc_by(n.saturating_sub(before));
+        }
+        for (ups, kinds) in &now.alerts {
+            for (kind, n) in kinds {
+                let before = seen.alerts.get(ups).and_then(|k| k.get(kind)).copied().unwrap_or(0);
+                self.alerts.with_label_values(&[ups, kind]).inc_by(n.saturating_sub(before));
+            }
         }
         self.fallbacks.inc_by(now.forwarder_fallbacks.saturating_sub(seen.forwarder_fallbacks));
         self.interrupted.inc_by(now.interrupted_runs.saturating_sub(seen.interrupted_runs));

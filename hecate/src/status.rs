@@ -102,6 +102,10 @@ pub struct SourceStatus {
     pub decision: Option<Decision>,
     /// Polls without data since the daemon started.
     pub poll_errors: u64,
+    /// Its alerts that last (`comm_lost`, `on_battery`, `low_battery`, `replace_battery`,
+    /// `overload`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
 }
 
 /// The state `hecate status` shows.
@@ -179,6 +183,7 @@ impl Snapshot {
                 },
                 decision: s.decision.clone(),
                 poll_errors: s.polls_without_data,
+                alerts: s.active_alerts().into_iter().map(str::to_string).collect(),
             })
             .collect();
         let phase = sup.phase();
@@ -269,6 +274,9 @@ impl Snapshot {
             if src.poll_errors > 0 {
                 let _ = writeln!(s, "  polls without data: {}", src.poll_errors);
             }
+            if !src.alerts.is_empty() {
+                let _ = writeln!(s, "  alerts: {}", src.alerts.join(", "));
+            }
         }
         if let Some(r) = &self.trigger_reason {
             let _ = writeln!(s, "\nshutdown triggered: {r}");
@@ -350,29 +358,133 @@ pub fn close_interrupted(cfg: &Config, why: &str) {
     }
 }
 
-/// `hecate status`: the daemon's snapshot when one is running, else a one-off poll.
-pub async fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = crate::load_config(config)?;
-    let snap = match daemon_snapshot(&cfg) {
-        Some(s) => s,
-        None => one_off(&cfg).await?,
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&snap)?);
-    } else {
-        print!("{}", snap.render());
-    }
-    Ok(ExitCode::SUCCESS)
+/// What `hecate status` exits with, for health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Exit 0: the daemon runs, its status is fresh, every source gives data, every backend was
+    /// built, no alert lasts.
+    Healthy,
+    /// Exit 1: the daemon runs, but a source has no data, a backend could not be built, or an
+    /// alert lasts (each reason in words).
+    Degraded(Vec<String>),
+    /// Exit 3: no daemon runs, or its status is stale (why).
+    NotRunning(String),
 }
 
-/// The daemon's snapshot, if a daemon holds the state dir's lock and the snapshot is fresh.
-fn daemon_snapshot(cfg: &Config) -> Option<Snapshot> {
-    let lock = std::fs::File::open(cfg.state_dir.join("daemon.lock")).ok()?;
-    if lock.try_lock_shared().is_ok() {
-        return None; // nobody holds it: no daemon
+impl Health {
+    /// The exit code: 0, 1 or 3.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Healthy => 0,
+            Self::Degraded(_) => 1,
+            Self::NotRunning(_) => 3,
+        }
     }
-    let text = std::fs::read_to_string(snapshot_path(&cfg.state_dir)).ok()?;
-    serde_json::from_str(&text).ok()
+
+    /// One line for humans.
+    pub fn line(&self) -> String {
+        match self {
+            Self::Healthy => "health: ok".into(),
+            Self::Degraded(why) => format!("health: degraded: {}", why.join("; ")),
+            Self::NotRunning(why) => format!("health: not protected: {why}"),
+        }
+    }
+
+    /// What a daemon's fresh snapshot says.
+    pub fn of(snap: &Snapshot) -> Health {
+        let mut why: Vec<String> = snap.unavailable.iter().map(|u| format!("backend unavailable: {u}")).collect();
+        for src in &snap.sources {
+            if src.reading.is_none() {
+                let error = src.error.as_deref().unwrap_or("not polled yet");
+                why.push(format!("ups {}: no data ({error})", src.name));
+            }
+            if !src.alerts.is_empty() {
+                why.push(format!("ups {}: {}", src.name, src.alerts.join(", ")));
+            }
+        }
+        if snap.sources.is_empty() {
+            why.push("no power source is watched".into());
+        }
+        if why.is_empty() { Health::Healthy } else { Health::Degraded(why) }
+    }
+}
+
+/// How old the daemon's status.json may be before `hecate status` calls it stale: the daemon
+/// rewrites it at every poll, and a poll takes at most its interval plus a read's time limit
+/// (10 s at most); three intervals and 15 s leave room for that and for the seconds-only time
+/// stamp.
+pub fn stale_after(cfg: &Config) -> Duration {
+    cfg.daemon.poll_interval.saturating_mul(3).saturating_add(Duration::from_secs(15))
+}
+
+/// `hecate status`: the daemon's snapshot when one is running, else a one-off poll. Exits 0
+/// healthy, 1 degraded, 3 no daemon or a stale status (see [`Health`]).
+pub async fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load_config(config)?;
+    let (snap, health) = match daemon_snapshot(&cfg, SystemTime::now()) {
+        DaemonView::Fresh(s) => {
+            let health = Health::of(&s);
+            (s, health)
+        }
+        DaemonView::Stale(s, why) => (s, Health::NotRunning(why)),
+        DaemonView::Absent(why) => (one_off(&cfg).await?, Health::NotRunning(why)),
+    };
+    if json {
+        let mut value = serde_json::to_value(&snap)?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("health".into(), serde_json::json!({ "exit_code": health.code(), "summary": health.line() }));
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{}", health.line());
+        print!("{}", snap.render());
+    }
+    Ok(ExitCode::from(health.code()))
+}
+
+/// What the state dir says about a daemon.
+enum DaemonView {
+    /// A daemon holds the lock and its snapshot is fresh.
+    Fresh(Snapshot),
+    /// A daemon holds the lock, but its snapshot is older than [`stale_after`].
+    Stale(Snapshot, String),
+    /// No daemon, or no snapshot of it to read (why).
+    Absent(String),
+}
+
+/// The daemon's snapshot, if a daemon holds the state dir's lock, and whether it is fresh.
+fn daemon_snapshot(cfg: &Config, now: SystemTime) -> DaemonView {
+    let lock_path = cfg.state_dir.join("daemon.lock");
+    let no_daemon = || DaemonView::Absent(format!("no daemon is running (nothing holds {})", lock_path.display()));
+    let Ok(lock) = std::fs::File::open(&lock_path) else {
+        return no_daemon();
+    };
+    if lock.try_lock_shared().is_ok() {
+        return no_daemon();
+    }
+    let path = snapshot_path(&cfg.state_dir);
+    let snap = match std::fs::read_to_string(&path).map(|t| serde_json::from_str::<Snapshot>(&t)) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return DaemonView::Absent(format!("the daemon's {} cannot be read: {e}", path.display())),
+        Err(e) => return DaemonView::Absent(format!("the daemon has not written {} yet ({e})", path.display())),
+    };
+    let limit = stale_after(cfg);
+    let age = humantime::parse_rfc3339_weak(&snap.updated_at).ok().map(|at| now.duration_since(at).unwrap_or_default());
+    match age {
+        Some(age) if age <= limit => DaemonView::Fresh(snap),
+        Some(age) => {
+            let why = format!(
+                "the daemon's status is stale: last written {} ago (stale after {}: three poll intervals and 15 s)",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(limit)
+            );
+            DaemonView::Stale(snap, why)
+        }
+        None => {
+            let why = format!("the daemon's status has no readable time stamp ({:?})", snap.updated_at);
+            DaemonView::Stale(snap, why)
+        }
+    }
 }
 
 async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
@@ -399,6 +511,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
             error,
             decision: Some(decision),
             poll_errors: 0,
+            alerts: Vec::new(),
         });
     }
     Ok(Snapshot {
@@ -441,6 +554,7 @@ mod tests {
                 error: Some(hostile.into()),
                 decision: None,
                 poll_errors: 1,
+                alerts: vec!["comm_lost".into()],
             }],
             trigger_reason: Some("forwarded by x: \u{9b}31mred".into()),
             last_run: None,

@@ -158,9 +158,11 @@ fn status_json_without_a_daemon_polls_once() {
     let cfg = sim_config(dir.path(), &[]);
     let o = hecate(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
     let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}{err}");
+    // Shown, but no daemon protects anything: exit 3 (hecate/tests/status_codes.rs).
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["from_daemon"], false);
+    assert_eq!(s["health"]["exit_code"], 3);
     assert_eq!(s["sources"][0]["name"], "sim-ups");
     assert_eq!(s["sources"][0]["reading"]["status"], serde_json::json!(["OL"]));
     assert!(s["budget"]["seconds"].as_f64().unwrap() > 0.0);
@@ -431,7 +433,7 @@ fn no_node_config(dir: &Path) -> PathBuf {
 fn status_budget(cfg: &Path) -> (serde_json::Value, String) {
     let o = hecate(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
     let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(o.status.code(), Some(3), "no daemon runs: {out}{err}");
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     (s["budget"].clone(), err)
 }

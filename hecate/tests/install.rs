@@ -29,6 +29,10 @@ const KNOBS: &[&str] = &[
     "HECATE_NUT_PRODUCT_ID",
     "HECATE_NUT_MONITOR_USER",
     "HECATE_NUT_MONITOR_PASSWORD",
+    "HECATE_NUT_OFFDELAY",
+    "HECATE_NUT_ONDELAY",
+    "HECATE_NUT_LISTEN",
+    "HECATE_NUT_SECONDARIES_FILE",
     "HECATE_SKIP_APT",
     "HECATE_SRC_DIR",
     "HECATE_UPDATE_REMOTE",
@@ -281,7 +285,15 @@ fn the_nut_knobs_shape_the_nut_files() {
     let nut = read(r, "etc/nut/nut.conf");
     assert!(nut.lines().any(|l| l == "MODE=standalone"), "{nut}");
     let ups = read(r, "etc/nut/ups.conf");
-    for line in ["[eaton5p]", "  driver = usbhid-ups", "  port = auto", "  vendorid = 0463", "  productid = ffff"] {
+    for line in [
+        "[eaton5p]",
+        "  driver = usbhid-ups",
+        "  port = auto",
+        "  vendorid = 0463",
+        "  productid = ffff",
+        "  offdelay = 120",
+        "  ondelay = 180",
+    ] {
         assert!(ups.lines().any(|l| l == line), "ups.conf lacks {line:?}:\n{ups}");
     }
     let upsd = read(r, "etc/nut/upsd.conf");
@@ -389,30 +401,32 @@ fn converse(port: u16, lines: &[String]) -> Vec<String> {
     answers
 }
 
-#[test]
-fn a_real_upsd_accepts_the_generated_user_and_password() {
+/// A real upsd on the NUT files installed under `root` as they are, but listening on one free
+/// loopback port (whatever LISTEN lines they hold) with its state in a temp dir: (port, the
+/// process, the dir). No driver runs; upsd answers for the UPSes of ups.conf all the same.
+fn real_upsd(root: &Path, _ups: &str) -> (u16, Killed, tempfile::TempDir) {
     const UPSD: &str = "/lib/nut/upsd";
     let upsd = require_tool(&[UPSD], "nut-server");
-    let root = tempfile::tempdir().unwrap();
-    install_ok(root.path(), &[("HECATE_NUT_UPS_NAME", "testups"), ("HECATE_NUT_MONITOR_USER", "hecate-mon")]);
-    let password = read(root.path(), "etc/hecate/nut.pass").trim_end().to_owned();
-
-    // the installed files as they are, but upsd on a free port and with its state in a temp dir;
     // upsd drops privileges to nut, so everything must be reachable for it
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let (etc, state) = (dir.path().join("etc"), dir.path().join("state"));
     std::fs::create_dir(&state).unwrap();
-    let status = Command::new("cp").arg("-a").arg(root.path().join("etc/nut")).arg(&etc).status().unwrap();
+    let status = Command::new("cp").arg("-a").arg(root.join("etc/nut")).arg(&etc).status().unwrap();
     assert!(status.success());
     let port = free_port(Ipv4Addr::LOCALHOST);
-    let conf = read(&etc, "upsd.conf").replace("LISTEN 127.0.0.1 3493", &format!("LISTEN 127.0.0.1 {port}"));
+    let conf: String = read(&etc, "upsd.conf")
+        .lines()
+        .filter(|l| !l.starts_with("LISTEN"))
+        .map(|l| format!("{l}\n"))
+        .chain([format!("LISTEN 127.0.0.1 {port}\n")])
+        .collect();
     std::fs::write(etc.join("upsd.conf"), conf).unwrap();
     let status = Command::new("chgrp").arg("nut").arg(&state).status().unwrap();
     assert!(status.success(), "chgrp nut: {SETUP_HINT}");
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).unwrap();
     let log = std::fs::File::create(dir.path().join("upsd.log")).unwrap();
-    let _upsd = Killed(
+    let process = Killed(
         Command::new(upsd)
             .args(["-F", "-u", "nut"])
             .env("NUT_CONFPATH", &etc)
@@ -430,6 +444,15 @@ fn a_real_upsd_accepts_the_generated_user_and_password() {
         assert!(start.elapsed() < Duration::from_secs(20), "upsd did not listen on {port}:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (port, process, dir)
+}
+
+#[test]
+fn a_real_upsd_accepts_the_generated_user_and_password() {
+    let root = tempfile::tempdir().unwrap();
+    install_ok(root.path(), &[("HECATE_NUT_UPS_NAME", "testups"), ("HECATE_NUT_MONITOR_USER", "hecate-mon")]);
+    let password = read(root.path(), "etc/hecate/nut.pass").trim_end().to_owned();
+    let (port, _upsd, _dir) = real_upsd(root.path(), "testups");
     // PRIMARY needs the UPS (from ups.conf), the user, its password and `upsmon primary`; no
     // driver is needed for it
     let login =
@@ -509,6 +532,11 @@ fn bad_knobs_are_refused_before_anything_is_written() {
         ("HECATE_ENABLE_BOOTSTRAP", "yes"),
         ("HECATE_ENABLE_UPDATE", "true"),
         ("HECATE_MANAGE_NUT", "no"),
+        ("HECATE_NUT_OFFDELAY", "10"),
+        ("HECATE_NUT_OFFDELAY", "2m"),
+        ("HECATE_NUT_ONDELAY", "100"),
+        ("HECATE_NUT_LISTEN", "nas.lan"),
+        ("HECATE_NUT_SECONDARIES_FILE", "/nonexistent/secondaries"),
         ("HECATE_NUT_MONITOR_PASSWORD", "has space"),
         ("HECATE_NUT_MONITOR_PASSWORD", "has\"quote"),
     ] {
@@ -822,4 +850,210 @@ fn self_update_changes_nothing_when_the_build_or_the_check_fails() {
     u.run_ok();
     assert_eq!(u.installed(), fake_hecate("v4", false));
     assert_eq!(u.previous().as_deref(), Some(fake_hecate("v1", false).as_str()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// an existing NUT setup
+
+/// A NUT setup as a NAS owner would have it before Hecate: netserver, two UPSes, a LAN LISTEN,
+/// a upsmon secondary user for the NAS. Not written by Hecate.
+const FOREIGN: [(&str, &str); 4] = [
+    ("etc/nut/nut.conf", "MODE=netserver\n"),
+    (
+        "etc/nut/ups.conf",
+        "[rackups]\n  driver = usbhid-ups\n  port = auto\n\n[deskups]\n  driver = blazer_usb\n  port = auto\n",
+    ),
+    ("etc/nut/upsd.conf", "LISTEN 127.0.0.1 3493\nLISTEN 192.168.1.2 3493\n"),
+    ("etc/nut/upsd.users", "[nas]\n  password = nas-secret\n  upsmon secondary\n"),
+];
+
+fn write_foreign_setup(root: &Path) {
+    std::fs::create_dir_all(root.join("etc/nut")).unwrap();
+    for (rel, content) in FOREIGN {
+        std::fs::write(root.join(rel), content).unwrap();
+    }
+}
+
+#[test]
+fn an_existing_nut_setup_is_left_alone_and_the_lines_to_add_are_printed() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write_foreign_setup(r);
+    let before = snapshot(&r.join("etc/nut"));
+    std::thread::sleep(Duration::from_millis(50));
+
+    let out = install_ok(r, &[]);
+    assert_same_tree(&before, &snapshot(&r.join("etc/nut")));
+    assert!(!r.join(UDEV_RULE).exists(), "the udev rule belongs to a managed setup");
+    assert!(
+        out.contains("/etc/nut holds a NUT setup not written by Hecate (UPS: rackups deskups): left alone"),
+        "{out}"
+    );
+    assert!(out.contains("add this user to /etc/nut/upsd.users"), "{out}");
+    // The lines as upsd.users takes them (one setting a line).
+    assert!(
+        out.contains(
+            "       [monuser]\n         password = \"<the line in /etc/hecate/nut.pass>\"\n         upsmon primary\n\
+             \x20        actions = SET\n         instcmds = shutdown.return load.off.delay\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("HECATE_MANAGE_NUT=1"), "{out}");
+    // Hecate's own password file is written, for the operator to copy; never printed.
+    let password = read(r, "etc/hecate/nut.pass").trim_end().to_owned();
+    assert!(password.len() >= 20, "{password:?}");
+    assert!(!out.contains(&password), "the password was printed:\n{out}");
+
+    // A second run changes nothing at all.
+    let whole = snapshot(r);
+    std::thread::sleep(Duration::from_millis(50));
+    let again = install_ok(r, &[]);
+    assert!(again.trim_end().ends_with("nothing to change"), "{again}");
+    assert_same_tree(&whole, &snapshot(r));
+
+    // The operator adds what was printed, with the password from nut.pass: a real upsd takes it,
+    // and Hecate's user may log in as the primary of the existing UPS.
+    let block: String = out
+        .lines()
+        .skip_while(|l| l.trim() != "[monuser]")
+        .take_while(|l| !l.starts_with("nut:"))
+        .map(|l| format!("{}\n", l.trim().replace("<the line in /etc/hecate/nut.pass>", &password)))
+        .collect();
+    let users = r.join("etc/nut/upsd.users");
+    std::fs::write(&users, read(r, "etc/nut/upsd.users") + &block).unwrap();
+    let (port, _upsd, _dir) = real_upsd(r, "rackups");
+    let answers = converse(
+        port,
+        &["USERNAME monuser".into(), format!("PASSWORD {password}"), "LOGIN rackups".into(), "PRIMARY rackups".into()],
+    );
+    assert_eq!(answers, ["OK", "OK", "OK", "OK PRIMARY-GRANTED"], "{block}");
+
+    // Now the installer finds the user, says so and keeps nut.pass as it is.
+    let out = install_ok(r, &[]);
+    assert!(out.contains("upsd.users already has user monuser"), "{out}");
+    assert_eq!(read(r, "etc/hecate/nut.pass"), format!("{password}\n"));
+}
+
+#[test]
+fn manage_nut_1_takes_an_existing_setup_over_keeping_backups() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write_foreign_setup(r);
+    let out = install_ok(r, &[("HECATE_MANAGE_NUT", "1")]);
+    assert!(out.contains("replacing the NUT setup in /etc/nut (UPS: rackups deskups)"), "{out}");
+    for (rel, content) in FOREIGN {
+        let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
+        let backups: Vec<PathBuf> = std::fs::read_dir(r.join("etc/nut"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{name}.hecate-backup-")))
+            .collect();
+        assert_eq!(backups.len(), 1, "{rel}: one backup, got {backups:?}\n{out}");
+        assert_eq!(std::fs::read_to_string(&backups[0]).unwrap(), content, "{rel}: the backup holds the old file");
+        assert!(read(r, rel).starts_with("# Managed by Hecate's scripts/install.sh"), "{rel} is Hecate's now");
+    }
+    assert!(read(r, "etc/nut/ups.conf").contains("[atlasups]"));
+    assert!(r.join(UDEV_RULE).exists());
+
+    // Hecate's now: a second run, with or without the knob, changes nothing and backs nothing up.
+    for env in [&[("HECATE_MANAGE_NUT", "1")][..], &[][..]] {
+        let before = snapshot(r);
+        std::thread::sleep(Duration::from_millis(50));
+        let again = install_ok(r, env);
+        assert!(again.trim_end().ends_with("nothing to change"), "{env:?}:\n{again}");
+        assert_same_tree(&before, &snapshot(r));
+    }
+}
+
+#[test]
+fn a_debian_default_nut_setup_without_a_ups_is_replaced_with_backups() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc/nut")).unwrap();
+    // What nut-server's package installs: nothing configured.
+    std::fs::write(r.join("etc/nut/nut.conf"), "# Network UPS Tools: example nut.conf\nMODE=none\n").unwrap();
+    std::fs::write(r.join("etc/nut/ups.conf"), "# Network UPS Tools: example ups.conf\n#[myups]\n#\tdriver = dummy\n")
+        .unwrap();
+    let out = install_ok(r, &[]);
+    assert!(out.contains("/etc/nut configures no UPS yet: writing Hecate's setup"), "{out}");
+    assert!(read(r, "etc/nut/nut.conf").lines().any(|l| l == "MODE=standalone"));
+    let names: Vec<String> =
+        std::fs::read_dir(r.join("etc/nut")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.iter().filter(|n| n.contains(".hecate-backup-")).count(), 2, "{names:?}");
+}
+
+#[test]
+fn the_netserver_knobs_serve_other_machines_and_a_rerun_keeps_them() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let dir = tempfile::tempdir().unwrap();
+    let secondaries = dir.path().join("secondaries");
+    std::fs::write(&secondaries, "# the NAS and a desktop\nnas nas-Secret1\n\ndesk Desk-pass2\n").unwrap();
+    let env = [
+        ("HECATE_NUT_LISTEN", "192.0.2.10 2001:db8::5"),
+        ("HECATE_NUT_SECONDARIES_FILE", secondaries.to_str().unwrap()),
+    ];
+    let o = install(r, &env);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for secret in ["nas-Secret1", "Desk-pass2"] {
+        assert!(!out.contains(secret) && !err.contains(secret), "a password was printed:\n{out}\n{err}");
+    }
+    assert!(read(r, "etc/nut/nut.conf").lines().any(|l| l == "MODE=netserver"));
+    let listens: Vec<String> =
+        read(r, "etc/nut/upsd.conf").lines().filter(|l| l.starts_with("LISTEN")).map(str::to_owned).collect();
+    assert_eq!(listens, ["LISTEN 127.0.0.1 3493", "LISTEN 192.0.2.10 3493", "LISTEN 2001:db8::5 3493"]);
+    let users = read(r, "etc/nut/upsd.users");
+    for line in ["[nas]", "  password = \"nas-Secret1\"", "[desk]", "  password = \"Desk-pass2\"", "  upsmon secondary"]
+    {
+        assert!(users.lines().any(|l| l == line), "upsd.users lacks {line:?}:\n{users}");
+    }
+
+    // Re-run without the knobs (an upgrade): the NAS keeps its server.
+    let before = snapshot(r);
+    std::thread::sleep(Duration::from_millis(50));
+    let again = install_ok(r, &[]);
+    assert!(again.trim_end().ends_with("nothing to change"), "{again}");
+    assert_same_tree(&before, &snapshot(r));
+
+    // A real upsd takes the generated files: the NAS's user logs in as a secondary.
+    let (port, _upsd, _dir) = real_upsd(r, "atlasups");
+    let answers = converse(port, &["USERNAME nas".into(), "PASSWORD nas-Secret1".into(), "LOGIN atlasups".into()]);
+    assert_eq!(answers, ["OK", "OK", "OK"]);
+
+    // Empty knobs: back to loopback only, no secondaries.
+    install_ok(r, &[("HECATE_NUT_LISTEN", ""), ("HECATE_NUT_SECONDARIES_FILE", "")]);
+    assert!(read(r, "etc/nut/nut.conf").lines().any(|l| l == "MODE=standalone"));
+    assert!(!read(r, "etc/nut/upsd.conf").contains("192.0.2.10"));
+    assert!(!read(r, "etc/nut/upsd.users").contains("[nas]"));
+}
+
+#[test]
+fn the_kill_power_delays_are_written_for_the_ups_and_into_a_fresh_config() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    install_ok(r, &[("HECATE_NUT_OFFDELAY", "300"), ("HECATE_NUT_ONDELAY", "360")]);
+    let ups = read(r, "etc/nut/ups.conf");
+    for line in ["  offdelay = 300", "  ondelay = 360"] {
+        assert!(ups.lines().any(|l| l == line), "ups.conf lacks {line:?}:\n{ups}");
+    }
+    assert!(read(r, "etc/hecate/hecate.yaml").lines().any(|l| l == "  #   delay: 300s"));
+    let users = read(r, "etc/nut/upsd.users");
+    assert!(users.lines().any(|l| l == "  actions = SET"), "hecate may set ups.delay.shutdown:\n{users}");
+    let o = install(r, &[("HECATE_NUT_OFFDELAY", "300"), ("HECATE_NUT_ONDELAY", "300")]);
+    assert!(!o.status.success() && text(&o).1.contains("HECATE_NUT_ONDELAY"), "ondelay must be above offdelay");
+}
+
+#[test]
+fn a_bad_secondaries_file_is_refused_without_showing_its_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secondaries");
+    std::fs::write(&file, "nas good-Secret9\nbad user \"quoted-secret\"\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let o = install(root.path(), &[("HECATE_NUT_SECONDARIES_FILE", file.to_str().unwrap())]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}\n{err}");
+    assert!(err.contains("HECATE_NUT_SECONDARIES_FILE line 2"), "{err}");
+    assert!(!err.contains("quoted-secret") && !err.contains("good-Secret9"), "{err}");
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "something was written");
 }

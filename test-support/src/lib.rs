@@ -4,7 +4,8 @@
 //! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]), OpenSSH `sshd` "nodes" whose
 //! `systemctl`/`shutdown`/`poweroff`/`reboot`/`halt` are recording shims ([`SshNode`],
 //! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]), a Redfish BMC `sushy-emulator` ([`Sushy`])
-//! and a Kubernetes API server with etcd ([`KubeApiServer`]). Starting waits until the peer answers
+//! and a Kubernetes API server with etcd ([`KubeApiServer`]); a NUT `upsmon` ([`Upsmon`]) is
+//! another client of a [`Upsd`], as a NAS sharing the UPS would be. Starting waits until the peer answers
 //! (polling with a timeout, never a fixed sleep); dropping the handle kills the processes it
 //! spawned, by PID, and removes the temp dir.
 //!
@@ -23,6 +24,7 @@ mod process;
 mod redfish;
 mod ssh;
 mod tls;
+mod upsmon;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
@@ -37,6 +39,7 @@ pub use nut::Upsd;
 pub use redfish::{REDFISH_VENV, SUSHY_SYSTEMS, Sushy, SushyOptions};
 pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, SshNode, SshNodes};
 pub use tls::{make_ca, make_certificates};
+pub use upsmon::{Upsmon, UpsmonRole, unix_now};
 
 /// What to run to get root and the installed peers; part of every "not set up" failure.
 pub const SETUP_HINT: &str = "these tests need root and the peers installed: run ./scripts/test as root \

@@ -27,6 +27,13 @@ const MONITOR_USER: &str = "monuser";
 const MONITOR_PASSWORD: &str = "monpass";
 const ADMIN_USER: &str = "admin";
 const ADMIN_PASSWORD: &str = "adminpass";
+/// What Hecate's installer grants its own user: a upsmon primary that may also send commands and
+/// set variables.
+const PRIMARY_USER: &str = "hecate";
+const PRIMARY_PASSWORD: &str = "hecatepass";
+/// What another machine (a NAS) gets: a upsmon secondary.
+const SECONDARY_USER: &str = "secmon";
+const SECONDARY_PASSWORD: &str = "secpass";
 
 /// How long the driver and upsd get to come up (upsd reports `WAIT` for about 2 s).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,8 +44,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A NUT `upsd` on 127.0.0.1 with one UPS served by `dummy-ups` (mode `dummy-once`).
 ///
-/// Users: `monuser`/`monpass` (`upsmon primary`) and `admin`/`adminpass` (`actions = SET FSD`,
-/// `instcmds = ALL`). Config and state live in a temp dir (`NUT_CONFPATH`, `NUT_STATEPATH`,
+/// Users: `monuser`/`monpass` (`upsmon primary`), `admin`/`adminpass` (`actions = SET FSD`,
+/// `instcmds = ALL`), `hecate`/`hecatepass` (`upsmon primary`, `actions = SET`, `instcmds = ALL`:
+/// what Hecate's installer grants) and `secmon`/`secpass` (`upsmon secondary`, as for a NAS). Config and state live in a temp dir (`NUT_CONFPATH`, `NUT_STATEPATH`,
 /// `NUT_ALTPIDPATH`); both daemons run in the foreground, dropping privileges to `nut`. Dropping
 /// the handle kills both and removes the dir.
 ///
@@ -114,7 +122,10 @@ impl Upsd {
             &etc.join("upsd.users"),
             format!(
                 "[{MONITOR_USER}]\n  password = {MONITOR_PASSWORD}\n  upsmon primary\n\
-                 [{ADMIN_USER}]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n"
+                 [{ADMIN_USER}]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n\
+                 [{PRIMARY_USER}]\n  password = {PRIMARY_PASSWORD}\n  upsmon primary\n  actions = SET\n  \
+                 instcmds = ALL\n\
+                 [{SECONDARY_USER}]\n  password = {SECONDARY_PASSWORD}\n  upsmon secondary\n"
             ),
         );
         // the daemons drop privileges to 'nut': it must read the config and write the state
@@ -181,6 +192,42 @@ impl Upsd {
         ADMIN_PASSWORD
     }
 
+    /// Hecate's own user as the installer makes it (`upsmon primary`, `actions = SET`,
+    /// `instcmds = ALL`): `hecate`.
+    pub fn primary_user(&self) -> &'static str {
+        PRIMARY_USER
+    }
+
+    /// Its password: `hecatepass`.
+    pub fn primary_password(&self) -> &'static str {
+        PRIMARY_PASSWORD
+    }
+
+    /// A `upsmon secondary` user, as for a NAS: `secmon`.
+    pub fn secondary_user(&self) -> &'static str {
+        SECONDARY_USER
+    }
+
+    /// Its password: `secpass`.
+    pub fn secondary_password(&self) -> &'static str {
+        SECONDARY_PASSWORD
+    }
+
+    /// `GET NUMLOGINS`: how many clients upsd counts as logged in to the UPS.
+    pub fn num_logins(&self) -> Result<u32, String> {
+        let line = request(self.addr(), &format!("GET NUMLOGINS {}\n", self.ups))?;
+        let prefix = format!("NUMLOGINS {} ", self.ups);
+        line.strip_prefix(&prefix).and_then(|n| n.parse().ok()).ok_or(line)
+    }
+
+    /// upsd's log so far. upsd handles one request at a time, so the order of its lines is the
+    /// order things happened: `User USER@ADDR logged into UPS [..]`, `.. logged out from UPS ..`,
+    /// `Client USER@ADDR set FSD on UPS [..]`, `Set variable: ..`, `Instant command: USER@ADDR did
+    /// CMD on UPS ..`.
+    pub fn upsd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("upsd.log")).unwrap_or_default()
+    }
+
     /// The temp dir holding `etc/` (config, `.dev` data) and `state/`, plus the daemons' logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -195,6 +242,12 @@ impl Upsd {
     /// Sets a variable as the admin user with `upsrw -s NAME=VALUE -w` (any variable works with
     /// dummy-ups, `ups.status` included) and waits until `GET VAR` returns the new value.
     pub fn set_var(&self, name: &str, value: &str) {
+        self.set_var_until(name, value, |seen| seen == value);
+    }
+
+    /// Like [`Upsd::set_var`], waiting until `GET VAR` returns what `done` accepts: for a value
+    /// someone else changes at once (a upsmon primary adds `FSD` to an `OB LB` status).
+    pub fn set_var_until(&self, name: &str, value: &str, done: impl Fn(&str) -> bool) {
         let target = format!("{}@{}", self.ups, self.addr());
         let out = Command::new(UPSRW)
             .arg("-s")
@@ -211,7 +264,7 @@ impl Upsd {
             String::from_utf8_lossy(&out.stderr)
         );
         let waited = poll(SET_TIMEOUT, || match self.get_var(name) {
-            Ok(v) if v == value => Step::Ready(()),
+            Ok(v) if done(&v) => Step::Ready(()),
             other => Step::Wait(format!("{name} reads {other:?}")),
         });
         if let Err(why) = waited {

@@ -32,7 +32,8 @@ pub struct NtfyConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// Priority per event kind, overriding the defaults: `high` for shutdown_triggered,
-    /// step_failed and forwarder_fallback, `low` for stage_finished, `default` otherwise.
+    /// step_failed, forwarder_fallback, run_not_started, run_interrupted, backend_unavailable,
+    /// comm_lost, low_battery and overload, `low` for stage_finished, `default` otherwise.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub priorities: BTreeMap<EventKind, Priority>,
     /// Time limit of one try (connect, send, answer). 1ms to 10m; default 10s.
@@ -188,7 +189,11 @@ impl Ntfy {
             EventKind::StepFailed | EventKind::RunNotStarted | EventKind::BackendUnavailable => "warning",
             EventKind::RunInterrupted => "hourglass",
             EventKind::StageFinished => "arrow_forward",
-            EventKind::ShutdownDone | EventKind::StartupDone => "white_check_mark",
+            EventKind::ShutdownDone | EventKind::StartupDone | EventKind::CommRestored => "white_check_mark",
+            EventKind::CommLost => "x",
+            EventKind::LowBattery => "rotating_light",
+            EventKind::ReplaceBattery => "wrench",
+            EventKind::Overload => "zap",
         }
     }
 }

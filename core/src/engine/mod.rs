@@ -14,7 +14,7 @@ use crate::error::{BackendError, ErrorKind};
 use crate::node::{AttemptReport, NodeOp};
 use crate::notify::{Event, EventKind};
 use crate::plan::{Action, OnFailure, Plan, PlanKind, Stage, Step};
-use crate::runtime::{Runtime, join_all};
+use crate::runtime::{PowerHandle, Runtime, join_all};
 
 pub use journal::{Journal, JournalError, JournalSummary};
 
@@ -421,16 +421,105 @@ impl Engine {
                     tokio::time::sleep(self.opts.wait_poll).await;
                 }
             }
-            Action::UpsCommand { source, command, param } => {
-                let p =
-                    rt.power.iter().find(|p| &p.name == source).ok_or_else(|| {
-                        BackendError::new(ErrorKind::Config, format!("no power source named {source}"))
+            Action::UpsCommand { source, command, delay, hostsync } => {
+                let p = power(rt, source)?;
+                let mut notes = Vec::new();
+                if let Some(hostsync) = hostsync {
+                    // Told even if it was at the trigger: FSD is a latch, and telling twice is
+                    // harmless. A refusal does not stop the cut: the clients still get their wait.
+                    match p.source.lock().await.raise_fsd().await {
+                        Ok(()) => notes.push("FSD set".to_string()),
+                        Err(e) => notes.push(format!("FSD not set ({})", crate::error::error_chain(&e))),
+                    }
+                    notes.push(self.wait_for_other_clients(p, **hostsync).await);
+                }
+                let sent =
+                    p.source.lock().await.kill_power(command.as_deref(), delay.map(|d| *d)).await.map_err(|e| {
+                        // What was done before the failure belongs in the report too.
+                        if notes.is_empty() {
+                            e
+                        } else {
+                            BackendError { message: format!("{}; {}", notes.join("; "), e.message), ..e }
+                        }
                     })?;
-                p.source.lock().await.instant_command(command, param.as_deref()).await?;
-                Ok(format!("{command} accepted"))
+                let param = sent.param.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
+                let when = match sent.delay_s {
+                    Some(0) => "the ups cuts its load at once".to_string(),
+                    Some(s) => format!("the ups cuts its load in {s} s"),
+                    None => "the ups cuts its load after its own delay".to_string(),
+                };
+                let note = if sent.note.is_empty() { String::new() } else { format!(" ({})", sent.note) };
+                notes.push(format!("{}{param} accepted: {when}{note}", sent.command));
+                Ok(notes.join("; "))
             }
+            Action::UpsFsd { source } => {
+                power(rt, source)?.source.lock().await.raise_fsd().await?;
+                Ok("FSD set: the ups's other clients shut down now".into())
+            }
+            Action::UpsLeave { source } => power(rt, source)?.source.lock().await.detach().await,
         }
     }
+
+    /// Waits until a UPS's other clients have logged out or `hostsync` has passed, as upsmon's
+    /// primary does before it cuts the power, and says who was waited on. The source is locked
+    /// for each look only, so the daemon's polls go on meanwhile.
+    async fn wait_for_other_clients(&self, p: &PowerHandle, hostsync: Duration) -> String {
+        let start = Instant::now();
+        let mut waited_on = std::collections::BTreeSet::new();
+        let mut most = 0;
+        loop {
+            let error = match p.source.lock().await.other_clients().await {
+                Ok(c) if c.count == 0 && most == 0 => return "no other client was attached".into(),
+                Ok(c) if c.count == 0 => {
+                    return format!(
+                        "waited {:.1} s for {most} other client(s) ({}) to log out",
+                        start.elapsed().as_secs_f64(),
+                        who(&waited_on)
+                    );
+                }
+                Ok(c) => {
+                    most = most.max(c.count);
+                    waited_on.extend(c.addresses);
+                    None
+                }
+                Err(e) if e.kind == ErrorKind::Unsupported => {
+                    return format!("cannot tell whether other clients are attached: {}", e.message);
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            let elapsed = start.elapsed();
+            if elapsed >= hostsync {
+                let now = match error {
+                    Some(e) => format!("their number unknown ({e})"),
+                    None => format!("{most} other client(s) ({}) still attached", who(&waited_on)),
+                };
+                return format!(
+                    "hostsync {} passed with {now}: cutting the power anyway",
+                    humantime::format_duration(hostsync)
+                );
+            }
+            tokio::time::sleep(OTHER_CLIENTS_POLL.min(hostsync.saturating_sub(elapsed))).await;
+        }
+    }
+}
+
+/// How often a primary looks whether the UPS's other clients have logged out (upsmon: 250 ms).
+const OTHER_CLIENTS_POLL: Duration = Duration::from_millis(250);
+
+fn who(addresses: &std::collections::BTreeSet<String>) -> String {
+    if addresses.is_empty() {
+        "address unknown".into()
+    } else {
+        addresses.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn power<'a>(rt: &'a Runtime, source: &str) -> Result<&'a PowerHandle, BackendError> {
+    rt.power
+        .iter()
+        .find(|p| p.name == source)
+        .map(|p| p.as_ref())
+        .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no power source named {source}")))
 }
 
 fn cluster(rt: &Runtime) -> Result<&dyn crate::cluster::ClusterApi, BackendError> {

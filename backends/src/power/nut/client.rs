@@ -606,3 +606,133 @@ impl ListBudget {
         Ok(())
     }
 }
+
+/// Most items accepted in a `LIST CMD` or `LIST CLIENT` answer: a UPS has a few dozen commands,
+/// a upsd a handful of clients.
+const MAX_LIST_ITEMS: usize = 1_000;
+
+/// What a client that counts as one of the UPS's users sends, as `upsmon` does (`LOGIN`,
+/// `PRIMARY`, `FSD`, `GET NUMLOGINS`, `LIST CLIENT`), and what choosing and timing the kill-power
+/// command needs (`LIST CMD`, `SET VAR`). Kept apart from the reading requests above.
+impl NutClient {
+    /// `LOGIN <ups>`: upsd counts this connection among the UPS's clients (`NUMLOGINS`) until it
+    /// closes, so a primary elsewhere waits for it before cutting the power. Needs
+    /// [`NutClient::authenticate`] first, as a user with `upsmon primary` or `upsmon secondary`.
+    pub async fn login(&mut self, ups: &str) -> Result<(), BackendError> {
+        self.request_ok(&["LOGIN", ups]).await
+    }
+
+    /// `PRIMARY <ups>`, then the older `MASTER <ups>` if upsd refuses it, as upsmon does (an
+    /// upsd before 2.8 does not know `PRIMARY`). Returns the word upsd granted. Needs a user with
+    /// `upsmon primary`.
+    pub async fn primary(&mut self, ups: &str) -> Result<&'static str, BackendError> {
+        match self.request_ok(&["PRIMARY", ups]).await {
+            Ok(()) => Ok("PRIMARY"),
+            Err(e) if self.broken => Err(e),
+            Err(first) => match self.request_ok(&["MASTER", ups]).await {
+                Ok(()) => Ok("MASTER"),
+                // An upsd that does not know PRIMARY says why it refuses MASTER; one that knows it
+                // said it first.
+                Err(e) if first.message.contains("UNKNOWN-COMMAND") => Err(e),
+                Err(_) => Err(first),
+            },
+        }
+    }
+
+    /// `FSD <ups>`: sets upsd's forced-shutdown flag for the UPS, which every client then sees
+    /// in `ups.status` and treats as on battery with a low battery. upsd keeps it until it
+    /// restarts. Needs a user with `upsmon primary` (or the `FSD` action).
+    pub async fn fsd(&mut self, ups: &str) -> Result<(), BackendError> {
+        self.request_ok(&["FSD", ups]).await
+    }
+
+    /// `GET NUMLOGINS <ups>`: how many connections have sent `LOGIN` for the UPS.
+    pub async fn num_logins(&mut self, ups: &str) -> Result<u32, BackendError> {
+        let label = format!("GET NUMLOGINS {ups}");
+        let line = self.encode(&["GET", "NUMLOGINS", ups], &label)?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.num_logins_exchange(&line, ups)).await;
+        self.end(&label, outcome)
+    }
+
+    /// `LIST CLIENT <ups>`: the address of every connection logged in to the UPS (upsd 2.6.4
+    /// and later).
+    pub async fn list_clients(&mut self, ups: &str) -> Result<Vec<String>, BackendError> {
+        self.list_items("CLIENT", ups).await
+    }
+
+    /// `LIST CMD <ups>`: the instant commands the UPS's driver offers.
+    pub async fn list_cmds(&mut self, ups: &str) -> Result<Vec<String>, BackendError> {
+        self.list_items("CMD", ups).await
+    }
+
+    /// `SET VAR <ups> <var> <value>`: changes a writable variable (such as
+    /// `ups.delay.shutdown`). Needs a user with the `SET` action.
+    pub async fn set_var(&mut self, ups: &str, var: &str, value: &str) -> Result<(), BackendError> {
+        self.request_ok(&["SET", "VAR", ups, var, value]).await
+    }
+
+    /// The local address of the connection, as upsd sees this client in `LIST CLIENT` (behind
+    /// no NAT).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        let tcp = match self.stream.get_ref() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        };
+        tcp.local_addr().ok().map(|a| a.ip())
+    }
+
+    /// Sends a request whose answer is `OK` or `OK <anything>`.
+    async fn request_ok(&mut self, words: &[&str]) -> Result<(), BackendError> {
+        let label = words.join(" ");
+        let line = self.encode(words, &label)?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.expect_ok(&line)).await;
+        self.end(&label, outcome)
+    }
+
+    async fn list_items(&mut self, kind: &str, ups: &str) -> Result<Vec<String>, BackendError> {
+        let label = format!("LIST {kind} {ups}");
+        let line = self.encode(&["LIST", kind, ups], &label)?;
+        self.begin()?;
+        let outcome = tokio::time::timeout(self.timeout, self.list_items_exchange(&line, kind, ups)).await;
+        self.end(&label, outcome)
+    }
+
+    async fn num_logins_exchange(&mut self, line: &str, ups: &str) -> Result<u32, Failure> {
+        self.send(line).await?;
+        let words = self.recv().await?;
+        let count = match as_strs(&words).as_slice() {
+            ["NUMLOGINS", u, n] if *u == ups => n.parse::<u32>().ok(),
+            _ => return Err(self.unexpected(words)),
+        };
+        count.ok_or_else(|| {
+            Failure::Broken(self.garbled(format!("a login count that is not a number: {}", shown(&words.join(" ")))))
+        })
+    }
+
+    /// A `BEGIN LIST <kind> <ups>` answer: the last word of each `<kind> <ups> ...` line.
+    async fn list_items_exchange(&mut self, line: &str, kind: &str, ups: &str) -> Result<Vec<String>, Failure> {
+        self.send(line).await?;
+        let first = self.recv().await?;
+        if !matches!(as_strs(&first).as_slice(), ["BEGIN", "LIST", k, u] if *k == kind && *u == ups) {
+            return Err(self.unexpected(first));
+        }
+        let mut items = Vec::new();
+        loop {
+            let words = self.recv().await?;
+            match as_strs(&words).as_slice() {
+                ["END", "LIST", k, u] if *k == kind && *u == ups => return Ok(items),
+                [k, u, item] if *k == kind && *u == ups => {
+                    if items.len() >= MAX_LIST_ITEMS {
+                        return Err(Failure::Broken(
+                            self.garbled(format!("more than {MAX_LIST_ITEMS} items in LIST {kind}")),
+                        ));
+                    }
+                    items.push(item.to_string());
+                }
+                _ => return Err(self.unexpected(words)),
+            }
+        }
+    }
+}

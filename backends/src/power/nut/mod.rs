@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_TRY};
-use hecate_core::power::{PowerReading, PowerSource, PowerSourceConfig, UpsStatus};
+use hecate_core::power::{
+    Attachment, KillPower, OtherClients, PowerReading, PowerSource, PowerSourceConfig, StatusFlag, UpsStatus,
+};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +64,15 @@ pub struct NutConfig {
     #[serde(default, deserialize_with = "tls_block", skip_serializing_if = "Option::is_none")]
     #[schemars(with = "NutTlsConfig")]
     pub tls: Option<NutTlsConfig>,
+    /// How Hecate counts among the UPS's NUT clients, as `upsmon` would: `primary` (`LOGIN` and
+    /// `PRIMARY`: Hecate tells the other clients to shut down with `FSD` and waits for them to
+    /// go before it cuts the power), `secondary` (`LOGIN`: the primary, another host's upsmon,
+    /// waits for Hecate's shutdown before it cuts the power; Hecate logs out once its shutdown
+    /// is done) or `none` (only reads). Needs `username`, a upsd.users user with
+    /// `upsmon primary` or `upsmon secondary`. Default: `primary` for a upsd on this host
+    /// (a loopback `endpoint`), `secondary` for one elsewhere, `none` without `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<Attachment>,
 }
 
 /// The `tls` block of a `nut` source.
@@ -100,6 +111,23 @@ fn tls_block<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NutTlsConf
         Some(tls) => Ok(Some(tls)),
         None => {
             Err(serde::de::Error::custom("`tls` is empty: give it at least `ca_file`, or remove the key for plain tcp"))
+        }
+    }
+}
+
+impl NutConfig {
+    /// `login` as configured, or its default: `primary` on a loopback `endpoint`, `secondary`
+    /// elsewhere, `none` without `username` (LOGIN needs a user).
+    pub fn effective_login(&self) -> Attachment {
+        match (self.login, &self.username) {
+            (Some(login), _) => login,
+            (None, None) => Attachment::None,
+            (None, Some(_)) => {
+                let local = parse_endpoint(&self.endpoint).is_ok_and(|(host, _)| {
+                    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                });
+                if local { Attachment::Primary } else { Attachment::Secondary }
+            }
         }
     }
 }
@@ -180,6 +208,13 @@ impl PowerSourceConfig for NutConfig {
             (None, Some(_)) => p.push("`password_file` is only used with `username`".into()),
             _ => {}
         }
+        if let Some(login @ (Attachment::Primary | Attachment::Secondary)) = self.login
+            && self.username.is_none()
+        {
+            p.push(format!(
+                "`login: {login}` needs `username` (a upsd.users user with `upsmon {login}`) and `password_file`"
+            ));
+        }
         if let Some(m) = self.timeout.out_of_range(MIN_TIMEOUT, ONE_TRY) {
             p.push(format!("`timeout` {m}"));
         }
@@ -191,6 +226,10 @@ impl PowerSourceConfig for NutConfig {
 
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn PowerSource>, BackendError> {
         Ok(Box::new(NutUps::new(self)?))
+    }
+
+    fn attachment(&self) -> Attachment {
+        self.effective_login()
     }
 }
 
@@ -335,11 +374,30 @@ fn round_ms(d: Duration) -> Duration {
 enum Op<'a> {
     ListVars,
     InstCmd { command: &'a str, param: Option<&'a str> },
+    Fsd,
+    OtherClients,
+    ListCmds,
+    GetVar(&'a str),
+    SetVar { var: &'a str, value: &'a str },
+}
+
+impl Op<'_> {
+    /// Whether sending it twice does no harm, so a dead kept connection may be replaced and the
+    /// request sent again. Not an instant command: whether the dead connection delivered it is
+    /// unknown, and the engine decides about repeating it.
+    fn repeatable(&self) -> bool {
+        !matches!(self, Op::InstCmd { .. })
+    }
 }
 
 enum Done {
     Vars(Vec<(String, String)>),
     Accepted,
+    /// `NUMLOGINS`, the `LIST CLIENT` addresses (empty from an upsd before 2.6.4), and this
+    /// connection's own address.
+    Clients(u32, Vec<String>, Option<IpAddr>),
+    Words(Vec<String>),
+    Value(String),
 }
 
 /// The runtime side of [`NutConfig`]: a persistent upsd connection.
@@ -356,6 +414,20 @@ pub struct NutUps {
     conn: Option<NutClient>,
     connections_opened: u64,
     backoff: Backoff,
+    /// `login` in effect.
+    attachment: Attachment,
+    /// The kept connection has sent `LOGIN` and upsd counts it.
+    logged_in: bool,
+    /// The kept connection was granted `PRIMARY` (or `MASTER`).
+    primary_granted: bool,
+    /// Why the last attempt to log in fell short, logged when it changes.
+    login_problem: Option<String>,
+    /// Logged out at the end of a shutdown: no `LOGIN` on new connections until the UPS reads
+    /// online without `FSD` again.
+    detached: bool,
+    /// This process set `FSD`, which upsd keeps until it restarts: while upsd still shows it,
+    /// readings leave it out, so the outage that is over does not trigger again.
+    fsd_raised: bool,
 }
 
 impl NutUps {
@@ -388,7 +460,78 @@ impl NutUps {
             conn: None,
             connections_opened: 0,
             backoff: Backoff::default(),
+            attachment: cfg.effective_login(),
+            logged_in: false,
+            primary_granted: false,
+            login_problem: None,
+            detached: false,
+            fsd_raised: false,
         })
+    }
+
+    /// `ups.delay.shutdown` in whole seconds, if the UPS has it.
+    async fn shutdown_delay(&mut self) -> Option<u64> {
+        match self.call(Op::GetVar("ups.delay.shutdown")).await {
+            Ok(Done::Value(v)) => v.trim().parse::<u64>().ok(),
+            _ => None,
+        }
+    }
+
+    /// Makes `ups.delay.shutdown` (the delay `shutdown.return` runs with) `wanted` where the
+    /// driver lets it be set. Returns the delay the UPS will use, where known, and how it came
+    /// about.
+    async fn set_shutdown_delay(&mut self, wanted: Option<u64>) -> (Option<u64>, String) {
+        let current = self.shutdown_delay().await;
+        let Some(want) = wanted else {
+            let note = match current {
+                Some(_) => "its own ups.delay.shutdown (offdelay in ups.conf)".to_string(),
+                None => "its own delay: the ups reports no ups.delay.shutdown".to_string(),
+            };
+            return (current, note);
+        };
+        if current == Some(want) {
+            return (current, "ups.delay.shutdown already so".into());
+        }
+        let value = want.to_string();
+        match self.call(Op::SetVar { var: "ups.delay.shutdown", value: &value }).await {
+            Ok(_) => {
+                let was = current.map(|c| format!(" (was {c} s)")).unwrap_or_default();
+                (Some(want), format!("ups.delay.shutdown set to {want} s{was}"))
+            }
+            Err(e) => {
+                let uses = match current {
+                    Some(c) => format!("the ups uses {c} s (offdelay in ups.conf)"),
+                    None => "the ups uses its own delay".into(),
+                };
+                tracing::warn!(ups = %self.ups, error = %e, "cannot set ups.delay.shutdown to {want} s; {uses}");
+                (current, format!("could not set ups.delay.shutdown to {want} s ({}): {uses}", e.message))
+            }
+        }
+    }
+
+    /// An error unless a user is configured: `what` needs one with rights for it.
+    fn needs_user(&self, what: &str) -> Result<(), BackendError> {
+        if self.credentials.is_some() {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            ErrorKind::Config,
+            format!(
+                "{what} for ups {} needs `username` and `password_file` (a upsd user with the rights for it)",
+                self.ups
+            ),
+        ))
+    }
+
+    /// Whether the kept connection is logged in to the UPS (counted in upsd's `NUMLOGINS`).
+    pub fn logged_in(&self) -> bool {
+        self.conn.is_some() && self.logged_in
+    }
+
+    /// Whether the kept connection was granted primary (`PRIMARY` or, from an older upsd,
+    /// `MASTER`).
+    pub fn primary_granted(&self) -> bool {
+        self.conn.is_some() && self.primary_granted
     }
 
     /// How many connections to upsd this source has opened. It stays at 1 while one persistent
@@ -439,7 +582,55 @@ impl NutUps {
         if let Some(c) = &self.credentials {
             client.authenticate(&c.username, &c.password).await?;
         }
+        self.logged_in = false;
+        self.primary_granted = false;
+        if self.attachment != Attachment::None && !self.detached {
+            self.attach(&mut client).await?;
+        }
         Ok(client)
+    }
+
+    /// `LOGIN` (and `PRIMARY`, falling back to `MASTER`) on a new connection, as upsmon does. A
+    /// refusal (a user without `upsmon` rights) is logged when it first happens and costs no
+    /// reading: reads need neither. Only a connection that broke is an error.
+    async fn attach(&mut self, client: &mut NutClient) -> Result<(), BackendError> {
+        let mut problem = None;
+        match client.login(&self.ups).await {
+            Ok(()) => self.logged_in = true,
+            Err(e) if client.is_broken() => return Err(e),
+            Err(e) => {
+                problem = Some(format!(
+                    "{e}: the ups's other nut clients do not count this host (login: {} needs a upsd.users user with \
+                     `upsmon {}`)",
+                    self.attachment, self.attachment
+                ));
+            }
+        }
+        if self.logged_in && self.attachment == Attachment::Primary {
+            match client.primary(&self.ups).await {
+                Ok(word) => {
+                    self.primary_granted = true;
+                    tracing::debug!(ups = %self.ups, peer = %self.peer, granted = word, "logged in as primary");
+                }
+                Err(e) if client.is_broken() => return Err(e),
+                Err(e) => {
+                    problem = Some(format!(
+                        "{e}: logged in, but not as primary, so hecate cannot tell the other clients to shut \
+                         down (FSD)"
+                    ));
+                }
+            }
+        }
+        if problem != self.login_problem {
+            match &problem {
+                Some(p) => tracing::warn!(source = %self.name, ups = %self.ups, "{p}"),
+                None => {
+                    tracing::info!(source = %self.name, ups = %self.ups, login = %self.attachment, "logged in to the ups")
+                }
+            }
+            self.login_problem = problem;
+        }
+        Ok(())
     }
 
     /// Runs one request. A read that finds the kept connection dead (upsd restarted since the
@@ -447,7 +638,7 @@ impl NutUps {
     /// instant command is not: whether the dead connection delivered it is unknown, and the
     /// engine decides about repeating it.
     async fn call(&mut self, op: Op<'_>) -> Result<Done, BackendError> {
-        let mut may_retry = matches!(op, Op::ListVars);
+        let mut may_retry = op.repeatable();
         let ups = self.ups.clone();
         loop {
             let reused = self.conn.as_ref().is_some_and(|c| !c.is_broken());
@@ -455,6 +646,18 @@ impl NutUps {
             let result = match op {
                 Op::ListVars => client.list_vars(&ups).await.map(Done::Vars),
                 Op::InstCmd { command, param } => client.instcmd(&ups, command, param).await.map(|()| Done::Accepted),
+                Op::Fsd => client.fsd(&ups).await.map(|()| Done::Accepted),
+                Op::ListCmds => client.list_cmds(&ups).await.map(Done::Words),
+                Op::GetVar(var) => client.get_var(&ups, var).await.map(Done::Value),
+                Op::SetVar { var, value } => client.set_var(&ups, var, value).await.map(|()| Done::Accepted),
+                Op::OtherClients => match client.num_logins(&ups).await {
+                    Ok(n) => match client.list_clients(&ups).await {
+                        Ok(addresses) => Ok(Done::Clients(n, addresses, client.local_ip())),
+                        Err(_) if !client.is_broken() => Ok(Done::Clients(n, Vec::new(), client.local_ip())),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
             };
             let broken = client.is_broken();
             match result {
@@ -479,6 +682,62 @@ impl NutUps {
             }
         }
     }
+}
+
+/// The kill-power command to send: `command` if given (and offered, when the UPS says what it
+/// offers), else `shutdown.return`, else `load.off.delay`. Never `load.off` unasked: it cuts at
+/// once, before this host could finish.
+pub fn choose_kill_command(
+    command: Option<&str>,
+    offered: Option<&[String]>,
+    ups: &str,
+) -> Result<String, BackendError> {
+    let offers = |c: &str| offered.is_none_or(|o| o.iter().any(|x| x == c));
+    let list = || offered.map(shown_list).unwrap_or_default();
+    match command {
+        Some(c) if offers(c) => Ok(c.to_string()),
+        Some(c) => Err(BackendError::new(
+            ErrorKind::Unsupported,
+            format!("ups {ups} does not offer {c} (it offers {}); nothing was sent", list()),
+        )),
+        None => {
+            ["shutdown.return", "load.off.delay"].into_iter().find(|c| offers(c)).map(str::to_string).ok_or_else(|| {
+                BackendError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "ups {ups} offers neither shutdown.return nor load.off.delay (it offers {}); nothing was \
+                         sent: set shutdown.ups_off.command to one it offers",
+                        list()
+                    ),
+                )
+            })
+        }
+    }
+}
+
+/// Most items of a list from upsd shown in a message.
+const SHOWN_ITEMS: usize = 16;
+
+/// Words from upsd (command names, client addresses) as a message may show them: each cut to 64
+/// characters of letters, digits and `.:_-` (anything else becomes `?`), at most
+/// [`SHOWN_ITEMS`] of them.
+pub fn shown_list(items: &[String]) -> String {
+    if items.is_empty() {
+        return "nothing".into();
+    }
+    let mut shown: Vec<String> = items.iter().take(SHOWN_ITEMS).map(|i| shown_word(i)).collect();
+    if items.len() > SHOWN_ITEMS {
+        shown.push(format!("and {} more", items.len() - SHOWN_ITEMS));
+    }
+    shown.join(", ")
+}
+
+fn shown_word(word: &str) -> String {
+    word.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || ".:_-".contains(c) { c } else { '?' }).collect()
+}
+
+fn join_note(a: &str, b: &str) -> String {
+    if a.is_empty() { b.to_string() } else { format!("{a}; {b}") }
 }
 
 /// Reads a `LIST VAR` answer as a [`PowerReading`]. A missing, empty or `WAIT` `ups.status`
@@ -528,27 +787,128 @@ impl PowerSource for NutUps {
     }
 
     async fn read(&mut self) -> Result<PowerReading, BackendError> {
-        match self.call(Op::ListVars).await? {
+        let mut reading = match self.call(Op::ListVars).await? {
             Done::Vars(vars) => reading_from_vars(&vars).map_err(|e| BackendError {
                 message: format!("ups {} at {}: {}", self.ups, self.peer, e.message),
                 ..e
-            }),
-            Done::Accepted => Err(BackendError::new(ErrorKind::Protocol, "internal: LIST VAR answered like a command")),
+            })?,
+            _ => return Err(BackendError::new(ErrorKind::Protocol, "internal: LIST VAR answered like a command")),
+        };
+        let fsd = reading.status.has(&StatusFlag::ForcedShutdown);
+        if self.fsd_raised {
+            if fsd {
+                tracing::debug!(ups = %self.ups, "FSD is still latched in upsd since this host set it: left out");
+                reading.status.0.remove(&StatusFlag::ForcedShutdown);
+            } else {
+                tracing::info!(ups = %self.ups, "upsd no longer shows the FSD this host set (it restarted)");
+                self.fsd_raised = false;
+            }
         }
+        if self.detached && reading.status.online() && !fsd {
+            tracing::info!(ups = %self.ups, login = %self.attachment, "the ups is back on mains: logging in again");
+            self.detached = false;
+            // The next connection logs in; this one is not counted.
+            self.conn = None;
+        }
+        Ok(reading)
     }
 
     async fn instant_command(&mut self, command: &str, param: Option<&str>) -> Result<(), BackendError> {
-        if self.credentials.is_none() {
-            return Err(BackendError::new(
-                ErrorKind::Config,
-                format!(
-                    "instant command {command} for ups {} needs `username` and `password_file` (a upsd user with instcmds rights)",
-                    self.ups
-                ),
-            ));
-        }
+        self.needs_user(&format!("instant command {command}"))?;
         self.call(Op::InstCmd { command, param }).await?;
         tracing::info!(ups = %self.ups, peer = %self.peer, command, param, "upsd accepted instant command");
         Ok(())
+    }
+
+    fn attachment(&self) -> Attachment {
+        self.attachment
+    }
+
+    async fn raise_fsd(&mut self) -> Result<(), BackendError> {
+        self.needs_user("FSD")?;
+        self.call(Op::Fsd).await?;
+        if !self.fsd_raised {
+            tracing::warn!(ups = %self.ups, peer = %self.peer, "FSD set: the ups's other clients shut down now");
+        }
+        self.fsd_raised = true;
+        Ok(())
+    }
+
+    async fn other_clients(&mut self) -> Result<OtherClients, BackendError> {
+        let Done::Clients(logins, mut addresses, local) = self.call(Op::OtherClients).await? else {
+            return Err(BackendError::new(ErrorKind::Protocol, "internal: NUMLOGINS answered like something else"));
+        };
+        // This host's own login is not an other client, nor is its address in the list.
+        let own = self.logged_in();
+        if own && let Some(i) = local.and_then(|ip| addresses.iter().position(|a| a.parse::<IpAddr>().ok() == Some(ip)))
+        {
+            addresses.remove(i);
+        }
+        // Shown in the run's report: cleaned, and a upsd listing thousands is cut short.
+        addresses.truncate(SHOWN_ITEMS);
+        let addresses = addresses.iter().map(|a| shown_word(a)).collect();
+        Ok(OtherClients { count: logins.saturating_sub(u32::from(own)), addresses })
+    }
+
+    async fn kill_power(&mut self, command: Option<&str>, delay: Option<Duration>) -> Result<KillPower, BackendError> {
+        self.needs_user("cutting the load")?;
+        let offered = match self.call(Op::ListCmds).await {
+            Ok(Done::Words(cmds)) => Some(cmds),
+            Ok(_) => None,
+            // An upsd too old for LIST CMD cannot tell: the command is sent and upsd judges it.
+            Err(e) if e.kind == ErrorKind::Unsupported => None,
+            Err(e) => return Err(e),
+        };
+        let command = choose_kill_command(command, offered.as_deref(), &self.ups)?;
+        let wanted = delay.map(|d| d.as_secs());
+        let (param, delay_s, mut note) = match command.as_str() {
+            // usbhid-ups (drivers/usbhid-ups.c, instcmd) runs these as load.on.delay with
+            // ups.delay.start and load.off.delay with ups.delay.shutdown, ignoring the
+            // parameter; other drivers take ups.delay.shutdown (offdelay) too.
+            "shutdown.return" | "shutdown.stayoff" => {
+                let (delay_s, note) = self.set_shutdown_delay(wanted).await;
+                (None, delay_s, note)
+            }
+            // Its parameter is the delay; without one usbhid-ups takes its built-in 20 s, not
+            // ups.delay.shutdown: send that, so the UPS keeps the delay ups.conf asks for.
+            "load.off.delay" => {
+                let current = self.shutdown_delay().await;
+                match (wanted, current) {
+                    (Some(s), _) => (Some(s.to_string()), Some(s), String::new()),
+                    (None, Some(s)) => (Some(s.to_string()), Some(s), "ups.delay.shutdown".into()),
+                    (None, None) => (None, None, "the driver's default".into()),
+                }
+            }
+            "load.off" => (None, Some(0), "load.off has no delay".into()),
+            _ => (wanted.map(|s| s.to_string()), None, String::new()),
+        };
+        if let Some(s) = delay_s.filter(|s| s % 60 != 0) {
+            let mfr = match self.call(Op::GetVar("ups.mfr")).await {
+                Ok(Done::Value(v)) => v,
+                _ => String::new(),
+            };
+            let lower = mfr.to_ascii_lowercase();
+            if lower.contains("cyber") || lower.contains("cps") {
+                // docs/man/usbhid-ups.txt: "many CPS models tend to divide this delay by 60 and
+                // round down".
+                note = join_note(&note, &format!("a CyberPower UPS may round {s} s down to {} s", s / 60 * 60));
+            }
+        }
+        self.call(Op::InstCmd { command: &command, param: param.as_deref() }).await?;
+        tracing::warn!(ups = %self.ups, peer = %self.peer, %command, param = ?param, delay_s = ?delay_s, "upsd accepted the kill-power command");
+        Ok(KillPower { command, param, delay_s, note })
+    }
+
+    async fn detach(&mut self) -> Result<String, BackendError> {
+        self.detached = true;
+        match self.conn.take() {
+            Some(client) if self.logged_in && !client.is_broken() => {
+                self.logged_in = false;
+                client.logout().await?;
+                tracing::info!(ups = %self.ups, peer = %self.peer, "logged out: the ups's primary may cut the power");
+                Ok("logged out".into())
+            }
+            _ => Ok("not logged in".into()),
+        }
     }
 }
