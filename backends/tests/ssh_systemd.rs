@@ -68,6 +68,7 @@ async fn operations_run_their_commands_over_one_reused_connection() {
     assert_eq!(c.run(&NodeOp::Probe).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(c.run(&NodeOp::StopUnit("k3s-agent".into())).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(c.run(&NodeOp::StartUnit("k3s-agent".into())).await.unwrap(), NodeOpOutput::Done);
+    assert_eq!(c.run(&NodeOp::StartUnitNoBlock("k3s-agent".into())).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(c.run(&NodeOp::UnitActive("k3s-agent".into())).await.unwrap(), NodeOpOutput::Active(true));
     node.set_exit("systemctl", 3);
     assert_eq!(c.run(&NodeOp::UnitActive("k3s-agent".into())).await.unwrap(), NodeOpOutput::Active(false));
@@ -85,6 +86,7 @@ async fn operations_run_their_commands_over_one_reused_connection() {
         [
             "systemctl stop k3s-agent",
             "systemctl start k3s-agent",
+            "systemctl start --no-block k3s-agent",
             "systemctl is-active k3s-agent",
             "systemctl is-active k3s-agent",
             "systemctl is-active nope",
@@ -93,10 +95,10 @@ async fn operations_run_their_commands_over_one_reused_connection() {
     );
     let calls = node.calls();
     // stop, start and poweroff went through real sudo; is-active ran unprivileged
-    for i in [0, 1, 5] {
+    for i in [0, 1, 2, 6] {
         assert_eq!((calls[i].user.as_str(), calls[i].sudo_user.as_deref()), ("root", Some("hecate")), "{:?}", calls[i]);
     }
-    assert_eq!((calls[2].user.as_str(), calls[2].sudo_user.as_deref()), ("hecate", None));
+    assert_eq!((calls[3].user.as_str(), calls[3].sudo_user.as_deref()), ("hecate", None));
 
     // after a poweroff the connection is never reused: the next step logs in again
     assert_eq!(c.run(&NodeOp::Probe).await.unwrap(), NodeOpOutput::Done);

@@ -189,7 +189,8 @@ pub struct NodeConfig {
     pub address: String,
     /// `server` runs `k3s`, `agent` runs `k3s-agent`.
     pub role: NodeRole,
-    /// The first (init) server: stopped last at shutdown, started first at startup.
+    /// The first (init) server: stopped last at shutdown. (The startup starts every server at
+    /// once: with embedded etcd none comes up without a quorum of the others.)
     #[serde(default)]
     pub init: bool,
     /// The systemd unit to start and stop; defaults to `k3s` for servers, `k3s-agent` for agents.

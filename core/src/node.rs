@@ -97,8 +97,13 @@ pub struct NodeInfo {
 pub enum NodeOp {
     /// Check the node answers.
     Probe,
-    /// `systemctl start UNIT`.
+    /// `systemctl start UNIT`: returns once the unit is up, which for k3s's `Type=notify` unit
+    /// means once k3s has sent `READY=1` (with embedded etcd: once etcd has a quorum).
     StartUnit(String),
+    /// `systemctl start --no-block UNIT`: returns once the start is queued. The startup plan
+    /// uses this and then waits for the API or the unit, so servers that need each other (an
+    /// etcd quorum) are all started before anything waits for one of them.
+    StartUnitNoBlock(String),
     /// `systemctl stop UNIT`.
     StopUnit(String),
     /// `systemctl is-active UNIT`.
@@ -116,7 +121,7 @@ impl NodeOp {
     pub fn capability(&self) -> Capability {
         match self {
             Self::Probe => Capability::Probe,
-            Self::StartUnit(_) => Capability::StartUnit,
+            Self::StartUnit(_) | Self::StartUnitNoBlock(_) => Capability::StartUnit,
             Self::StopUnit(_) => Capability::StopUnit,
             Self::UnitActive(_) => Capability::UnitStatus,
             Self::PowerOff => Capability::PowerOff,
@@ -130,6 +135,7 @@ impl fmt::Display for NodeOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::StartUnit(u) => write!(f, "start {u}"),
+            Self::StartUnitNoBlock(u) => write!(f, "start --no-block {u}"),
             Self::StopUnit(u) => write!(f, "stop {u}"),
             Self::UnitActive(u) => write!(f, "is-active {u}"),
             other => write!(f, "{}", other.capability()),

@@ -78,6 +78,23 @@ pub enum Action {
         /// The operation.
         op: NodeOp,
     },
+    /// Start a node's k3s unit without waiting for it to be up (`systemctl start --no-block`),
+    /// unless it runs already: what is waited for comes in later steps, so servers that need each
+    /// other to come up (an etcd quorum) are all started first.
+    StartUnit {
+        /// The node.
+        node: String,
+        /// The unit.
+        unit: String,
+    },
+    /// Poll the node until its unit is active (for k3s's `Type=notify` unit: until k3s said
+    /// `READY=1`).
+    WaitUnitActive {
+        /// The node.
+        node: String,
+        /// The unit.
+        unit: String,
+    },
     /// Poll the node until it answers a probe.
     WaitReachable {
         /// The node.
@@ -132,6 +149,8 @@ impl Step {
             Action::Node { node, op: NodeOp::PowerOff } => format!("power off {node}"),
             Action::Node { node, op: NodeOp::PowerOn } => format!("power on {node}"),
             Action::Node { node, op } => format!("{op} on {node}"),
+            Action::StartUnit { node, unit } => format!("start {unit} on {node} (without waiting)"),
+            Action::WaitUnitActive { node, unit } => format!("wait until {unit} is active on {node}"),
             Action::WaitReachable { node } => format!("wait until {node} answers"),
             Action::WaitApi => "wait for the kubernetes api".into(),
             Action::WaitNodesReady { nodes } => {
@@ -401,8 +420,16 @@ pub fn shutdown_fingerprint(cfg: &Config) -> PlanFingerprint {
     shutdown_plan(cfg, &Runtime::unbuilt(cfg), "").fingerprint()
 }
 
-/// The startup plan: power on → wait for SSH → start servers (init first) → wait for the API →
-/// start agents → wait for Ready → uncordon → GitOps → notify.
+/// The startup plan: power on → wait for SSH → start every server at once → wait for the API
+/// (or, without a cluster API, for each server's unit) → start the agents → wait for Ready → uncordon
+/// what Hecate cordoned → GitOps → notify.
+///
+/// The servers are started together and without waiting (`systemctl start --no-block`): k3s's
+/// unit is `Type=notify` and sends `READY=1` only once its datastore is up (k3s
+/// `pkg/cli/server/server.go` waits for `ETCDReady`), and a restarted member of a three-server
+/// embedded etcd has no quorum alone, so a blocking start of one server waits for the others
+/// forever (k3s's unit has `TimeoutStartSec=0`). Since k3s 1.21.8/1.22.5 the servers need no
+/// order among themselves (k3s-io/k3s#4746). A single server on sqlite starts the same way.
 pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Option<String>) -> Plan {
     let s = &cfg.startup;
     let n = s.concurrency;
@@ -437,29 +464,29 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
         })
         .collect();
     stages.push(stage("wait-reachable", n, reach));
-    let unit_step = |prefix: &str, node: &crate::config::NodeConfig| {
+    let start_step = |prefix: &str, node: &crate::config::NodeConfig| {
         step(
             format!("{prefix}/{}", node.name),
-            Action::Node { node: node.name.clone(), op: NodeOp::StartUnit(node.unit_name().into()) },
+            Action::StartUnit { node: node.name.clone(), unit: node.unit_name().into() },
             rt.chain_kinds(&node.name, Capability::StartUnit),
             s.step_timeout,
         )
     };
-    stages.push(stage(
-        "start-init-server",
-        1,
-        cfg.nodes_with_role(NodeRole::Server)
-            .filter(|x| x.init)
-            .map(|node| unit_step("start-init-server", node))
-            .collect(),
-    ));
+    let wait_unit_step = |prefix: &str, node: &crate::config::NodeConfig, timeout: HumanDuration| {
+        step(
+            format!("{prefix}/{}", node.name),
+            Action::WaitUnitActive { node: node.name.clone(), unit: node.unit_name().into() },
+            rt.chain_kinds(&node.name, Capability::UnitStatus),
+            timeout,
+        )
+    };
+    // Every server at once, however low the concurrency: the start only queues the unit.
+    let servers: Vec<_> = cfg.nodes_with_role(NodeRole::Server).collect();
+    let all_at_once = servers.len().max(1);
     stages.push(stage(
         "start-servers",
-        n,
-        cfg.nodes_with_role(NodeRole::Server)
-            .filter(|x| !x.init)
-            .map(|node| unit_step("start-servers", node))
-            .collect(),
+        all_at_once,
+        servers.iter().map(|node| start_step("start-servers", node)).collect(),
     ));
     if cfg.cluster.is_some() {
         stages.push(stage(
@@ -470,12 +497,20 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
                 ..step("wait-api/kubernetes".into(), Action::WaitApi, cluster_via(), s.api_timeout)
             }],
         ));
+    } else {
+        // No API to ask: each server's unit is active once k3s said READY=1.
+        let steps = servers
+            .iter()
+            .map(|node| Step { on_failure: OnFailure::Abort, ..wait_unit_step("wait-servers", node, s.api_timeout) })
+            .collect();
+        stages.push(stage("wait-servers", all_at_once, steps));
     }
-    stages.push(stage(
-        "start-agents",
-        n,
-        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("start-agents", node)).collect(),
-    ));
+    let agents: Vec<_> = cfg.nodes_with_role(NodeRole::Agent).collect();
+    stages.push(stage("start-agents", n, agents.iter().map(|node| start_step("start-agents", node)).collect()));
+    if cfg.cluster.is_none() {
+        let steps = agents.iter().map(|node| wait_unit_step("wait-agents", node, s.nodes_ready_timeout)).collect();
+        stages.push(stage("wait-agents", agents.len().max(1), steps));
+    }
     if cfg.cluster.is_some() {
         let names: Vec<String> = cfg.nodes.iter().map(|x| x.name.clone()).collect();
         if !names.is_empty() {

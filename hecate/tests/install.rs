@@ -612,8 +612,8 @@ fn the_node_sudoers_rule_passes_visudo_and_allows_only_the_k3s_and_poweroff_comm
             "/usr/bin/systemctl is-active k3s",
             "/usr/bin/systemctl is-active k3s-agent",
             "/usr/bin/systemctl poweroff",
-            "/usr/bin/systemctl start k3s",
-            "/usr/bin/systemctl start k3s-agent",
+            "/usr/bin/systemctl start --no-block k3s",
+            "/usr/bin/systemctl start --no-block k3s-agent",
             "/usr/bin/systemctl stop k3s",
             "/usr/bin/systemctl stop k3s-agent",
         ]

@@ -3,8 +3,9 @@
 //! Each peer is a real daemon started by the test, on a free loopback port, with its state in a
 //! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]), OpenSSH `sshd` "nodes" whose
 //! `systemctl`/`shutdown`/`poweroff`/`reboot`/`halt` are recording shims ([`SshNode`],
-//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]), a Redfish BMC `sushy-emulator` ([`Sushy`])
-//! and a Kubernetes API server with etcd ([`KubeApiServer`]). Starting waits until the peer answers
+//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]), a Redfish BMC `sushy-emulator` ([`Sushy`]),
+//! a Kubernetes API server with etcd ([`KubeApiServer`]) and a three-member etcd cluster whose
+//! members stand-ins for k3s servers start and stop ([`EtcdQuorum`]). Starting waits until the peer answers
 //! (polling with a timeout, never a fixed sleep); dropping the handle kills the processes it
 //! spawned, by PID, and removes the temp dir.
 //!
@@ -16,6 +17,7 @@
 //! Ports are always loopback and never 22, 623, 3493 or 9560 (the real services' ports), TCP or UDP.
 
 mod daemon;
+mod etcd;
 mod ipmi;
 mod kube;
 mod nut;
@@ -31,6 +33,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use daemon::HecateDaemon;
+pub use etcd::EtcdQuorum;
 pub use ipmi::IpmiSim;
 pub use kube::{KUBE_APISERVER, KubeApiServer};
 pub use nut::Upsd;

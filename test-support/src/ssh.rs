@@ -18,7 +18,8 @@ pub const SSH_SETUP_DIR: &str = "/var/lib/hecate-test/ssh";
 
 /// The commands the nodes replace with recording shims (on PATH before the real ones, and the only
 /// commands the test user may run with `sudo -n`).
-pub const SHIM_COMMANDS: [&str; 5] = ["systemctl", "shutdown", "poweroff", "reboot", "halt"];
+pub const SHIM_COMMANDS: [&str; 7] =
+    ["systemctl", "shutdown", "poweroff", "reboot", "halt", "timedatectl", "hecate-k3s-stop"];
 
 const SSHD: &str = "/usr/sbin/sshd";
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
@@ -180,7 +181,7 @@ impl SshNode {
         format!("[{}]:{} {kind} {key}", self.addr, self.port)
     }
 
-    /// The node's temp dir (`HECATE_NODE_DIR`): `calls.log`, `exit.*`, `delay.*`, `sshd.log`.
+    /// The node's temp dir (`HECATE_NODE_DIR`): `calls.log`, `exit.*`, `delay.*`, `hook.*`, `sshd.log`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -206,10 +207,21 @@ impl SshNode {
         self.write_control("delay", command, &format!("{:.3}", delay.as_secs_f64()));
     }
 
-    /// Undoes [`SshNode::set_exit`] and [`SshNode::set_delay`] for `command`.
+    /// From now on the shim for `command` runs `script` (a shell script; `#!/bin/sh` is put
+    /// first) with the call's arguments after recording the call, and the call's output and exit
+    /// status are the script's: a test's stand-in for what the real command does on a node. It
+    /// runs as root (under sudo) with `HECATE_NODE` and `HECATE_NODE_DIR` set.
+    pub fn set_hook(&self, command: &str, script: &str) {
+        check_shim_command(command);
+        let path = self.dir.path().join(format!("hook.{command}"));
+        write(&path, format!("#!/bin/sh\n{script}"));
+        chmod(&path, 0o755);
+    }
+
+    /// Undoes [`SshNode::set_exit`], [`SshNode::set_delay`] and [`SshNode::set_hook`] for `command`.
     pub fn reset(&self, command: &str) {
         check_shim_command(command);
-        for kind in ["exit", "delay"] {
+        for kind in ["exit", "delay", "hook"] {
             let path = self.dir.path().join(format!("{kind}.{command}"));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -462,7 +474,9 @@ fn require_ssh_setup() {
         require_executables(&[SSHD, SSH_KEYGEN, "/usr/bin/ssh", "/usr/bin/sudo"]);
         let dir = Path::new(SSH_SETUP_DIR);
         let mut problems = Vec::new();
-        for (path, want) in [(dir.join("shim/_shim"), SHIM_SOURCE), (dir.join("shim-root/sudo"), SUDO_ROOT_SOURCE)] {
+        for (path, want) in
+            [(dir.join("shim/hecate-shim"), SHIM_SOURCE), (dir.join("shim-root/sudo"), SUDO_ROOT_SOURCE)]
+        {
             match std::fs::read_to_string(&path) {
                 Ok(have) if have == want => {}
                 Ok(_) => problems.push(format!(

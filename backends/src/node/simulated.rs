@@ -115,7 +115,14 @@ impl NodeController for SimulatedNode {
         let m = machines
             .get_mut(&self.node)
             .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no simulated machine {}", self.node)))?;
-        let needs_os = matches!(op, NodeOp::Probe | NodeOp::StartUnit(_) | NodeOp::StopUnit(_) | NodeOp::UnitActive(_));
+        let needs_os = matches!(
+            op,
+            NodeOp::Probe
+                | NodeOp::StartUnit(_)
+                | NodeOp::StartUnitNoBlock(_)
+                | NodeOp::StopUnit(_)
+                | NodeOp::UnitActive(_)
+        );
         if needs_os && !m.reachable(now) {
             return Err(BackendError::new(
                 ErrorKind::Unreachable,
@@ -124,7 +131,7 @@ impl NodeController for SimulatedNode {
         }
         Ok(match op {
             NodeOp::Probe => NodeOpOutput::Done,
-            NodeOp::StartUnit(u) => {
+            NodeOp::StartUnit(u) | NodeOp::StartUnitNoBlock(u) => {
                 m.units.entry(u.clone()).or_insert(None).get_or_insert(now);
                 NodeOpOutput::Done
             }

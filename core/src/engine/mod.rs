@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::cluster::DrainOptions;
 use crate::error::{BackendError, ErrorKind};
-use crate::node::{AttemptReport, NodeOp};
+use crate::node::{AttemptReport, NodeOp, NodeOpOutput};
 use crate::notify::{Event, EventKind};
 use crate::plan::{Action, OnFailure, Plan, PlanKind, Stage, Step};
 use crate::runtime::{Runtime, join_all};
@@ -379,6 +379,43 @@ impl Engine {
                 let summary = report.summary();
                 *attempts = Some(report);
                 res.map(|_| summary)
+            }
+            Action::StartUnit { node, unit } => {
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                // Idempotent, so the bootstrap unit can run the startup at every boot: a unit
+                // that runs already is left alone. A status that cannot be read is no reason not
+                // to start it (a start of a running unit changes nothing).
+                if chain.can(crate::node::Capability::UnitStatus) {
+                    let (res, report) =
+                        chain.run(&NodeOp::UnitActive(unit.clone()), rt.controller_timeout, *step.timeout).await;
+                    if let Ok(NodeOpOutput::Active(true)) = res {
+                        *attempts = Some(report);
+                        return Ok(format!("{unit} is running already"));
+                    }
+                }
+                let (res, report) =
+                    chain.run(&NodeOp::StartUnitNoBlock(unit.clone()), rt.controller_timeout, *step.timeout).await;
+                let summary = report.summary();
+                *attempts = Some(report);
+                res.map(|_| summary)
+            }
+            Action::WaitUnitActive { node, unit } => {
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                let op = NodeOp::UnitActive(unit.clone());
+                loop {
+                    let (res, report) = chain.run(&op, rt.controller_timeout, rt.controller_timeout).await;
+                    match res {
+                        Ok(NodeOpOutput::Active(true)) => return Ok(format!("{unit} active ({})", report.summary())),
+                        Ok(_) => tracing::debug!(node, unit, "unit not active yet"),
+                        Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
+                        Err(e) => tracing::debug!(node, unit, error = %e, "cannot read the unit's state yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
             }
             Action::WaitReachable { node } => {
                 let chain = rt

@@ -388,6 +388,10 @@ impl NodeController for SshSystemd {
                 check_unit(unit)?;
                 self.must_succeed(&self.privileged(&format!("systemctl start {unit}"))).await
             }
+            NodeOp::StartUnitNoBlock(unit) => {
+                check_unit(unit)?;
+                self.must_succeed(&self.privileged(&format!("systemctl start --no-block {unit}"))).await
+            }
             NodeOp::StopUnit(unit) => {
                 check_unit(unit)?;
                 self.must_succeed(&self.privileged(&format!("systemctl stop {unit}"))).await
