@@ -10,9 +10,14 @@ mod kube_support;
 use std::time::Duration;
 
 use hecate_backends::cluster::kube::KubeClusterConfig;
-use hecate_core::cluster::{ClusterApi, ClusterApiConfig, DrainFallback, DrainOptions};
+use hecate_core::cluster::{
+    CORDON_MARK, ClusterApi, ClusterApiConfig, Cordoned, DrainFallback, DrainOptions, Uncordoned,
+};
 use hecate_core::{BuildContext, ErrorKind};
 use hecate_test_support::KubeApiServer;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube_support::*;
 use serde_json::json;
 
@@ -40,10 +45,30 @@ async fn health_nodes_cordon_and_uncordon() {
     assert!(!find(&not_ready).ready);
     assert!(!find(&ready).unschedulable);
 
-    api.cordon(&ready).await.unwrap();
+    let marked = |name: &str| {
+        let c = c.clone();
+        let name = name.to_string();
+        async move {
+            let n = Api::<Node>::all(c).get(&name).await.unwrap();
+            n.metadata.annotations.unwrap_or_default().contains_key(CORDON_MARK)
+        }
+    };
+    assert_eq!(api.cordon(&ready).await.unwrap(), Cordoned::Marked);
     assert!(api.nodes().await.unwrap().iter().any(|n| n.name == ready && n.unschedulable));
-    api.uncordon(&ready).await.unwrap();
+    assert!(marked(&ready).await, "hecate's cordon carries its mark");
+    assert_eq!(api.cordon(&ready).await.unwrap(), Cordoned::AlreadyMarked, "a second run changes nothing");
+    assert_eq!(api.uncordon(&ready).await.unwrap(), Uncordoned::Uncordoned);
     assert!(api.nodes().await.unwrap().iter().any(|n| n.name == ready && !n.unschedulable));
+    assert!(!marked(&ready).await, "the mark goes with the cordon");
+    assert_eq!(api.uncordon(&ready).await.unwrap(), Uncordoned::NotCordoned);
+
+    // A node the operator cordoned is neither marked nor uncordoned.
+    let patch = serde_json::json!({ "spec": { "unschedulable": true } });
+    Api::<Node>::all(c.clone()).patch(&not_ready, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    assert_eq!(api.cordon(&not_ready).await.unwrap(), Cordoned::ByOthers);
+    assert!(!marked(&not_ready).await);
+    assert_eq!(api.uncordon(&not_ready).await.unwrap(), Uncordoned::LeftCordoned);
+    assert!(api.nodes().await.unwrap().iter().any(|n| n.name == not_ready && n.unschedulable), "still cordoned");
 
     let e = api.cordon("no-such-node").await.unwrap_err();
     assert!(e.message.contains("no-such-node") && e.message.contains("404"), "{e}");

@@ -20,6 +20,56 @@ pub struct ClusterNode {
     pub unschedulable: bool,
 }
 
+/// The annotation Hecate puts on a Node it cordons (its value the time, RFC 3339), like Flux's
+/// `hecate.dev/suspended-at`: the startup uncordons only the nodes that carry it, so a node the
+/// operator had cordoned on purpose stays cordoned.
+pub const CORDON_MARK: &str = "hecate.dev/cordoned-at";
+
+/// What cordoning a node did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cordoned {
+    /// It was schedulable; Hecate cordoned it and marked it with [`CORDON_MARK`].
+    Marked,
+    /// It carried Hecate's mark already (an earlier, interrupted run): nothing changed.
+    AlreadyMarked,
+    /// Someone else had cordoned it: left as it was, without the mark, so the startup leaves it
+    /// cordoned.
+    ByOthers,
+}
+
+/// What uncordoning a node did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Uncordoned {
+    /// It carried Hecate's mark: made schedulable again and the mark removed.
+    Uncordoned,
+    /// Cordoned without Hecate's mark (by the operator): left cordoned.
+    LeftCordoned,
+    /// It was schedulable already.
+    NotCordoned,
+}
+
+impl fmt::Display for Cordoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Marked => "cordoned (marked as hecate's)",
+            Self::AlreadyMarked => "cordoned by hecate already",
+            Self::ByOthers => "cordoned by someone else already: left unmarked, so the startup leaves it cordoned",
+        })
+    }
+}
+
+impl fmt::Display for Uncordoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Uncordoned => "uncordoned (hecate had cordoned it)",
+            Self::LeftCordoned => "left cordoned: it was not hecate's cordon",
+            Self::NotCordoned => "not cordoned",
+        })
+    }
+}
+
 /// What to do with a pod a PodDisruptionBudget keeps refusing to evict once the deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -72,10 +122,12 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
     async fn health(&self) -> Result<(), BackendError>;
     /// Every node and its readiness.
     async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError>;
-    /// Marks a node unschedulable.
-    async fn cordon(&self, node: &str) -> Result<(), BackendError>;
-    /// Marks a node schedulable.
-    async fn uncordon(&self, node: &str) -> Result<(), BackendError>;
+    /// Marks a schedulable node unschedulable with Hecate's [`CORDON_MARK`]; a node cordoned
+    /// already is left as it is.
+    async fn cordon(&self, node: &str) -> Result<Cordoned, BackendError>;
+    /// Makes a node schedulable again if it carries Hecate's [`CORDON_MARK`] (and removes the
+    /// mark); an unmarked cordon is the operator's and stays.
+    async fn uncordon(&self, node: &str) -> Result<Uncordoned, BackendError>;
     /// Evicts a node's pods as `kubectl drain` does.
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<DrainReport, BackendError>;
 }

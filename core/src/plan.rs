@@ -61,12 +61,17 @@ pub enum Action {
         /// Branch to force on the git source.
         force_branch: Option<String>,
     },
-    /// Cordon then drain a node.
+    /// Cordon a node with Hecate's mark (a node cordoned already is left as it is).
+    Cordon {
+        /// The node.
+        node: String,
+    },
+    /// Evict a node's pods as `kubectl drain` does.
     Drain {
         /// The node.
         node: String,
     },
-    /// Uncordon a node.
+    /// Uncordon a node if Hecate cordoned it.
     Uncordon {
         /// The node.
         node: String,
@@ -144,8 +149,9 @@ impl Step {
             Action::GitOpsSuspend => "suspend gitops reconciliation".into(),
             Action::GitOpsResume { force_branch: Some(b) } => format!("resume gitops on branch {b} and reconcile"),
             Action::GitOpsResume { force_branch: None } => "resume gitops and reconcile".into(),
-            Action::Drain { node } => format!("cordon and drain {node}"),
-            Action::Uncordon { node } => format!("uncordon {node}"),
+            Action::Cordon { node } => format!("cordon {node}"),
+            Action::Drain { node } => format!("drain {node}"),
+            Action::Uncordon { node } => format!("uncordon {node} if hecate cordoned it"),
             Action::Node { node, op: NodeOp::PowerOff } => format!("power off {node}"),
             Action::Node { node, op: NodeOp::PowerOn } => format!("power on {node}"),
             Action::Node { node, op } => format!("{op} on {node}"),
@@ -296,8 +302,8 @@ fn stage(name: &str, concurrency: usize, steps: Vec<Step>) -> Option<Stage> {
     (!steps.is_empty()).then(|| Stage { name: name.to_string(), concurrency, steps })
 }
 
-/// The shutdown plan: notify → suspend GitOps → drain agents → stop agents → stop servers
-/// (the init server last) → power off → UPS off.
+/// The shutdown plan: notify → cordon every node (marked as Hecate's) → suspend GitOps → drain
+/// agents → stop agents → stop servers (the init server last) → power off → UPS off.
 pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
     let s = &cfg.shutdown;
     let n = s.concurrency;
@@ -318,6 +324,22 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             HumanDuration::from_secs(10),
         )],
     ));
+    if cfg.cluster.is_some() {
+        // Every node, first: nothing may be rescheduled onto a node about to lose power.
+        let steps = cfg
+            .nodes
+            .iter()
+            .map(|node| {
+                step(
+                    format!("cordon/{}", node.name),
+                    Action::Cordon { node: node.name.clone() },
+                    cluster_via(),
+                    s.step_timeout,
+                )
+            })
+            .collect();
+        stages.push(stage("cordon", n, steps));
+    }
     if s.suspend_gitops && cfg.gitops.is_some() {
         stages.push(stage(
             "suspend-gitops",
@@ -421,8 +443,8 @@ pub fn shutdown_fingerprint(cfg: &Config) -> PlanFingerprint {
 }
 
 /// The startup plan: power on → wait for SSH → start every server at once → wait for the API
-/// (or, without a cluster API, for each server's unit) → start the agents → wait for Ready → uncordon
-/// what Hecate cordoned → GitOps → notify.
+/// (or, without a cluster API, for each server's unit) → start the agents → wait for Ready →
+/// uncordon what Hecate cordoned (an operator's cordon stays) → GitOps → notify.
 ///
 /// The servers are started together and without waiting (`systemctl start --no-block`): k3s's
 /// unit is `Type=notify` and sends `READY=1` only once its datastore is up (k3s

@@ -20,7 +20,9 @@ mod stand_in_api {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainOptions, DrainReport};
+    use hecate_core::cluster::{
+        ClusterApi, ClusterApiConfig, ClusterNode, Cordoned, DrainOptions, DrainReport, Uncordoned,
+    };
     use hecate_core::{BackendError, BuildContext, ErrorKind};
     use serde::{Deserialize, Serialize};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,11 +83,11 @@ mod stand_in_api {
             }
             Ok(out)
         }
-        async fn cordon(&self, _: &str) -> Result<(), BackendError> {
-            Ok(())
+        async fn cordon(&self, _: &str) -> Result<Cordoned, BackendError> {
+            Ok(Cordoned::Marked)
         }
-        async fn uncordon(&self, _: &str) -> Result<(), BackendError> {
-            Ok(())
+        async fn uncordon(&self, _: &str) -> Result<Uncordoned, BackendError> {
+            Ok(Uncordoned::NotCordoned)
         }
         async fn drain(&self, _: &str, _: &DrainOptions) -> Result<DrainReport, BackendError> {
             Ok(DrainReport::default())

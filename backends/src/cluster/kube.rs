@@ -1,7 +1,8 @@
 //! `kube`: the cluster's real Kubernetes API through kube-rs (rustls on ring).
 //!
 //! Health is `/readyz`; readiness is each Node's `Ready` condition; cordon is a merge patch of
-//! `spec.unschedulable`; drain does what `kubectl drain` does: the pods bound to the node (by
+//! `spec.unschedulable` with Hecate's mark (`hecate.dev/cordoned-at`), uncordon only of a marked
+//! node; drain does what `kubectl drain` does: the pods bound to the node (by
 //! `spec.nodeName`), minus DaemonSet-owned and mirror pods, evicted through the Eviction API,
 //! refused evictions (a PodDisruptionBudget answers 429) asked again until the deadline, then the
 //! configured fallback. The Eviction API version comes from discovery: `policy/v1` where the server
@@ -12,7 +13,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainFallback, DrainOptions, DrainReport};
+use hecate_core::cluster::{
+    CORDON_MARK, ClusterApi, ClusterApiConfig, ClusterNode, Cordoned, DrainFallback, DrainOptions, DrainReport,
+    Uncordoned,
+};
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_DAY, ONE_TRY};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
@@ -165,14 +169,34 @@ impl KubeCluster {
             .copied()
     }
 
-    async fn set_unschedulable(&self, node: &str, on: bool) -> Result<(), BackendError> {
+    /// Reads a node, lets `decide` choose from (cordoned, carries the mark, its resourceVersion)
+    /// and applies the patch it returns with that `resourceVersion`, so a change made in between
+    /// (a 409) is read again rather than overwritten.
+    async fn change_cordon<T>(
+        &self,
+        node: &str,
+        verb: &str,
+        decide: impl Fn(bool, bool, Option<String>) -> (T, Option<serde_json::Value>),
+    ) -> Result<T, BackendError> {
         let nodes: Api<Node> = Api::all(self.access.client().await?);
-        let patch = json!({ "spec": { "unschedulable": on } });
-        nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| api_error(format!("cannot {} node {node}", if on { "cordon" } else { "uncordon" }), e))?;
-        Ok(())
+        for _ in 0..5 {
+            let current = nodes.get(node).await.map_err(|e| api_error(format!("cannot read node {node}"), e))?;
+            let cordoned = current.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            let marked = current.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(CORDON_MARK));
+            let (outcome, patch) = decide(cordoned, marked, current.metadata.resource_version);
+            let Some(patch) = patch else { return Ok(outcome) };
+            match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => return Ok(outcome),
+                Err(e) if status_code(&e) == Some(409) => {
+                    tracing::debug!(node, verb, "the node changed while it was being patched; reading it again");
+                }
+                Err(e) => return Err(api_error(format!("cannot {verb} node {node}"), e)),
+            }
+        }
+        Err(BackendError::new(
+            ErrorKind::Failed,
+            format!("cannot {verb} node {node}: it kept changing under the patch"),
+        ))
     }
 
     /// One eviction request. `Ok(true)`: evicted; `Ok(false)`: the pod is gone already.
@@ -238,12 +262,35 @@ impl ClusterApi for KubeCluster {
             .collect())
     }
 
-    async fn cordon(&self, node: &str) -> Result<(), BackendError> {
-        self.set_unschedulable(node, true).await
+    async fn cordon(&self, node: &str) -> Result<Cordoned, BackendError> {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        self.change_cordon(node, "cordon", |cordoned, marked, version| match (cordoned, marked) {
+            (true, true) => (Cordoned::AlreadyMarked, None),
+            (true, false) => (Cordoned::ByOthers, None),
+            (false, _) => (
+                Cordoned::Marked,
+                Some(json!({
+                    "metadata": { "resourceVersion": version, "annotations": { CORDON_MARK: now } },
+                    "spec": { "unschedulable": true },
+                })),
+            ),
+        })
+        .await
     }
 
-    async fn uncordon(&self, node: &str) -> Result<(), BackendError> {
-        self.set_unschedulable(node, false).await
+    async fn uncordon(&self, node: &str) -> Result<Uncordoned, BackendError> {
+        self.change_cordon(node, "uncordon", |cordoned, marked, version| match (cordoned, marked) {
+            (_, true) => (
+                Uncordoned::Uncordoned,
+                Some(json!({
+                    "metadata": { "resourceVersion": version, "annotations": { CORDON_MARK: null } },
+                    "spec": { "unschedulable": false },
+                })),
+            ),
+            (true, false) => (Uncordoned::LeftCordoned, None),
+            (false, false) => (Uncordoned::NotCordoned, None),
+        })
+        .await
     }
 
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<DrainReport, BackendError> {

@@ -353,9 +353,9 @@ impl Engine {
                 let r = g.resume(&opts).await?;
                 Ok(r.actions.join("; "))
             }
+            Action::Cordon { node } => Ok(cluster(rt)?.cordon(node).await?.to_string()),
             Action::Drain { node } => {
                 let c = cluster(rt)?;
-                c.cordon(node).await?;
                 let r = c.drain(node, &self.opts.drain).await?;
                 let mut note =
                     format!("evicted {}, deleted {}, left {}", r.evicted.len(), r.deleted.len(), r.left.len());
@@ -367,10 +367,7 @@ impl Engine {
                 }
                 Ok(note)
             }
-            Action::Uncordon { node } => {
-                cluster(rt)?.uncordon(node).await?;
-                Ok(String::new())
-            }
+            Action::Uncordon { node } => Ok(cluster(rt)?.uncordon(node).await?.to_string()),
             Action::Node { node, op } => {
                 let chain = rt
                     .chain(node)
