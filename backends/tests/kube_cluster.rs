@@ -84,8 +84,8 @@ async fn drain_waits_for_a_blocking_pdb_and_leaves_daemonset_and_mirror_pods() {
     let kubelet = stand_in_kubelet(c.clone(), &ns);
 
     // Listed in name order: the PDB-protected pod is asked (and refused) before the plain one.
-    pod(&c, &ns, "a-db", &worker, json!({ "labels": labels(&[("app", "db")]) })).await;
-    pod(&c, &ns, "b-web", &worker, json!({})).await;
+    pod(&c, &ns, "a-db", &worker, managed(&[("app", "db")])).await;
+    pod(&c, &ns, "b-web", &worker, managed(&[])).await;
     let ds_owner = json!({ "ownerReferences": [{
         "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-exporter",
         "uid": "00000000-0000-0000-0000-000000000001", "controller": true,
@@ -115,7 +115,8 @@ async fn drain_waits_for_a_blocking_pdb_and_leaves_daemonset_and_mirror_pods() {
     };
 
     let api = backend(server, "");
-    let opts = DrainOptions { timeout: Duration::from_secs(30), fallback: DrainFallback::Leave };
+    let opts =
+        DrainOptions { timeout: Duration::from_secs(30), pdb_timeout: Duration::from_secs(30), ..Default::default() };
     let report = api.drain(&worker, &opts).await.unwrap();
     controller.await.unwrap();
     kubelet.abort();
@@ -138,22 +139,70 @@ async fn a_pdb_that_never_allows_is_left_or_deleted_at_the_deadline() {
     let (ns, worker) = (unique("deadline"), unique("worker"));
     namespace(&c, &ns).await;
     node(&c, &worker, true).await;
-    pod(&c, &ns, "db-0", &worker, json!({ "labels": labels(&[("app", "db")]) })).await;
+    pod(&c, &ns, "db-0", &worker, managed(&[("app", "db")])).await;
     pdb(&c, &ns, "db", "db").await;
     let api = backend(server, "");
 
-    let leave = DrainOptions { timeout: Duration::from_secs(2), fallback: DrainFallback::Leave };
-    let report = api.drain(&worker, &leave).await.unwrap();
+    // The drain's own limit is ten minutes; the budget's refusals are asked again for two
+    // seconds only (with every node going down it is never met). The outer bound makes a drain
+    // that waited the ten minutes fail instead of hanging the suite.
+    let bounded = |fallback| DrainOptions {
+        timeout: Duration::from_secs(600),
+        pdb_timeout: Duration::from_secs(2),
+        fallback,
+        ..Default::default()
+    };
+    let within = Duration::from_secs(60);
+    let report =
+        tokio::time::timeout(within, api.drain(&worker, &bounded(DrainFallback::Leave))).await.unwrap().unwrap();
     assert_eq!(report.left, [format!("{ns}/db-0")]);
     assert!(report.evicted.is_empty() && report.deleted.is_empty());
     assert!(get_pod(&c, &ns, "db-0").await.unwrap().metadata.deletion_timestamp.is_none(), "left running");
 
-    // Without a kubelet the deleted pod stays terminating: reported as such.
-    let delete = DrainOptions { timeout: Duration::from_secs(2), fallback: DrainFallback::Delete };
-    let report = api.drain(&worker, &delete).await.unwrap();
+    // Without a kubelet the deleted pod stays terminating until the drain's limit: a short one here.
+    let delete = DrainOptions { timeout: Duration::from_secs(4), ..bounded(DrainFallback::Delete) };
+    let report = tokio::time::timeout(within, api.drain(&worker, &delete)).await.unwrap().unwrap();
     assert_eq!(report.deleted, [format!("{ns}/db-0")]);
     assert_eq!(report.terminating, [format!("{ns}/db-0")]);
     assert!(get_pod(&c, &ns, "db-0").await.unwrap().metadata.deletion_timestamp.is_some(), "deleted with grace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_and_emptydir_pods_are_kept_unless_opted_in_and_the_grace_is_capped() {
+    let server = KubeApiServer::shared();
+    let c = client(server).await;
+    let (ns, worker) = (unique("kept"), unique("worker"));
+    namespace(&c, &ns).await;
+    node(&c, &worker, true).await;
+    let scratch = json!({ "volumes": [{ "name": "scratch", "emptyDir": {} }] });
+    pod(&c, &ns, "bare", &worker, json!({})).await;
+    pod_with(&c, &ns, "cache", &worker, managed(&[]), scratch).await;
+    pod_with(&c, &ns, "slow", &worker, managed(&[]), json!({ "terminationGracePeriodSeconds": 600 })).await;
+    pod_with(&c, &ns, "quick", &worker, managed(&[]), json!({ "terminationGracePeriodSeconds": 3 })).await;
+    let api = backend(server, "");
+
+    // No kubelet runs: evicted pods stay terminating, with the grace they were given.
+    let opts =
+        DrainOptions { timeout: Duration::from_secs(2), max_grace: Duration::from_secs(45), ..Default::default() };
+    let report = api.drain(&worker, &opts).await.unwrap();
+    let mut evicted = report.evicted.clone();
+    evicted.sort();
+    assert_eq!(evicted, [format!("{ns}/quick"), format!("{ns}/slow")]);
+    assert_eq!(report.kept, [format!("{ns}/bare (no controller)"), format!("{ns}/cache (emptyDir data)")]);
+    let grace = |p: Option<k8s_openapi::api::core::v1::Pod>| p.unwrap().metadata.deletion_grace_period_seconds;
+    assert_eq!(grace(get_pod(&c, &ns, "slow").await), Some(45), "capped at max_grace");
+    assert_eq!(grace(get_pod(&c, &ns, "quick").await), Some(3), "its own, shorter");
+    for kept in ["bare", "cache"] {
+        assert!(get_pod(&c, &ns, kept).await.unwrap().metadata.deletion_timestamp.is_none(), "{kept} untouched");
+    }
+
+    // The operator's opt-ins (kubectl's --force and --delete-emptydir-data).
+    let opts = DrainOptions { evict_unmanaged: true, delete_emptydir_data: true, ..opts };
+    let report = api.drain(&worker, &opts).await.unwrap();
+    let mut evicted = report.evicted.clone();
+    evicted.sort();
+    assert_eq!(evicted, [format!("{ns}/bare"), format!("{ns}/cache")]);
+    assert!(report.kept.is_empty(), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +212,7 @@ async fn a_node_with_nothing_to_evict_drains_at_once() {
     let worker = unique("empty");
     node(&c, &worker, true).await;
     let report = backend(server, "")
-        .drain(&worker, &DrainOptions { timeout: Duration::from_secs(5), fallback: DrainFallback::Leave })
+        .drain(&worker, &DrainOptions { timeout: Duration::from_secs(5), ..Default::default() })
         .await
         .unwrap();
     assert!(report.evicted.is_empty() && report.left.is_empty());

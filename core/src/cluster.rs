@@ -81,13 +81,39 @@ pub enum DrainFallback {
     Leave,
 }
 
-/// How to drain a node.
+/// How to drain a node, as `kubectl drain`'s flags say it.
 #[derive(Debug, Clone)]
 pub struct DrainOptions {
-    /// Give up evicting (and apply `fallback`) after this long.
+    /// The whole drain's limit: evicting, and waiting for the evicted pods to be gone.
     pub timeout: Duration,
-    /// What to do with pods still refused at the deadline.
+    /// How long an eviction a PodDisruptionBudget refuses is asked again before `fallback`
+    /// (with every node going down a budget may never be met: waiting for it is bounded apart).
+    pub pdb_timeout: Duration,
+    /// What to do with pods still refused after `pdb_timeout`.
     pub fallback: DrainFallback,
+    /// Evict pods no controller manages too (`kubectl drain --force`): they are gone for good.
+    /// Without it they are kept (their containers get their grace on the node later).
+    pub evict_unmanaged: bool,
+    /// Evict pods with `emptyDir` volumes too (`kubectl drain --delete-emptydir-data`): their
+    /// data is lost. Without it they are kept, and the data with them.
+    pub delete_emptydir_data: bool,
+    /// The longest termination grace an evicted or deleted pod gets (its own
+    /// `terminationGracePeriodSeconds` when shorter).
+    pub max_grace: Duration,
+}
+
+impl Default for DrainOptions {
+    /// `shutdown:`'s defaults.
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(90),
+            pdb_timeout: Duration::from_secs(30),
+            fallback: DrainFallback::Leave,
+            evict_unmanaged: false,
+            delete_emptydir_data: false,
+            max_grace: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What a drain did.
@@ -97,8 +123,13 @@ pub struct DrainReport {
     pub evicted: Vec<String>,
     /// Pods deleted after the deadline.
     pub deleted: Vec<String>,
-    /// Pods left running (DaemonSet and mirror pods are not listed).
+    /// Pods left running because a PodDisruptionBudget refused them (DaemonSet and mirror pods
+    /// are not listed).
     pub left: Vec<String>,
+    /// Pods kept on purpose, each with why (`ns/name (no controller)`, `ns/name (emptyDir
+    /// data)`): `kubectl drain` refuses these without `--force` / `--delete-emptydir-data`.
+    #[serde(default)]
+    pub kept: Vec<String>,
     /// Pods evicted or deleted that had not finished terminating at the deadline.
     #[serde(default)]
     pub terminating: Vec<String>,

@@ -228,12 +228,30 @@ pub struct ShutdownConfig {
     pub step_timeout: HumanDuration,
     /// Suspend GitOps first so it does not fight the shutdown.
     pub suspend_gitops: bool,
-    /// Cordon and drain agents before stopping them.
+    /// Drain every node, servers included, before k3s is stopped on it: what a controller
+    /// manages is evicted as `kubectl drain` does it, so it stops with its grace while the
+    /// cluster still runs (every node is cordoned first, so nothing is rescheduled).
     pub drain: bool,
-    /// How long a drain may take. At most 1h; default 1m 30s.
+    /// How long one node's drain may take, waiting for the evicted pods to be gone included.
+    /// At most 1h; default 1m 30s.
     pub drain_timeout: HumanDuration,
-    /// What to do with pods a PodDisruptionBudget still protects at the drain deadline.
+    /// How long an eviction a PodDisruptionBudget refuses is asked again before
+    /// `drain_fallback`. With every node going down a budget may never be met, so this is short:
+    /// a long wait would only be learned into the shutdown budget. At most 1h; default 30s.
+    pub pdb_timeout: HumanDuration,
+    /// What to do with pods a PodDisruptionBudget still protects after `pdb_timeout`: `leave`
+    /// them (their containers get their grace when k3s stops on the node) or `delete` them.
     pub drain_fallback: DrainFallback,
+    /// Evict pods no controller manages (`kubectl drain --force`). Off: they are kept, and
+    /// exist again after the power cycle (evicted, they would be gone for good).
+    pub evict_unmanaged: bool,
+    /// Evict pods with `emptyDir` volumes (`kubectl drain --delete-emptydir-data`). Off: they
+    /// are kept, and so is their data.
+    pub delete_emptydir_data: bool,
+    /// The longest termination grace period a pod gets, evicted or stopped on its node (its own
+    /// `terminationGracePeriodSeconds` when shorter): a pod asking for an hour must not eat the
+    /// battery. At most 1h; default 1m.
+    pub max_pod_grace: HumanDuration,
     /// Time limit of one controller's try at an operation. 1ms to 1h; default 30s.
     pub controller_timeout: HumanDuration,
     /// Power nodes off at the end.
@@ -255,7 +273,11 @@ impl Default for ShutdownConfig {
             suspend_gitops: true,
             drain: true,
             drain_timeout: HumanDuration::from_secs(90),
+            pdb_timeout: HumanDuration::from_secs(30),
             drain_fallback: DrainFallback::Leave,
+            evict_unmanaged: false,
+            delete_emptydir_data: false,
+            max_pod_grace: HumanDuration::from_secs(60),
             controller_timeout: HumanDuration::from_secs(30),
             power_off_nodes: true,
             power_off_self: false,
@@ -440,6 +462,8 @@ impl Config {
         let (s, u) = (&self.shutdown, &self.startup);
         range("shutdown.step_timeout", s.step_timeout, MIN_TIMEOUT, ONE_STEP);
         range("shutdown.drain_timeout", s.drain_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.pdb_timeout", s.pdb_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.max_pod_grace", s.max_pod_grace, HumanDuration::ZERO, ONE_STEP);
         range("shutdown.controller_timeout", s.controller_timeout, MIN_TIMEOUT, ONE_STEP);
         if let Some(delay) = s.ups_off.as_ref().and_then(|o| o.delay) {
             range("shutdown.ups_off.delay", delay, HumanDuration::ZERO, ONE_STEP);

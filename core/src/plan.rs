@@ -303,7 +303,7 @@ fn stage(name: &str, concurrency: usize, steps: Vec<Step>) -> Option<Stage> {
 }
 
 /// The shutdown plan: notify → cordon every node (marked as Hecate's) → suspend GitOps → drain
-/// agents → stop agents → stop servers (the init server last) → power off → UPS off.
+/// every node → stop agents → stop servers (the init server last) → power off → UPS off.
 pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
     let s = &cfg.shutdown;
     let n = s.concurrency;
@@ -353,8 +353,11 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         ));
     }
     if s.drain && cfg.cluster.is_some() {
+        // Every node, servers included: with all of them cordoned nothing moves, and each pod a
+        // controller manages stops with its grace while the cluster still runs.
         let steps = cfg
-            .nodes_with_role(NodeRole::Agent)
+            .nodes
+            .iter()
             .map(|node| {
                 step(
                     format!("drain/{}", node.name),
@@ -364,7 +367,7 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
                 )
             })
             .collect();
-        stages.push(stage("drain-agents", n, steps));
+        stages.push(stage("drain", n, steps));
     }
     let unit_step = |prefix: &str, node: &crate::config::NodeConfig, start: bool| {
         let op =

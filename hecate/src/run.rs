@@ -193,7 +193,14 @@ pub fn finished_event(host: &str, report: &RunReport) -> Option<Event> {
 pub fn engine_options(cfg: &Config) -> EngineOptions {
     EngineOptions {
         wait_poll: (*cfg.daemon.poll_interval).min(std::time::Duration::from_secs(2)),
-        drain: DrainOptions { timeout: *cfg.shutdown.drain_timeout, fallback: cfg.shutdown.drain_fallback },
+        drain: DrainOptions {
+            timeout: *cfg.shutdown.drain_timeout,
+            pdb_timeout: *cfg.shutdown.pdb_timeout,
+            fallback: cfg.shutdown.drain_fallback,
+            evict_unmanaged: cfg.shutdown.evict_unmanaged,
+            delete_emptydir_data: cfg.shutdown.delete_emptydir_data,
+            max_grace: *cfg.shutdown.max_pod_grace,
+        },
     }
 }
 

@@ -84,7 +84,7 @@ fn a_dry_run_prints_the_plan_and_does_nothing() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     for stage in
-        ["notify", "suspend-gitops", "drain-agents", "stop-agents", "stop-servers", "stop-init-server", "power-off"]
+        ["notify", "cordon", "suspend-gitops", "drain", "stop-agents", "stop-servers", "stop-init-server", "power-off"]
     {
         assert!(out.contains(stage), "missing stage {stage}: {out}");
     }

@@ -45,7 +45,7 @@ async fn shutdown_drains_and_suspends_then_startup_breaks_the_gitea_deadlock() {
     node(&c, &s1, true).await;
     node(&c, &a1, true).await;
     let kubelet = stand_in_kubelet(c.clone(), &ns);
-    pod(&c, &ns, "web", &a1, json!({})).await;
+    pod(&c, &ns, "web", &a1, managed(&[])).await;
     let ds_owner = json!({ "ownerReferences": [{
         "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-exporter",
         "uid": "00000000-0000-0000-0000-000000000002", "controller": true,

@@ -88,7 +88,7 @@ fn engine(cfg: &Config) -> Engine {
             wait_poll: std::time::Duration::from_millis(10),
             drain: hecate_core::cluster::DrainOptions {
                 timeout: std::time::Duration::from_secs(1),
-                fallback: Default::default(),
+                ..Default::default()
             },
         },
         Arc::new(|_| {}),

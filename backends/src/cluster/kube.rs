@@ -3,9 +3,11 @@
 //! Health is `/readyz`; readiness is each Node's `Ready` condition; cordon is a merge patch of
 //! `spec.unschedulable` with Hecate's mark (`hecate.dev/cordoned-at`), uncordon only of a marked
 //! node; drain does what `kubectl drain` does: the pods bound to the node (by
-//! `spec.nodeName`), minus DaemonSet-owned and mirror pods, evicted through the Eviction API,
-//! refused evictions (a PodDisruptionBudget answers 429) asked again until the deadline, then the
-//! configured fallback. The Eviction API version comes from discovery: `policy/v1` where the server
+//! `spec.nodeName`), minus DaemonSet-owned and mirror pods, evicted through the Eviction API with
+//! their grace period capped (`deleteOptions.gracePeriodSeconds`); pods no controller manages
+//! and pods with `emptyDir` volumes are kept unless the operator opted in (kubectl refuses them
+//! without `--force` / `--delete-emptydir-data`); refused evictions (a PodDisruptionBudget
+//! answers 429) are asked again for `pdb_timeout` only, then the configured fallback. The Eviction API version comes from discovery: `policy/v1` where the server
 //! serves it, `policy/v1beta1` on servers older than 1.22.
 
 use std::collections::BTreeMap;
@@ -114,6 +116,9 @@ struct Target {
     namespace: String,
     name: String,
     uid: String,
+    /// The grace it is given: its own `terminationGracePeriodSeconds` (30 s when unset, the
+    /// API's default), at most the drain's `max_grace`.
+    grace_s: i64,
 }
 
 impl Target {
@@ -131,6 +136,19 @@ fn skip_reason(pod: &Pod) -> Option<&'static str> {
     let owned_by_daemonset =
         meta.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
     owned_by_daemonset.then_some("daemonset pod")
+}
+
+/// Why a pod is kept unless the operator opted in, as `kubectl drain` refuses it without
+/// `--force` or `--delete-emptydir-data`: evicted, a pod no controller manages is gone for good
+/// and an `emptyDir`'s data is lost.
+fn protected_reason(pod: &Pod, opts: &DrainOptions) -> Option<&'static str> {
+    let managed = pod.metadata.owner_references.iter().flatten().any(|o| o.controller == Some(true));
+    if !managed && !opts.evict_unmanaged {
+        return Some("no controller");
+    }
+    let empty_dir =
+        pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten().any(|v| v.empty_dir.is_some());
+    (empty_dir && !opts.delete_emptydir_data).then_some("emptyDir data")
 }
 
 impl KubeCluster {
@@ -206,6 +224,7 @@ impl KubeCluster {
             "apiVersion": version,
             "kind": "Eviction",
             "metadata": { "name": pod.name, "namespace": pod.namespace },
+            "deleteOptions": { "gracePeriodSeconds": pod.grace_s },
         });
         let uri = format!("/api/v1/namespaces/{}/pods/{}/eviction", pod.namespace, pod.name);
         let request = http::Request::post(uri)
@@ -301,28 +320,38 @@ impl ClusterApi for KubeCluster {
         let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
         let list = all.list(&lp).await.map_err(|e| api_error(format!("cannot list the pods on {node}"), e))?;
 
+        let mut report = DrainReport::default();
         let mut pending = Vec::new();
         // Evicted or deleted by us, or already terminating: waited for below.
         let mut going = Vec::new();
+        let max_grace = i64::try_from(opts.max_grace.as_secs()).unwrap_or(i64::MAX);
         for pod in &list.items {
+            let own_grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
             let target = Target {
                 namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                 name: pod.metadata.name.clone().unwrap_or_default(),
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
+                grace_s: own_grace.clamp(0, max_grace),
             };
             if let Some(why) = skip_reason(pod) {
                 tracing::debug!(node, pod = %target.label(), why, "left in place");
             } else if pod.metadata.deletion_timestamp.is_some() {
                 going.push(target);
+            } else if let Some(why) = protected_reason(pod, opts) {
+                tracing::info!(node, pod = %target.label(), why, "kept, as kubectl drain would without its flags");
+                report.kept.push(format!("{} ({why})", target.label()));
             } else {
                 pending.push(target);
             }
         }
 
-        let mut report = DrainReport::default();
         let version = if pending.is_empty() { "" } else { self.eviction_version().await? };
         // The last refusal per pod, for the report and the log.
         let mut refusals: BTreeMap<String, String> = BTreeMap::new();
+        // A budget's refusals are asked again only this long: with the whole cluster going
+        // down it may never be met, and the wait would be learned into the shutdown budget.
+        let pdb_deadline =
+            Instant::now().checked_add(opts.pdb_timeout.min(*ONE_DAY)).unwrap_or_else(Instant::now).min(deadline);
         loop {
             let mut still = Vec::new();
             for pod in pending {
@@ -347,7 +376,7 @@ impl ClusterApi for KubeCluster {
                 }
             }
             pending = still;
-            if pending.is_empty() || Instant::now().checked_add(self.eviction_retry).is_none_or(|t| t > deadline) {
+            if pending.is_empty() || Instant::now().checked_add(self.eviction_retry).is_none_or(|t| t > pdb_deadline) {
                 break;
             }
             tokio::time::sleep(self.eviction_retry).await;
@@ -358,8 +387,10 @@ impl ClusterApi for KubeCluster {
             match opts.fallback {
                 DrainFallback::Delete => {
                     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
-                    // The pod's own grace period: a database still gets to shut down cleanly.
-                    match pods.delete(&pod.name, &DeleteParams::default()).await {
+                    // The pod's own grace period (capped): a database still gets to shut down cleanly.
+                    let dp =
+                        DeleteParams { grace_period_seconds: u32::try_from(pod.grace_s).ok(), ..Default::default() };
+                    match pods.delete(&pod.name, &dp).await {
                         Ok(_) => {
                             tracing::warn!(node, pod = %pod.label(), last_refusal = %why, "eviction refused until the deadline; deleted");
                             report.deleted.push(pod.label());

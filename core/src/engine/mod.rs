@@ -362,6 +362,9 @@ impl Engine {
                 if !r.left.is_empty() {
                     note.push_str(&format!(" ({})", r.left.join(", ")));
                 }
+                if !r.kept.is_empty() {
+                    note.push_str(&format!("; kept {}", r.kept.join(", ")));
+                }
                 if !r.terminating.is_empty() {
                     note.push_str(&format!("; still terminating: {}", r.terminating.join(", ")));
                 }
