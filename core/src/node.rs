@@ -106,6 +106,16 @@ pub enum NodeOp {
     StartUnitNoBlock(String),
     /// `systemctl stop UNIT`.
     StopUnit(String),
+    /// The node's last step before its power is cut: stop the k3s unit, give every container
+    /// SIGTERM and up to `grace_s` seconds, then end whatever is left of k3s (its
+    /// containerd-shims) as `k3s-killall.sh` does. Stopping the unit alone leaves the containers
+    /// running (k3s's unit has `KillMode=process`), to be killed hard when the power goes.
+    StopK3s {
+        /// The unit.
+        unit: String,
+        /// The longest grace a container gets.
+        grace_s: u64,
+    },
     /// `systemctl is-active UNIT`.
     UnitActive(String),
     /// Power off.
@@ -122,7 +132,7 @@ impl NodeOp {
         match self {
             Self::Probe => Capability::Probe,
             Self::StartUnit(_) | Self::StartUnitNoBlock(_) => Capability::StartUnit,
-            Self::StopUnit(_) => Capability::StopUnit,
+            Self::StopUnit(_) | Self::StopK3s { .. } => Capability::StopUnit,
             Self::UnitActive(_) => Capability::UnitStatus,
             Self::PowerOff => Capability::PowerOff,
             Self::PowerOn => Capability::PowerOn,
@@ -137,6 +147,7 @@ impl fmt::Display for NodeOp {
             Self::StartUnit(u) => write!(f, "start {u}"),
             Self::StartUnitNoBlock(u) => write!(f, "start --no-block {u}"),
             Self::StopUnit(u) => write!(f, "stop {u}"),
+            Self::StopK3s { unit, grace_s } => write!(f, "stop {unit} and its containers (grace {grace_s}s)"),
             Self::UnitActive(u) => write!(f, "is-active {u}"),
             other => write!(f, "{}", other.capability()),
         }

@@ -369,35 +369,37 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             .collect();
         stages.push(stage("drain", n, steps));
     }
-    let unit_step = |prefix: &str, node: &crate::config::NodeConfig, start: bool| {
-        let op =
-            if start { NodeOp::StartUnit(node.unit_name().into()) } else { NodeOp::StopUnit(node.unit_name().into()) };
+    // The node's last step before its power goes: k3s stopped, every container given SIGTERM
+    // and its grace, what is left of k3s ended (its unit's KillMode=process would leave the
+    // containers running). The grace comes on top of the step's time.
+    let grace = s.max_pod_grace;
+    let unit_step = |prefix: &str, node: &crate::config::NodeConfig| {
         step(
             format!("{prefix}/{}", node.name),
-            Action::Node { node: node.name.clone(), op },
+            Action::Node {
+                node: node.name.clone(),
+                op: NodeOp::StopK3s { unit: node.unit_name().into(), grace_s: grace.as_secs() },
+            },
             rt.chain_kinds(&node.name, Capability::StopUnit),
-            s.step_timeout,
+            HumanDuration(s.step_timeout.saturating_add(*grace)),
         )
     };
     stages.push(stage(
         "stop-agents",
         n,
-        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("stop-agents", node, false)).collect(),
+        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("stop-agents", node)).collect(),
     ));
     stages.push(stage(
         "stop-servers",
         n,
-        cfg.nodes_with_role(NodeRole::Server)
-            .filter(|x| !x.init)
-            .map(|node| unit_step("stop-servers", node, false))
-            .collect(),
+        cfg.nodes_with_role(NodeRole::Server).filter(|x| !x.init).map(|node| unit_step("stop-servers", node)).collect(),
     ));
     stages.push(stage(
         "stop-init-server",
         1,
         cfg.nodes_with_role(NodeRole::Server)
             .filter(|x| x.init)
-            .map(|node| unit_step("stop-init-server", node, false))
+            .map(|node| unit_step("stop-init-server", node))
             .collect(),
     ));
     if s.power_off_nodes {

@@ -88,7 +88,7 @@ fn a_dry_run_prints_the_plan_and_does_nothing() {
     {
         assert!(out.contains(stage), "missing stage {stage}: {out}");
     }
-    assert!(out.contains("stop k3s on titan-0a"), "{out}");
+    assert!(out.contains("stop k3s and its containers (grace 60s) on titan-0a"), "{out}");
     assert!(out.contains("dry run"), "{out}");
     assert!(!dir.path().join("state/runs.json").exists(), "a dry run must not record a run");
     let stop_init = out.find("stop-init-server").unwrap();

@@ -108,10 +108,10 @@ async fn third_party_backend_is_selected_by_type_and_runs_in_plan_order_and_resu
     assert_eq!(
         calls,
         vec![
-            "T:a1:stop k3s-agent",
-            "T:a2:stop k3s-agent",
-            "T:s2:stop k3s",
-            "T:s1:stop k3s",
+            "T:a1:stop k3s-agent and its containers (grace 60s)",
+            "T:a2:stop k3s-agent and its containers (grace 60s)",
+            "T:s2:stop k3s and its containers (grace 60s)",
+            "T:s1:stop k3s and its containers (grace 60s)",
             "T:s1:power off",
             "T:s2:power off",
             "T:a1:power off",

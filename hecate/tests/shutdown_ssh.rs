@@ -92,10 +92,11 @@ fn when(node: &SshNode, line: &str) -> SystemTime {
     hits[0].timestamp
 }
 
+/// The node's last step before its power-off (`shutdown.max_pod_grace` is 60 s by default).
 fn stop_line(name: &str) -> &'static str {
     match role(name) {
-        NodeRole::Server => "systemctl stop k3s",
-        NodeRole::Agent => "systemctl stop k3s-agent",
+        NodeRole::Server => "hecate-k3s-stop k3s 60",
+        NodeRole::Agent => "hecate-k3s-stop k3s-agent 60",
     }
 }
 
@@ -123,7 +124,7 @@ async fn the_shutdown_plan_runs_over_ssh_in_plan_order_and_is_recorded() {
     let nodes = start_cluster(80);
     // long enough that steps running one after the other could not overlap
     for n in nodes.iter() {
-        n.set_delay("systemctl", Duration::from_secs(1));
+        n.set_delay("hecate-k3s-stop", Duration::from_secs(1));
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = load(&config_yaml(&nodes, &dir.path().join("state"), &nodes.known_hosts()));
@@ -140,7 +141,7 @@ async fn the_shutdown_plan_runs_over_ssh_in_plan_order_and_is_recorded() {
     assert_plan_order(&nodes, &["s1", "s2", "s3", "a1", "a2", "a3"]);
     // a stage's steps run concurrently: the three agent stops started within one shim delay
     let starts: Vec<SystemTime> =
-        ["a1", "a2", "a3"].iter().map(|a| when(nodes.by_name(a).unwrap(), "systemctl stop k3s-agent")).collect();
+        ["a1", "a2", "a3"].iter().map(|a| when(nodes.by_name(a).unwrap(), stop_line(a))).collect();
     let spread = starts.iter().max().unwrap().duration_since(*starts.iter().min().unwrap()).unwrap();
     assert!(spread < Duration::from_secs(1), "agent stops were not concurrent: {spread:?}");
 
@@ -156,7 +157,7 @@ async fn the_shutdown_plan_runs_over_ssh_in_plan_order_and_is_recorded() {
 async fn dead_failing_and_impostor_nodes_are_reported_and_the_run_goes_on() {
     let mut nodes = start_cluster(90);
     nodes.by_name_mut("a1").unwrap().stop(); // sshd down
-    nodes.by_name("a2").unwrap().set_exit("systemctl", 1); // k3s-agent will not stop
+    nodes.by_name("a2").unwrap().set_exit("hecate-k3s-stop", 1); // k3s-agent will not stop
     nodes.by_name_mut("s2").unwrap().change_host_key(); // not the machine known_hosts knows
     let dir = tempfile::tempdir().unwrap();
     let cfg = load(&config_yaml(&nodes, &dir.path().join("state"), &nodes.known_hosts()));
@@ -181,7 +182,6 @@ async fn dead_failing_and_impostor_nodes_are_reported_and_the_run_goes_on() {
         failed,
         [
             ("power-off/a1".to_string(), ErrorKind::Unreachable),
-            ("power-off/a2".to_string(), ErrorKind::Failed),
             ("power-off/s2".to_string(), ErrorKind::Auth),
             ("stop-agents/a1".to_string(), ErrorKind::Unreachable),
             ("stop-agents/a2".to_string(), ErrorKind::Failed),
@@ -202,7 +202,7 @@ async fn dead_failing_and_impostor_nodes_are_reported_and_the_run_goes_on() {
     // and the record says which steps failed
     let history = History::load(&dir.path().join("state/runs.json")).unwrap().history;
     let failures = history.runs[0].extra["failures"].as_array().unwrap();
-    assert_eq!(failures.len(), 6, "{failures:?}");
+    assert_eq!(failures.len(), 5, "{failures:?}");
 }
 
 fn journal_ended(journal: &Path, step: &str) -> bool {
@@ -226,7 +226,7 @@ fn killed_mid_run_and_resumed_no_finished_step_runs_twice() {
     ]);
     // a2 is slow: Hecate is killed while a2's stop runs and after a1's and a3's have ended
     let a2 = nodes.by_name("a2").unwrap();
-    a2.set_delay("systemctl", Duration::from_secs(6));
+    a2.set_delay("hecate-k3s-stop", Duration::from_secs(6));
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let cfg_path = dir.path().join("hecate.yaml");
@@ -248,7 +248,7 @@ fn killed_mid_run_and_resumed_no_finished_step_runs_twice() {
         assert!(first.try_wait().unwrap().is_none(), "hecate ended before it was killed");
         if journal_ended(&journal, "stop-agents/a1")
             && journal_ended(&journal, "stop-agents/a3")
-            && count(a2, "systemctl stop k3s-agent") == 1
+            && count(a2, stop_line("a2")) == 1
         {
             Ok(())
         } else {
@@ -262,7 +262,7 @@ fn killed_mid_run_and_resumed_no_finished_step_runs_twice() {
     for s in ["s1", "s2"] {
         assert!(nodes.by_name(s).unwrap().calls().is_empty(), "{s} was reached before the kill");
     }
-    a2.reset("systemctl");
+    a2.reset("hecate-k3s-stop");
 
     let out = hecate(true, "resume.log").output().unwrap();
     let log = std::fs::read_to_string(dir.path().join("resume.log")).unwrap();

@@ -121,6 +121,7 @@ impl NodeController for SimulatedNode {
                 | NodeOp::StartUnit(_)
                 | NodeOp::StartUnitNoBlock(_)
                 | NodeOp::StopUnit(_)
+                | NodeOp::StopK3s { .. }
                 | NodeOp::UnitActive(_)
         );
         if needs_os && !m.reachable(now) {
@@ -135,7 +136,7 @@ impl NodeController for SimulatedNode {
                 m.units.entry(u.clone()).or_insert(None).get_or_insert(now);
                 NodeOpOutput::Done
             }
-            NodeOp::StopUnit(u) => {
+            NodeOp::StopUnit(u) | NodeOp::StopK3s { unit: u, .. } => {
                 m.units.insert(u.clone(), None);
                 NodeOpOutput::Done
             }

@@ -375,7 +375,14 @@ impl Engine {
                 let chain = rt
                     .chain(node)
                     .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
-                let (res, report) = chain.run(op, rt.controller_timeout, *step.timeout).await;
+                // Stopping k3s waits up to the containers' grace: a controller gets that on top.
+                let per_controller = match op {
+                    NodeOp::StopK3s { grace_s, .. } => {
+                        rt.controller_timeout.saturating_add(Duration::from_secs(*grace_s))
+                    }
+                    _ => rt.controller_timeout,
+                };
+                let (res, report) = chain.run(op, per_controller, *step.timeout).await;
                 let summary = report.summary();
                 *attempts = Some(report);
                 res.map(|_| summary)
