@@ -48,7 +48,11 @@ shutdown: {{ concurrency: 2 }}
 fn engine(cfg: &Config) -> Engine {
     let rt = Arc::new(Runtime::build(cfg).unwrap());
     let drain = hecate_core::cluster::DrainOptions { timeout: Duration::from_secs(5), ..Default::default() };
-    Engine::new(rt, EngineOptions { wait_poll: Duration::from_millis(20), drain }, Arc::new(|_| {}))
+    Engine::new(
+        rt,
+        EngineOptions { wait_poll: Duration::from_millis(20), drain, ..Default::default() },
+        Arc::new(|_| {}),
+    )
 }
 
 async fn run(eng: &Engine, plan: &Plan) -> (RunReport, Duration) {

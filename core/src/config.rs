@@ -254,14 +254,32 @@ pub struct ShutdownConfig {
     pub max_pod_grace: HumanDuration,
     /// Time limit of one controller's try at an operation. 1ms to 1h; default 30s.
     pub controller_timeout: HumanDuration,
-    /// Power nodes off at the end.
+    /// Power nodes off at the end. A node counts as off only when confirmed: its BMC reads
+    /// `Off`, or, for a node no controller can read the power of, SSH has stayed silent for
+    /// `off_silence`.
     pub power_off_nodes: bool,
+    /// The whole power-off of one node: the request, the wait for its OS, a forced off if it did
+    /// not finish, and the confirmation. Longer than `soft_off_timeout` and a BMC's own
+    /// `graceful_timeout`/`soft_timeout`. 1ms to 1h; default 10m.
+    pub power_off_timeout: HumanDuration,
+    /// How long a node whose OS was asked to power off (`systemctl poweroff` over SSH) gets to
+    /// be seen off before a BMC in its chain cuts the power (or, with none, it is reported as not
+    /// confirmed). Minutes, not seconds: a node cut while it still writes loses what it had not
+    /// flushed. At most 1h; default 5m.
+    pub soft_off_timeout: HumanDuration,
+    /// For a node no controller can read the power of: how long SSH (the node's probe) must stay
+    /// unanswered for the node to count as off. The OS stops sshd early in its shutdown, so this
+    /// covers the rest of it. 1ms to 1h; default 30s.
+    pub off_silence: HumanDuration,
     /// Finally power off the host Hecate runs on, after the run is recorded in runs.json (a
     /// coordinator on the same UPS as the cluster).
     pub power_off_self: bool,
     /// The program (and its arguments, no shell) that powers this host off.
     pub power_off_self_command: Vec<String>,
-    /// Finally tell the UPS to cut its load after a delay (and return when mains come back).
+    /// Finally tell the UPS to cut its load after a delay (and return when mains come back). It
+    /// is the plan's very last step: it goes out only once every node's power-off has ended,
+    /// confirmed or timed out. Without it, `power_off_self` risks the power race: if mains come
+    /// back while the cluster shuts down, halted machines stay off (`config check` warns).
     pub ups_off: Option<UpsOffConfig>,
 }
 
@@ -280,6 +298,9 @@ impl Default for ShutdownConfig {
             max_pod_grace: HumanDuration::from_secs(60),
             controller_timeout: HumanDuration::from_secs(30),
             power_off_nodes: true,
+            power_off_timeout: HumanDuration::from_secs(600),
+            soft_off_timeout: HumanDuration::from_secs(300),
+            off_silence: HumanDuration::from_secs(30),
             power_off_self: false,
             power_off_self_command: vec!["systemctl".into(), "poweroff".into()],
             ups_off: None,
@@ -464,6 +485,9 @@ impl Config {
         range("shutdown.drain_timeout", s.drain_timeout, HumanDuration::ZERO, ONE_STEP);
         range("shutdown.pdb_timeout", s.pdb_timeout, HumanDuration::ZERO, ONE_STEP);
         range("shutdown.max_pod_grace", s.max_pod_grace, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.power_off_timeout", s.power_off_timeout, MIN_TIMEOUT, ONE_STEP);
+        range("shutdown.soft_off_timeout", s.soft_off_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.off_silence", s.off_silence, MIN_TIMEOUT, ONE_STEP);
         range("shutdown.controller_timeout", s.controller_timeout, MIN_TIMEOUT, ONE_STEP);
         if let Some(delay) = s.ups_off.as_ref().and_then(|o| o.delay) {
             range("shutdown.ups_off.delay", delay, HumanDuration::ZERO, ONE_STEP);
@@ -551,6 +575,21 @@ impl Config {
         }
         for (i, n) in self.notifiers.iter().enumerate() {
             p.extend(n.validate().into_iter().map(|m| about_field(&format!("notifiers[{i}]"), m)));
+        }
+        if self.shutdown.power_off_nodes && self.shutdown.soft_off_timeout >= self.shutdown.power_off_timeout {
+            p.push((
+                "shutdown.soft_off_timeout".into(),
+                "must be shorter than `power_off_timeout`, which also covers the forced off and its confirmation"
+                    .into(),
+            ));
+        }
+        if self.shutdown.power_off_self && self.shutdown.ups_off.is_none() {
+            w.push(
+                "shutdown.power_off_self without shutdown.ups_off: if mains come back while the cluster shuts down, \
+                 this host and the halted nodes stay off until someone presses their buttons (set ups_off so the \
+                 UPS cuts and restores the power, with \"restore on AC power loss\" in the machines' firmware)"
+                    .into(),
+            );
         }
         if self.shutdown.power_off_self && self.shutdown.power_off_self_command.is_empty() {
             p.push(("shutdown.power_off_self_command".into(), "must name a program when power_off_self is on".into()));

@@ -118,8 +118,14 @@ pub enum NodeOp {
     },
     /// `systemctl is-active UNIT`.
     UnitActive(String),
-    /// Power off.
+    /// Power off. A controller that can see the machine's power (a BMC) returns
+    /// [`NodeOpOutput::Power`]`(Off)` once it has seen it off, after a soft off and, if the OS did
+    /// not finish in time, a forced one; one that can only ask the OS (`systemctl poweroff` over
+    /// SSH) returns [`NodeOpOutput::Done`]: requested, not confirmed.
     PowerOff,
+    /// Cut the power now (a BMC's hard off) and wait until it shows: for a machine whose OS was
+    /// asked to power off and did not within the time it had.
+    ForceOff,
     /// Power on.
     PowerOn,
     /// Read the power state.
@@ -134,7 +140,7 @@ impl NodeOp {
             Self::StartUnit(_) | Self::StartUnitNoBlock(_) => Capability::StartUnit,
             Self::StopUnit(_) | Self::StopK3s { .. } => Capability::StopUnit,
             Self::UnitActive(_) => Capability::UnitStatus,
-            Self::PowerOff => Capability::PowerOff,
+            Self::PowerOff | Self::ForceOff => Capability::PowerOff,
             Self::PowerOn => Capability::PowerOn,
             Self::PowerState => Capability::PowerState,
         }
@@ -149,6 +155,7 @@ impl fmt::Display for NodeOp {
             Self::StopUnit(u) => write!(f, "stop {u}"),
             Self::StopK3s { unit, grace_s } => write!(f, "stop {unit} and its containers (grace {grace_s}s)"),
             Self::UnitActive(u) => write!(f, "is-active {u}"),
+            Self::ForceOff => f.write_str("force power off"),
             other => write!(f, "{}", other.capability()),
         }
     }

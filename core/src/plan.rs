@@ -100,6 +100,14 @@ pub enum Action {
         /// The unit.
         unit: String,
     },
+    /// Power a node off and confirm it: through its controller chain (a BMC confirms by
+    /// itself); a node whose OS was only asked is confirmed by its power state, or for a node no
+    /// controller can read the power of, by SSH staying silent; a BMC cuts the power of one still
+    /// on after the soft-off time. A power-off that cannot be confirmed is a failure.
+    PowerOff {
+        /// The node.
+        node: String,
+    },
     /// Poll the node until it answers a probe.
     WaitReachable {
         /// The node.
@@ -157,6 +165,7 @@ impl Step {
             Action::Node { node, op } => format!("{op} on {node}"),
             Action::StartUnit { node, unit } => format!("start {unit} on {node} (without waiting)"),
             Action::WaitUnitActive { node, unit } => format!("wait until {unit} is active on {node}"),
+            Action::PowerOff { node } => format!("power off {node} and confirm it"),
             Action::WaitReachable { node } => format!("wait until {node} answers"),
             Action::WaitApi => "wait for the kubernetes api".into(),
             Action::WaitNodesReady { nodes } => {
@@ -254,7 +263,10 @@ impl Plan {
         }
         PlanFingerprint {
             id: format!("fnv1a64:{hash:016x}"),
-            node_steps: self.steps().filter(|s| matches!(s.action, Action::Node { .. })).count(),
+            node_steps: self
+                .steps()
+                .filter(|s| matches!(s.action, Action::Node { .. } | Action::PowerOff { .. }))
+                .count(),
         }
     }
 
@@ -410,14 +422,17 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             .map(|node| {
                 step(
                     format!("power-off/{}", node.name),
-                    Action::Node { node: node.name.clone(), op: NodeOp::PowerOff },
+                    Action::PowerOff { node: node.name.clone() },
                     rt.chain_kinds(&node.name, Capability::PowerOff),
-                    s.step_timeout,
+                    s.power_off_timeout,
                 )
             })
             .collect();
         stages.push(stage("power-off", n, steps));
     }
+    // The very last act, once every node's power-off has ended (confirmed off, failed or timed
+    // out: the stages run in order): cutting the UPS's load earlier would cut a node that is
+    // still writing.
     if let Some(u) = &s.ups_off {
         let param = u.delay.map(|d| d.as_secs().to_string());
         stages.push(stage(

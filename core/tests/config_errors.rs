@@ -261,3 +261,56 @@ power_sources:
 ";
     load(edge).unwrap();
 }
+
+#[test]
+fn the_power_cycle_settings_have_ranges_and_the_power_race_is_warned() {
+    let yaml = "\
+host: a
+shutdown:
+  pdb_timeout: 2h
+  max_pod_grace: 2h
+  power_off_timeout: 0s
+  soft_off_timeout: 2h
+  off_silence: 0s
+power_sources:
+  - { type: stub_ups, name: u1 }
+";
+    let e = load(yaml).unwrap_err();
+    let s = e.to_string();
+    for (field, line) in [
+        ("shutdown.pdb_timeout", 3),
+        ("shutdown.max_pod_grace", 4),
+        ("shutdown.power_off_timeout", 5),
+        ("shutdown.soft_off_timeout", 6),
+        ("shutdown.off_silence", 7),
+    ] {
+        let p = e.problems.iter().find(|p| p.field == field).unwrap_or_else(|| panic!("{field} not refused: {s}"));
+        assert_eq!(p.line, Some(line), "{field}: {s}");
+    }
+
+    // The soft off must leave room for the forced one within the step.
+    let e = load("host: a\nshutdown: { power_off_timeout: 5m, soft_off_timeout: 5m }\npower_sources: [ { type: stub_ups, name: u1 } ]\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("shutdown.soft_off_timeout: must be shorter than `power_off_timeout`"), "{e}");
+
+    // The defaults hold, and the power race is warned about.
+    let (cfg, warnings) = Config::from_yaml(
+        "host: a\nshutdown: { power_off_self: true }\npower_sources: [ { type: stub_ups, name: u1 } ]\n",
+        Path::new("/etc/hecate/test.yaml"),
+    )
+    .unwrap();
+    let s = &cfg.shutdown;
+    let secs = |d: hecate_core::duration::HumanDuration| d.as_secs();
+    assert_eq!(
+        [
+            secs(s.pdb_timeout),
+            secs(s.max_pod_grace),
+            secs(s.power_off_timeout),
+            secs(s.soft_off_timeout),
+            secs(s.off_silence)
+        ],
+        [30, 60, 600, 300, 30]
+    );
+    assert!(!s.evict_unmanaged && !s.delete_emptydir_data);
+    assert!(warnings.iter().any(|w| w.contains("power_off_self without shutdown.ups_off")), "{warnings:?}");
+}

@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use hecate_core::cluster::DrainOptions;
 use hecate_core::config::Config;
-use hecate_core::engine::{Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, RunReport};
+use hecate_core::engine::{
+    Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, PowerOffOptions, RunReport,
+};
 use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, Plan, PlanKind};
 use hecate_core::runtime::Runtime;
@@ -200,6 +202,10 @@ pub fn engine_options(cfg: &Config) -> EngineOptions {
             evict_unmanaged: cfg.shutdown.evict_unmanaged,
             delete_emptydir_data: cfg.shutdown.delete_emptydir_data,
             max_grace: *cfg.shutdown.max_pod_grace,
+        },
+        power_off: PowerOffOptions {
+            soft_off_timeout: *cfg.shutdown.soft_off_timeout,
+            off_silence: *cfg.shutdown.off_silence,
         },
     }
 }

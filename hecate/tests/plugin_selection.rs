@@ -10,7 +10,9 @@ mod third_party {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+    use hecate_core::node::{
+        Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, PowerState,
+    };
     use hecate_core::{BackendError, BuildContext};
     use serde::{Deserialize, Serialize};
 
@@ -49,7 +51,8 @@ mod third_party {
         }
         async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError> {
             CALLS.lock().unwrap().push(format!("{}:{}:{op}", self.tag, self.node));
-            Ok(NodeOpOutput::Done)
+            // Like a BMC, it confirms a power-off itself.
+            Ok(if *op == NodeOp::PowerOff { NodeOpOutput::Power(PowerState::Off) } else { NodeOpOutput::Done })
         }
     }
 }
@@ -90,6 +93,7 @@ fn engine(cfg: &Config) -> Engine {
                 timeout: std::time::Duration::from_secs(1),
                 ..Default::default()
             },
+            ..Default::default()
         },
         Arc::new(|_| {}),
     )

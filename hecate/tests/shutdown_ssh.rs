@@ -20,12 +20,20 @@ use hecate_core::runtime::Runtime;
 use hecate_core::{ErrorKind, node::NodeRole};
 use hecate_test_support::{SshNode, SshNodes, wait_until};
 
-/// Three servers (s1 the init server) and three agents, one loopback address each.
+/// Three servers (s1 the init server) and three agents, one loopback address each, each going
+/// down (its sshd stopping) when told to power off.
 fn start_cluster(first: u8) -> SshNodes {
     let names = ["s1", "s2", "s3", "a1", "a2", "a3"];
     let specs: Vec<(&str, Ipv4Addr)> =
         names.iter().enumerate().map(|(i, n)| (*n, Ipv4Addr::new(127, 0, 0, first + i as u8))).collect();
-    SshNodes::start_named(&specs)
+    going_down(SshNodes::start_named(&specs))
+}
+
+fn going_down(nodes: SshNodes) -> SshNodes {
+    for n in nodes.iter() {
+        n.go_down_on_poweroff();
+    }
+    nodes
 }
 
 fn role(name: &str) -> NodeRole {
@@ -38,7 +46,7 @@ fn config_yaml(nodes: &SshNodes, state_dir: &Path, known_hosts: &Path) -> String
         "host: coordinator
 state_dir: {}
 power_sources: [ {{ type: simulated, name: ups }} ]
-shutdown: {{ concurrency: 8, step_timeout: 40s, controller_timeout: 30s }}
+shutdown: {{ concurrency: 8, step_timeout: 40s, controller_timeout: 30s, power_off_timeout: 60s, soft_off_timeout: 30s, off_silence: 1s }}
 nodes:
 ",
         state_dir.display()
@@ -132,6 +140,11 @@ async fn the_shutdown_plan_runs_over_ssh_in_plan_order_and_is_recorded() {
     assert_eq!(report.outcome, Outcome::Success, "{:#?}", report.failures().collect::<Vec<_>>());
     let stages: Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stages, ["notify", "stop-agents", "stop-servers", "stop-init-server", "power-off"]);
+    // SSH alone cannot read a machine's power: each node counts as off once it stopped answering.
+    let power_off = report.stages.iter().find(|s| s.name == "power-off").unwrap();
+    for step in &power_off.steps {
+        assert!(step.message.ends_with("confirmed off: unanswered for 1s"), "{}", step.message);
+    }
 
     for n in nodes.iter() {
         let lines: Vec<String> = n.calls().iter().map(|c| c.command_line()).collect();
@@ -217,13 +230,13 @@ fn count(node: &SshNode, line: &str) -> usize {
 
 #[test]
 fn killed_mid_run_and_resumed_no_finished_step_runs_twice() {
-    let nodes = SshNodes::start_named(&[
+    let nodes = going_down(SshNodes::start_named(&[
         ("s1", Ipv4Addr::new(127, 0, 0, 100)),
         ("s2", Ipv4Addr::new(127, 0, 0, 101)),
         ("a1", Ipv4Addr::new(127, 0, 0, 102)),
         ("a2", Ipv4Addr::new(127, 0, 0, 103)),
         ("a3", Ipv4Addr::new(127, 0, 0, 104)),
-    ]);
+    ]));
     // a2 is slow: Hecate is killed while a2's stop runs and after a1's and a3's have ended
     let a2 = nodes.by_name("a2").unwrap();
     a2.set_delay("hecate-k3s-stop", Duration::from_secs(6));

@@ -218,6 +218,19 @@ impl SshNode {
         chmod(&path, 0o755);
     }
 
+    /// A STAND-IN for the machine going down: from now on `systemctl poweroff` (through the
+    /// `systemctl` hook; other `systemctl` calls are only recorded and succeed) answers and then
+    /// stops the node's sshd, so the node stops answering as a machine that powered off does.
+    /// [`SshNode::restart`] brings it back.
+    pub fn go_down_on_poweroff(&self) {
+        self.set_hook(
+            "systemctl",
+            "# stand-in for a machine powering off (test-support SshNode::go_down_on_poweroff)\n\
+             if [ \"$1\" = poweroff ]; then kill \"$(cat \"$HECATE_NODE_DIR/sshd.pid\")\"; fi\n\
+             exit 0\n",
+        );
+    }
+
     /// Undoes [`SshNode::set_exit`], [`SshNode::set_delay`] and [`SshNode::set_hook`] for `command`.
     pub fn reset(&self, command: &str) {
         check_shim_command(command);
@@ -316,7 +329,10 @@ Match User root
         let mut command = Command::new(SSHD);
         command.args(["-D", "-e", "-f"]).arg(self.dir.path().join("sshd_config"));
         let log = self.dir.path().join("sshd.log");
-        self.sshd = Some(Daemon::spawn(&format!("sshd for node {}", self.name), command, &log));
+        let sshd = Daemon::spawn(&format!("sshd for node {}", self.name), command, &log);
+        // for go_down_on_poweroff's hook
+        write(&self.dir.path().join("sshd.pid"), format!("{}\n", sshd.pid()));
+        self.sshd = Some(sshd);
         let addr = self.socket_addr();
         let result = poll(START_TIMEOUT, || {
             if let Some(sshd) = self.sshd.as_mut()

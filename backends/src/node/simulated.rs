@@ -141,10 +141,16 @@ impl NodeController for SimulatedNode {
                 NodeOpOutput::Done
             }
             NodeOp::UnitActive(u) => NodeOpOutput::Active(m.units.get(u).is_some_and(Option::is_some)),
-            NodeOp::PowerOff => {
+            NodeOp::PowerOff | NodeOp::ForceOff => {
                 m.powered = false;
                 m.units.values_mut().for_each(|v| *v = None);
-                NodeOpOutput::Done
+                // Like a BMC, a controller that can read the power state confirms it; one that
+                // cannot (an SSH-like `capabilities:` list) only asked.
+                if self.caps.contains(&Capability::PowerState) {
+                    NodeOpOutput::Power(PowerState::Off)
+                } else {
+                    NodeOpOutput::Done
+                }
             }
             NodeOp::PowerOn => {
                 if !m.powered {

@@ -63,7 +63,9 @@ pub struct SshSystemdConfig {
     #[serde(default = "yes")]
     pub sudo: bool,
     /// The command that powers the node off (after `sudo -n` when `sudo` is on). The connection
-    /// dropping while it runs counts as success.
+    /// dropping while it runs counts as the request made, not as the node off: that is confirmed
+    /// by a BMC in the node's chain, or without one by SSH staying unanswered
+    /// (`shutdown.off_silence`).
     #[serde(default = "default_poweroff_command")]
     pub poweroff_command: String,
     /// The node's last step before its power is cut, run (after `sudo -n`) as `COMMAND UNIT
@@ -479,7 +481,7 @@ impl NodeController for SshSystemd {
                     Some(exit) => Err(self.failed(&command, &exit)),
                 }
             }
-            NodeOp::PowerOn | NodeOp::PowerState => {
+            NodeOp::PowerOn | NodeOp::PowerState | NodeOp::ForceOff => {
                 Err(BackendError::unsupported(format!("ssh_systemd cannot do {op}: that needs a bmc or wake-on-lan")))
             }
         }
