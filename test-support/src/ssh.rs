@@ -188,12 +188,7 @@ impl SshNode {
 
     /// Every shim call recorded so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
-        let path = self.dir.path().join("calls.log");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| Call::parse(l).unwrap_or_else(|| panic!("malformed line in {}: {l:?}", path.display())))
-            .collect()
+        read_calls(self.dir.path())
     }
 
     /// From now on the shim for `command` (one of [`SHIM_COMMANDS`]) exits with `code`.
@@ -353,6 +348,17 @@ impl Drop for SshNode {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Every shim call recorded in a node's dir ([`SshNode::dir`]) so far, oldest first: for a
+/// stand-in that watches a node from another task without holding the [`SshNode`].
+pub fn read_calls(node_dir: &Path) -> Vec<Call> {
+    let path = node_dir.join("calls.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| Call::parse(l).unwrap_or_else(|| panic!("malformed line in {}: {l:?}", path.display())))
+        .collect()
 }
 
 /// Many [`SshNode`]s, started in parallel, with one known_hosts file for all of them.
