@@ -348,6 +348,13 @@ pub struct StartupConfig {
     pub gitops_timeout: HumanDuration,
     /// Patch the GitOps source to this branch before reconciling.
     pub force_flux_branch: Option<String>,
+    /// Off unless set: before k3s is started, wait until each node's clock is synchronized
+    /// (`timedatectl show -p NTPSynchronized` says `yes`), at most this long per node. After a
+    /// site-wide outage a node may boot with a wrong clock until NTP answers, and k3s (its
+    /// certificates, etcd's leases) needs sane time. A node still unsynchronized when this runs
+    /// out is reported and k3s is started anyway: a stuck clock must not keep the cluster down.
+    /// 1ms to 1 day.
+    pub clock_sync_timeout: Option<HumanDuration>,
 }
 
 impl Default for StartupConfig {
@@ -362,6 +369,7 @@ impl Default for StartupConfig {
             nodes_ready_timeout: HumanDuration::from_secs(600),
             gitops_timeout: HumanDuration::from_secs(600),
             force_flux_branch: None,
+            clock_sync_timeout: None,
         }
     }
 }
@@ -501,6 +509,9 @@ impl Config {
             ("startup.gitops_timeout", u.gitops_timeout),
         ] {
             range(field, value, MIN_TIMEOUT, ONE_DAY);
+        }
+        if let Some(t) = u.clock_sync_timeout {
+            range("startup.clock_sync_timeout", t, MIN_TIMEOUT, ONE_DAY);
         }
         if let Role::Forwarder(f) = &self.role {
             range("role.forwarder.timeout", f.timeout, MIN_TIMEOUT, ONE_STEP);

@@ -41,11 +41,13 @@ pub enum Capability {
     PowerOn,
     /// Read whether the machine is powered.
     PowerState,
+    /// Read whether the OS's clock is synchronized (NTP).
+    ClockStatus,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Self::Probe,
         Self::StartUnit,
         Self::StopUnit,
@@ -53,6 +55,7 @@ impl Capability {
         Self::PowerOff,
         Self::PowerOn,
         Self::PowerState,
+        Self::ClockStatus,
     ];
 }
 
@@ -66,6 +69,7 @@ impl fmt::Display for Capability {
             Self::PowerOff => "power off",
             Self::PowerOn => "power on",
             Self::PowerState => "power state",
+            Self::ClockStatus => "clock status",
         })
     }
 }
@@ -130,6 +134,8 @@ pub enum NodeOp {
     PowerOn,
     /// Read the power state.
     PowerState,
+    /// Whether the OS's clock is synchronized (`timedatectl show -p NTPSynchronized`).
+    ClockSynced,
 }
 
 impl NodeOp {
@@ -143,6 +149,7 @@ impl NodeOp {
             Self::PowerOff | Self::ForceOff => Capability::PowerOff,
             Self::PowerOn => Capability::PowerOn,
             Self::PowerState => Capability::PowerState,
+            Self::ClockSynced => Capability::ClockStatus,
         }
     }
 }
@@ -171,6 +178,8 @@ pub enum NodeOpOutput {
     Active(bool),
     /// A machine's power state.
     Power(PowerState),
+    /// Whether the OS's clock is synchronized.
+    ClockSynced(bool),
 }
 
 /// Configuration of a node controller; implementations are selected in YAML by `type:`.

@@ -108,6 +108,11 @@ pub enum Action {
         /// The node.
         node: String,
     },
+    /// Poll the node until its clock is synchronized.
+    WaitClockSynced {
+        /// The node.
+        node: String,
+    },
     /// Poll the node until it answers a probe.
     WaitReachable {
         /// The node.
@@ -167,6 +172,7 @@ impl Step {
             Action::WaitUnitActive { node, unit } => format!("wait until {unit} is active on {node}"),
             Action::PowerOff { node } => format!("power off {node} and confirm it"),
             Action::WaitReachable { node } => format!("wait until {node} answers"),
+            Action::WaitClockSynced { node } => format!("wait until {node}'s clock is synchronized"),
             Action::WaitApi => "wait for the kubernetes api".into(),
             Action::WaitNodesReady { nodes } => {
                 format!("wait until {} node(s) are ready", nodes.len())
@@ -462,7 +468,8 @@ pub fn shutdown_fingerprint(cfg: &Config) -> PlanFingerprint {
     shutdown_plan(cfg, &Runtime::unbuilt(cfg), "").fingerprint()
 }
 
-/// The startup plan: power on → wait for SSH → start every server at once → wait for the API
+/// The startup plan: power on → wait for SSH → (optionally) wait for each clock → start every
+/// server at once → wait for the API
 /// (or, without a cluster API, for each server's unit) → start the agents → wait for Ready →
 /// uncordon what Hecate cordoned (an operator's cordon stays) → GitOps → notify.
 ///
@@ -506,6 +513,22 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
         })
         .collect();
     stages.push(stage("wait-reachable", n, reach));
+    if let Some(timeout) = s.clock_sync_timeout {
+        // k3s and TLS need sane time; after a site-wide outage NTP may answer late.
+        let steps = cfg
+            .nodes
+            .iter()
+            .map(|node| {
+                step(
+                    format!("wait-clock/{}", node.name),
+                    Action::WaitClockSynced { node: node.name.clone() },
+                    rt.chain_kinds(&node.name, Capability::ClockStatus),
+                    timeout,
+                )
+            })
+            .collect();
+        stages.push(stage("wait-clock", cfg.nodes.len().max(1), steps));
+    }
     let start_step = |prefix: &str, node: &crate::config::NodeConfig| {
         step(
             format!("{prefix}/{}", node.name),

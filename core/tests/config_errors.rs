@@ -272,6 +272,8 @@ shutdown:
   power_off_timeout: 0s
   soft_off_timeout: 2h
   off_silence: 0s
+startup:
+  clock_sync_timeout: 2d
 power_sources:
   - { type: stub_ups, name: u1 }
 ";
@@ -283,6 +285,7 @@ power_sources:
         ("shutdown.power_off_timeout", 5),
         ("shutdown.soft_off_timeout", 6),
         ("shutdown.off_silence", 7),
+        ("startup.clock_sync_timeout", 9),
     ] {
         let p = e.problems.iter().find(|p| p.field == field).unwrap_or_else(|| panic!("{field} not refused: {s}"));
         assert_eq!(p.line, Some(line), "{field}: {s}");
@@ -312,5 +315,6 @@ power_sources:
         [30, 60, 600, 300, 30]
     );
     assert!(!s.evict_unmanaged && !s.delete_emptydir_data);
+    assert_eq!(cfg.startup.clock_sync_timeout, None, "the clock gate is off by default");
     assert!(warnings.iter().any(|w| w.contains("power_off_self without shutdown.ups_off")), "{warnings:?}");
 }

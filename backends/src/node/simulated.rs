@@ -29,7 +29,7 @@ pub struct SimulatedNodeConfig {
     #[serde(default = "default_boot")]
     pub boot_time: HumanDuration,
     /// Operations that fail (injected): any of `probe`, `start_unit`, `stop_unit`,
-    /// `unit_status`, `power_off`, `power_on`, `power_state`.
+    /// `unit_status`, `power_off`, `power_on`, `power_state`, `clock_status`.
     #[serde(default)]
     pub fail: Vec<Capability>,
     /// Every operation fails as unreachable (a dead machine or network).
@@ -123,6 +123,7 @@ impl NodeController for SimulatedNode {
                 | NodeOp::StopUnit(_)
                 | NodeOp::StopK3s { .. }
                 | NodeOp::UnitActive(_)
+                | NodeOp::ClockSynced
         );
         if needs_os && !m.reachable(now) {
             return Err(BackendError::new(
@@ -161,6 +162,8 @@ impl NodeController for SimulatedNode {
                 NodeOpOutput::Done
             }
             NodeOp::PowerState => NodeOpOutput::Power(if m.powered { PowerState::On } else { PowerState::Off }),
+            // a simulated clock is always right
+            NodeOp::ClockSynced => NodeOpOutput::ClockSynced(true),
         })
     }
 }

@@ -455,6 +455,24 @@ impl Engine {
                 }
             }
             Action::PowerOff { node } => self.power_off(node, *step.timeout, attempts).await,
+            Action::WaitClockSynced { node } => {
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                loop {
+                    let (res, report) =
+                        chain.run(&NodeOp::ClockSynced, rt.controller_timeout, rt.controller_timeout).await;
+                    match res {
+                        Ok(NodeOpOutput::ClockSynced(true)) => {
+                            return Ok(format!("clock synchronized ({})", report.summary()));
+                        }
+                        Ok(_) => tracing::debug!(node, "clock not synchronized yet"),
+                        Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
+                        Err(e) => tracing::debug!(node, error = %e, "cannot read the clock's state yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
+            }
             Action::WaitReachable { node } => {
                 let chain = rt
                     .chain(node)

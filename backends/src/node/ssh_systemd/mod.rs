@@ -102,8 +102,14 @@ fn default_k3s_stop_command() -> Option<String> {
     Some("hecate-k3s-stop".to_string())
 }
 
-const CAPABILITIES: [Capability; 5] =
-    [Capability::Probe, Capability::StartUnit, Capability::StopUnit, Capability::UnitStatus, Capability::PowerOff];
+const CAPABILITIES: [Capability; 6] = [
+    Capability::Probe,
+    Capability::StartUnit,
+    Capability::StopUnit,
+    Capability::UnitStatus,
+    Capability::PowerOff,
+    Capability::ClockStatus,
+];
 
 /// Whether a unit name is safe to put on a remote command line: `[A-Za-z0-9@._:-]+`, not
 /// starting with `-` (it would be read as an option). Shell metacharacters and spaces never pass.
@@ -204,7 +210,7 @@ impl NodeControllerConfig for SshSystemdConfig {
 hecate_core::register_backend!(
     NodeController,
     "ssh_systemd",
-    "SSH (key auth, known_hosts) + systemctl: stop/start k3s units, OS poweroff",
+    "SSH (key auth, known_hosts) + systemctl: stop/start k3s units, OS poweroff, clock sync status",
     SshSystemdConfig
 );
 
@@ -462,6 +468,25 @@ impl NodeController for SshSystemd {
                     // systemd's "program is not running" (inactive, failed, ...)
                     Some(exit) if exit.status == Some(3) => Ok(NodeOpOutput::Active(false)),
                     Some(exit) => Err(self.failed(&command, &exit)),
+                    None => unreachable!("losses are errors unless tolerated"),
+                }
+            }
+            NodeOp::ClockSynced => {
+                // systemd-timesyncd's (or chrony's, through timedated) view; needs no privileges
+                let command = "timedatectl show -p NTPSynchronized --value";
+                match self.run_command(command, false).await? {
+                    Some(exit) if exit.status == Some(0) => {
+                        let out = String::from_utf8_lossy(&exit.stdout);
+                        match out.trim() {
+                            "yes" => Ok(NodeOpOutput::ClockSynced(true)),
+                            "no" => Ok(NodeOpOutput::ClockSynced(false)),
+                            _ => Err(BackendError::new(
+                                ErrorKind::Protocol,
+                                format!("`{command}` on node {} answered neither yes nor no", self.target.node),
+                            )),
+                        }
+                    }
+                    Some(exit) => Err(self.failed(command, &exit)),
                     None => unreachable!("losses are errors unless tolerated"),
                 }
             }
