@@ -166,6 +166,11 @@ pub struct DaemonConfig {
     pub startup_on_power_return: bool,
     /// How long mains must be back before that startup begins. At most 1 day; default 1m.
     pub power_return_settle: HumanDuration,
+    /// With `startup_on_power_return`: the startup waits, after the settle time, until every
+    /// UPS that reports its charge holds at least this many percent, so that a second outage
+    /// soon after does not find an empty battery under a running cluster (whose shutdown then
+    /// has no time). 0 to 100; absent (the default): no wait.
+    pub restart_min_charge: Option<f64>,
 }
 
 impl Default for DaemonConfig {
@@ -175,6 +180,7 @@ impl Default for DaemonConfig {
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9560))),
             startup_on_power_return: false,
             power_return_settle: HumanDuration::from_secs(60),
+            restart_min_charge: None,
         }
     }
 }
@@ -518,6 +524,14 @@ impl Config {
             if let Some(after) = f.power_off_self_after {
                 range("role.forwarder.power_off_self_after", after, HumanDuration::ZERO, ONE_DAY);
             }
+        }
+        if let Some(c) = self.daemon.restart_min_charge
+            && !(0.0..=100.0).contains(&c)
+        {
+            p.push(("daemon.restart_min_charge".into(), format!("must be between 0 and 100 (percent), got {c}")));
+        }
+        if self.daemon.restart_min_charge.is_some() && !self.daemon.startup_on_power_return {
+            w.push("daemon.restart_min_charge has no effect without daemon.startup_on_power_return".into());
         }
         for (field, c) in [("shutdown.concurrency", s.concurrency), ("startup.concurrency", u.concurrency)] {
             if let Some(m) = count_out_of_range(u64::try_from(c).unwrap_or(u64::MAX), 1, MAX_CONCURRENCY) {

@@ -266,6 +266,7 @@ power_sources:
 fn the_power_cycle_settings_have_ranges_and_the_power_race_is_warned() {
     let yaml = "\
 host: a
+daemon: { startup_on_power_return: true, restart_min_charge: 101 }
 shutdown:
   pdb_timeout: 2h
   max_pod_grace: 2h
@@ -280,12 +281,13 @@ power_sources:
     let e = load(yaml).unwrap_err();
     let s = e.to_string();
     for (field, line) in [
-        ("shutdown.pdb_timeout", 3),
-        ("shutdown.max_pod_grace", 4),
-        ("shutdown.power_off_timeout", 5),
-        ("shutdown.soft_off_timeout", 6),
-        ("shutdown.off_silence", 7),
-        ("startup.clock_sync_timeout", 9),
+        ("daemon.restart_min_charge", 2),
+        ("shutdown.pdb_timeout", 4),
+        ("shutdown.max_pod_grace", 5),
+        ("shutdown.power_off_timeout", 6),
+        ("shutdown.soft_off_timeout", 7),
+        ("shutdown.off_silence", 8),
+        ("startup.clock_sync_timeout", 10),
     ] {
         let p = e.problems.iter().find(|p| p.field == field).unwrap_or_else(|| panic!("{field} not refused: {s}"));
         assert_eq!(p.line, Some(line), "{field}: {s}");

@@ -40,6 +40,7 @@ pub fn run(trace_path: &Path, runs: Option<&Path>, config: Option<&Path>, json: 
                 policy: PolicyConfig::default(),
                 power_return_settle_s: d.power_return_settle.as_secs_f64(),
                 startup_on_power_return: d.startup_on_power_return,
+                restart_min_charge_pct: d.restart_min_charge,
                 power_off_self: false,
             };
             (cfg, BudgetConfig::default(), d.poll_interval.as_secs_f64())
@@ -147,6 +148,7 @@ mod tests {
             policy: PolicyConfig::default(),
             power_return_settle_s: 60.0,
             startup_on_power_return: false,
+            restart_min_charge_pct: None,
             power_off_self: false,
         };
         let e = replay(tr, &cfg, 240.0, 2.0).map(|_| ()).unwrap_err().to_string();

@@ -506,3 +506,21 @@ fn simulate_refuses_a_trace_spanning_more_than_a_week() {
     assert!(!o.status.success(), "{out}{err}");
     assert!(err.contains("forever.csv: line 4: t = 1000000000000000 s is more than a week"), "{err}");
 }
+
+/// The bootstrap unit runs the startup at every boot of this host: on a cluster that is up, each
+/// stage checks and passes, nothing is started again and nothing the operator cordoned changes.
+#[test]
+fn startup_on_a_running_cluster_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(dir.path(), &[]);
+    let o = hecate(&["startup", "--config", cfg.to_str().unwrap(), "--execute"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for node in ["titan-0a", "titan-0b", "titan-0c", "titan-1a", "titan-1b"] {
+        let unit = if node.starts_with("titan-0") { "k3s" } else { "k3s-agent" };
+        assert!(out.contains(&format!("✓ start {unit} on {node} (without waiting)")), "{out}");
+    }
+    assert_eq!(out.matches("is running already").count(), 5, "{out}");
+    assert_eq!(out.matches("not cordoned").count(), 5, "{out}");
+    assert!(!out.contains("uncordoned (hecate had cordoned it)"), "{out}");
+}

@@ -74,7 +74,9 @@ nodes:
         stages,
         ["wait-reachable", "wait-clock", "start-servers", "wait-servers", "start-agents", "wait-agents", "notify"]
     );
-    assert!(plan.render(&Default::default()).contains("wait until s1's clock is synchronized via ssh_systemd (timeout 3s)"));
+    assert!(
+        plan.render(&Default::default()).contains("wait until s1's clock is synchronized via ssh_systemd (timeout 3s)")
+    );
 
     let report = hecate::run::execute(&cfg, rt, &plan, false, hecate::run::log_sink()).await;
     assert_eq!(report.outcome, Outcome::Partial);
