@@ -239,3 +239,134 @@ async fn a_missing_kubeconfig_is_a_config_error_naming_it() {
     assert_eq!(e.kind, ErrorKind::Config);
     assert!(e.message.contains("/nonexistent/k3s.yaml"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_api_servers_are_tried_in_order() {
+    let server = KubeApiServer::shared();
+    let dead = || format!("https://127.0.0.1:{}", hecate_test_support::free_port(std::net::Ipv4Addr::LOCALHOST));
+    // The first is down (an HA cluster with one server off): the next that answers is used.
+    let api = backend(server, &format!("servers: [ {}, {}, {} ]\nrequest_timeout: 2s\n", dead(), server.url(), dead()));
+    api.health().await.unwrap();
+    api.nodes().await.unwrap();
+    // None answers: an error naming each, and the next call tries them all again.
+    let api = backend(server, &format!("servers: [ {}, {} ]\nrequest_timeout: 2s\n", dead(), dead()));
+    let e = api.health().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+    assert!(e.message.contains("no api server answers"), "{e}");
+    assert_eq!(e.message.matches("api server https://127.0.0.1:").count(), 2, "{e}");
+    assert!(api.health().await.is_err());
+
+    let bad: KubeClusterConfig = serde_saphyr::from_str("servers: [ 10.0.0.1:6443 ]\n").unwrap();
+    assert!(bad.validate().iter().any(|p| p.contains("`servers` must be an http(s) url")), "{:?}", bad.validate());
+}
+
+/// A certificate valid for `days` from now, made by openssl, with its `notAfter` as openssl
+/// prints it turned into Unix time by `date`: the expected answer comes from other code.
+fn certificate(dir: &std::path::Path, days: u32) -> (String, i64) {
+    let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
+    let out = std::process::Command::new("/usr/bin/openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj"])
+        .args(["/CN=system:admin", "-days", &days.to_string(), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script =
+        format!("date -u -d \"$(/usr/bin/openssl x509 -noout -enddate -in {} | cut -d= -f2)\" +%s", cert.display());
+    let out = std::process::Command::new("/bin/sh").args(["-c", &script]).output().unwrap();
+    let unix: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (std::fs::read_to_string(&cert).unwrap(), unix)
+}
+
+fn kubeconfig_with_user(dir: &std::path::Path, user: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n- name: other\n  context:\n    cluster: c\n    user: missing\n\
+             current-context: c\nusers:\n- name: u\n  user:\n{user}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn expiry_of(
+    kubeconfig: &std::path::Path,
+    context: Option<&str>,
+) -> Result<Option<hecate_core::cluster::CredentialExpiry>, hecate_core::BackendError> {
+    let mut yaml = format!("kubeconfig: {}\n", kubeconfig.display());
+    if let Some(c) = context {
+        yaml += &format!("context: {c}\n");
+    }
+    let cfg: KubeClusterConfig = serde_saphyr::from_str(&yaml).unwrap();
+    let ctx = BuildContext { host: "test".into(), state_dir: std::env::temp_dir() };
+    cfg.build(&ctx).unwrap().credential_expiry()
+}
+
+#[test]
+fn the_kubeconfigs_client_certificate_or_token_expiry_is_read_locally() {
+    use base64_for_test::encode;
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+
+    // k3s.yaml's way: the certificate inline, base64 of its PEM.
+    let (pem, unix) = certificate(dir.path(), 12);
+    let kc = kubeconfig_with_user(
+        dir.path(),
+        &format!("    client-certificate-data: {}\n    client-key-data: eA==\n", encode(pem.as_bytes())),
+    );
+    let e = expiry_of(&kc, None).unwrap().unwrap();
+    assert_eq!((e.what.as_str(), e.not_after_unix), ("client certificate", unix));
+    assert!((e.days_left(now) - 12.0).abs() < 0.1, "{}", e.days_left(now));
+    assert!(e.warn(now), "fewer than 30 days");
+    assert!(e.describe(now).starts_with("the client certificate expires in 11 day(s) ("), "{}", e.describe(now));
+
+    // A certificate file, relative to the kubeconfig; a year left is no warning.
+    let (_, unix) = certificate(dir.path(), 365);
+    let kc = kubeconfig_with_user(dir.path(), "    client-certificate: client.crt\n    client-key: client.key\n");
+    let e = expiry_of(&kc, None).unwrap().unwrap();
+    assert_eq!(e.not_after_unix, unix);
+    assert!(!e.warn(now));
+
+    // A service account token (a JWT) carries its expiry; a static token has none.
+    let claims = encode(b"{\"iss\":\"kubernetes/serviceaccount\",\"exp\":1798761600}");
+    let jwt = format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", claims.trim_end_matches('='));
+    let kc = kubeconfig_with_user(dir.path(), &format!("    token: {jwt}\n"));
+    assert_eq!(expiry_of(&kc, None).unwrap().unwrap().not_after_unix, 1_798_761_600);
+    let kc = kubeconfig_with_user(dir.path(), "    token: K10abcdef::server:0123456789\n");
+    assert_eq!(expiry_of(&kc, None).unwrap(), None);
+
+    // What cannot be read is a config error naming the file, never its content.
+    let e = expiry_of(&kc, Some("other")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config);
+    assert!(e.message.contains("no user \"missing\""), "{e}");
+    let kc = kubeconfig_with_user(dir.path(), "    client-certificate-data: bm90IGEgY2VydA==\n");
+    let e = expiry_of(&kc, None).unwrap_err();
+    assert!(e.message.contains("is not a pem certificate") && !e.message.contains("not a cert"), "{e}");
+    let e = expiry_of(&dir.path().join("absent"), None).unwrap_err();
+    assert!(e.message.contains("cannot read kubeconfig"), "{e}");
+}
+
+mod base64_for_test {
+    //! Standard base64 with padding, for the test's own kubeconfigs.
+    pub fn encode(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}

@@ -70,6 +70,61 @@ impl fmt::Display for Uncordoned {
     }
 }
 
+/// Below this many days left, `config check`, `hecate status` and the daemon's log warn that the
+/// cluster API's credentials expire: k3s writes a client certificate valid for a year into
+/// `k3s.yaml`, and a copy made once stops working on the day the drain is needed.
+pub const CREDENTIAL_WARN_DAYS: f64 = 30.0;
+
+/// When the credentials the cluster API backend uses stop working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialExpiry {
+    /// What expires, for people: `client certificate`, `token`.
+    pub what: String,
+    /// When, as seconds since the Unix epoch (negative before 1970: a broken certificate).
+    pub not_after_unix: i64,
+}
+
+impl CredentialExpiry {
+    /// Days left at `now` (negative once expired).
+    pub fn days_left(&self, now: std::time::SystemTime) -> f64 {
+        let now = match now.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        // i64 seconds fit an f64 closely enough for days
+        #[allow(clippy::cast_precision_loss)]
+        let at = self.not_after_unix as f64;
+        (at - now) / 86_400.0
+    }
+
+    /// The expiry date, RFC 3339 (or the raw number for a date no clock can show).
+    pub fn not_after(&self) -> String {
+        u64::try_from(self.not_after_unix)
+            .ok()
+            .and_then(|s| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+            .map_or_else(
+                || format!("{} (unix time)", self.not_after_unix),
+                |t| humantime::format_rfc3339_seconds(t).to_string(),
+            )
+    }
+
+    /// One line: `the client certificate expires in 12 days (2027-01-01T00:00:00Z)`, or that it
+    /// expired.
+    pub fn describe(&self, now: std::time::SystemTime) -> String {
+        let days = self.days_left(now);
+        if days < 0.0 {
+            format!("the {} expired {:.0} day(s) ago ({})", self.what, -days, self.not_after())
+        } else {
+            format!("the {} expires in {:.0} day(s) ({})", self.what, days.floor(), self.not_after())
+        }
+    }
+
+    /// Whether it is worth a warning ([`CREDENTIAL_WARN_DAYS`]).
+    pub fn warn(&self, now: std::time::SystemTime) -> bool {
+        self.days_left(now) < CREDENTIAL_WARN_DAYS
+    }
+}
+
 /// What to do with a pod a PodDisruptionBudget keeps refusing to evict once the deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -161,4 +216,10 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
     async fn uncordon(&self, node: &str) -> Result<Uncordoned, BackendError>;
     /// Evicts a node's pods as `kubectl drain` does.
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<DrainReport, BackendError>;
+    /// When the credentials this backend uses expire: `Ok(None)` when they do not (or it cannot
+    /// tell), an error when they cannot be read. Local only (no request to the API); may be
+    /// called every poll, so a backend keeps the answer a while.
+    fn credential_expiry(&self) -> Result<Option<CredentialExpiry>, BackendError> {
+        Ok(None)
+    }
 }

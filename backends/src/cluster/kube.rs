@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hecate_core::cluster::{
-    CORDON_MARK, ClusterApi, ClusterApiConfig, ClusterNode, Cordoned, DrainFallback, DrainOptions, DrainReport,
-    Uncordoned,
+    CORDON_MARK, ClusterApi, ClusterApiConfig, ClusterNode, Cordoned, CredentialExpiry, DrainFallback, DrainOptions,
+    DrainReport, Uncordoned,
 };
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_DAY, ONE_TRY};
@@ -46,6 +46,12 @@ pub struct KubeClusterConfig {
     /// `https://127.0.0.1:6443` means nothing on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Several API server URLs for an HA cluster (each server node runs one), tried in order:
+    /// the first that answers is used until it stops answering, then the list is tried again.
+    /// After `server` if both are set. The kubeconfig's certificate authority must have signed
+    /// every one (k3s's `--tls-san` for the names used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     /// Time limit of each API request. 1ms to 10m; default 10s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
@@ -72,10 +78,10 @@ impl ClusterApiConfig for KubeClusterConfig {
                 p.push(format!("`{field}` {m}"));
             }
         }
-        if let Some(s) = &self.server
-            && !(s.starts_with("https://") || s.starts_with("http://"))
-        {
-            p.push(format!("`server` must be an http(s) url, not {s:?}"));
+        for (field, s) in self.server.iter().map(|s| ("server", s)).chain(self.servers.iter().map(|s| ("servers", s))) {
+            if !(s.starts_with("https://") || s.starts_with("http://")) {
+                p.push(format!("`{field}` must be an http(s) url, not {s:?}"));
+            }
         }
         p
     }
@@ -85,7 +91,7 @@ impl ClusterApiConfig for KubeClusterConfig {
             access: KubeAccess::new(
                 self.kubeconfig.clone(),
                 self.context.clone(),
-                self.server.clone(),
+                self.server.iter().chain(&self.servers).cloned().collect(),
                 *self.request_timeout,
             ),
             eviction_retry: *self.eviction_retry,
@@ -248,9 +254,9 @@ impl KubeCluster {
     }
 }
 
-#[async_trait]
-impl ClusterApi for KubeCluster {
-    async fn health(&self) -> Result<(), BackendError> {
+impl KubeCluster {
+    /// `/readyz` of the API server in use.
+    async fn readyz(&self) -> Result<(), BackendError> {
         let client = self.access.client().await?;
         let request = http::Request::get("/readyz")
             .body(Vec::new())
@@ -263,7 +269,7 @@ impl ClusterApi for KubeCluster {
         }
     }
 
-    async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
+    async fn list_nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
         let nodes: Api<Node> = Api::all(self.access.client().await?);
         let list = nodes.list(&ListParams::default()).await.map_err(|e| api_error("cannot list nodes", e))?;
         Ok(list
@@ -279,6 +285,29 @@ impl ClusterApi for KubeCluster {
                 ClusterNode { name: n.metadata.name.unwrap_or_default(), ready, unschedulable }
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl ClusterApi for KubeCluster {
+    async fn health(&self) -> Result<(), BackendError> {
+        let result = self.readyz().await;
+        if let Err(e) = &result {
+            self.access.forget_if_unreachable(e).await;
+        }
+        result
+    }
+
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
+        let result = self.list_nodes().await;
+        if let Err(e) = &result {
+            self.access.forget_if_unreachable(e).await;
+        }
+        result
+    }
+
+    fn credential_expiry(&self) -> Result<Option<CredentialExpiry>, BackendError> {
+        self.access.credential_expiry()
     }
 
     async fn cordon(&self, node: &str) -> Result<Cordoned, BackendError> {
