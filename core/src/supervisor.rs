@@ -801,6 +801,8 @@ impl Supervisor {
     }
 
     fn on_trigger(&mut self, now: f64, trigger: Trigger, fx: &mut Fx) {
+        // a new outage: a later wait for the batteries is said again
+        self.charging = false;
         let forwarder = matches!(self.cfg.role, Role::Forwarder { .. });
         match std::mem::replace(&mut self.phase, Phase::Watching) {
             Phase::Recovering { interrupted, .. } => {
