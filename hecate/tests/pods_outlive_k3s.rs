@@ -35,7 +35,7 @@ use hecate_core::config::Config;
 use hecate_core::engine::Outcome;
 use hecate_core::plan::{shutdown_plan, startup_plan};
 use hecate_core::runtime::Runtime;
-use hecate_test_support::{KubeApiServer, SshNodes, read_calls};
+use hecate_test_support::{KubeApiServer, STOP_SSHD_SH, SshNodes, read_calls};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -68,16 +68,19 @@ fn k3s_node_stand_in(dir: &Path, nodes: &SshNodes, name: &str) {
     std::fs::write(dir.join("k3s.state"), "active\n").unwrap();
     n.set_hook(
         "systemctl",
-        "# stand-in for a k3s node's systemd (hecate/tests/pods_outlive_k3s.rs)
+        &format!(
+            "# stand-in for a k3s node's systemd (hecate/tests/pods_outlive_k3s.rs)
 state=\"$HECATE_NODE_DIR/k3s.state\"
 case \"$1\" in
-  poweroff) kill \"$(cat \"$HECATE_NODE_DIR/sshd.pid\")\" ;;
+  poweroff)
+{STOP_SSHD_SH}  ;;
   start) echo active >\"$state\" ;;
   stop) echo inactive >\"$state\" ;;
   is-active) if [ \"$(cat \"$state\")\" = active ]; then echo active; else echo inactive; exit 3; fi ;;
 esac
 exit 0
-",
+"
+        ),
     );
     n.set_hook("hecate-k3s-stop", "echo inactive >\"$HECATE_NODE_DIR/k3s.state\"\necho \"stopped $1\"\n");
 }

@@ -38,7 +38,7 @@ pub use ipmi::IpmiSim;
 pub use kube::{KUBE_APISERVER, KubeApiServer};
 pub use nut::Upsd;
 pub use redfish::{REDFISH_VENV, SUSHY_SYSTEMS, Sushy, SushyOptions};
-pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, SshNode, SshNodes, read_calls};
+pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, STOP_SSHD_SH, SshNode, SshNodes, read_calls};
 pub use tls::{make_ca, make_certificates};
 
 /// What to run to get root and the installed peers; part of every "not set up" failure.

@@ -220,9 +220,10 @@ impl SshNode {
     pub fn go_down_on_poweroff(&self) {
         self.set_hook(
             "systemctl",
-            "# stand-in for a machine powering off (test-support SshNode::go_down_on_poweroff)\n\
-             if [ \"$1\" = poweroff ]; then kill \"$(cat \"$HECATE_NODE_DIR/sshd.pid\")\"; fi\n\
-             exit 0\n",
+            &format!(
+                "# stand-in for a machine powering off (test-support SshNode::go_down_on_poweroff)\n\
+                 if [ \"$1\" = poweroff ]; then\n{STOP_SSHD_SH}fi\nexit 0\n"
+            ),
         );
     }
 
@@ -349,6 +350,20 @@ impl Drop for SshNode {
         self.stop();
     }
 }
+
+/// Shell lines for a hook: stop the node's sshd (by the PID the harness recorded) and wait until
+/// it has exited, so that no connection is accepted after the hook returns (a signal alone is
+/// handled whenever sshd next wakes, and a connection it accepts before that lives on in its own
+/// process). The listener is the test process's child, so once gone it is a zombie until reaped.
+pub const STOP_SSHD_SH: &str = r#"  pid=$(cat "$HECATE_NODE_DIR/sshd.pid")
+  kill "$pid"
+  n=0
+  while [ $n -lt 200 ]; do
+    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+    if [ -z "$state" ] || [ "$state" = Z ]; then break; fi
+    n=$((n + 1)); sleep 0.05
+  done
+"#;
 
 /// Every shim call recorded in a node's dir ([`SshNode::dir`]) so far, oldest first: for a
 /// stand-in that watches a node from another task without holding the [`SshNode`].
@@ -508,10 +523,20 @@ fn require_ssh_setup() {
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
         }
+        let sudoers = std::fs::read_to_string(SUDOERS).unwrap_or_default();
         for command in SHIM_COMMANDS {
             let shim = dir.join("shim").join(command);
-            if !shim.exists() {
-                problems.push(format!("{} is missing", shim.display()));
+            match std::fs::read_link(&shim) {
+                Ok(target) if target == Path::new("hecate-shim") => {}
+                Ok(target) => problems.push(format!(
+                    "{} points to {}, not hecate-shim (a setup of an older checkout ran since: stale setup)",
+                    shim.display(),
+                    target.display()
+                )),
+                Err(_) => problems.push(format!("{} is missing", shim.display())),
+            }
+            if !sudoers.contains(&shim.display().to_string()) {
+                problems.push(format!("{SUDOERS} does not allow {} (stale setup)", shim.display()));
             }
         }
         for path in [

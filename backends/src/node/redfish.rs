@@ -579,7 +579,7 @@ mod tests {
     fn validation_and_warnings() {
         let ok = config("endpoint: https://10.0.0.1\ncredentials_file: /etc/hecate/bmc\n");
         assert!(ok.validate().is_empty() && ok.warnings().is_empty(), "{:?} {:?}", ok.validate(), ok.warnings());
-        assert_eq!(*ok.graceful_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(*ok.graceful_timeout, std::time::Duration::from_secs(300), "minutes, not seconds");
 
         let insecure = config("endpoint: https://10.0.0.1\ninsecure: true\n");
         assert!(insecure.validate().is_empty());
