@@ -20,6 +20,7 @@
 #   /etc/systemd/system/hecate.service, hecate-bootstrap.service, hecate-update.{service,timer}
 #   /usr/local/lib/hecate/self-update.sh  what hecate-update.service runs
 #   /usr/local/share/hecate/sudoers.d/hecate-node   the sudoers rule for the nodes (not active here)
+#   /usr/local/share/hecate/node/hecate-k3s-stop    the nodes' graceful k3s stop (copy it to each node)
 #   /etc/nut/{nut.conf,ups.conf,upsd.conf,upsd.users}, /etc/udev/rules.d/90-hecate-nut-ups.rules
 #                                         when the NUT setup is Hecate's own (its "Managed by Hecate"
 #                                         header) or configures no UPS yet, or HECATE_MANAGE_NUT=1;
@@ -402,7 +403,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 4. units, the self-update script, the node sudoers rule
+# 4. units, the self-update script, the node sudoers rule and stop script
 
 UNITS=(hecate.service hecate-bootstrap.service hecate-update.service hecate-update.timer)
 before=$CHANGES
@@ -414,6 +415,8 @@ put_file "$REPO/scripts/self-update.sh" /usr/local/lib/hecate/self-update.sh 075
 ensure_dir /usr/local/share/hecate 0755
 ensure_dir /usr/local/share/hecate/sudoers.d 0755
 put_file "$REPO/packaging/sudoers.d/hecate-node" /usr/local/share/hecate/sudoers.d/hecate-node 0644
+ensure_dir /usr/local/share/hecate/node 0755
+put_file "$REPO/packaging/node/hecate-k3s-stop" /usr/local/share/hecate/node/hecate-k3s-stop 0755
 
 set_enabled hecate.service multi-user.target 1
 set_enabled hecate-bootstrap.service multi-user.target "$ENABLE_BOOTSTRAP"

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod gitops;
 mod kube_access;
+mod kube_credentials;
 pub mod node;
 pub mod notify;
 pub mod power;

@@ -17,6 +17,8 @@ pub struct SimMachine {
     pub units: BTreeMap<String, Option<Instant>>,
     /// Cordoned.
     pub cordoned: bool,
+    /// Cordoned by Hecate (the node carries its mark).
+    pub cordon_mark: bool,
     /// Runs a server unit (`k3s`).
     pub server: bool,
 }
@@ -56,6 +58,7 @@ impl World {
             booted_at: since,
             units: BTreeMap::from([(unit.to_string(), Some(since))]),
             cordoned: false,
+            cordon_mark: false,
             server,
         });
     }

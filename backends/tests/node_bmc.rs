@@ -100,7 +100,7 @@ async fn ipmi_off_and_on_send_only_what_is_needed() {
     assert_eq!(power(&*c).await, PowerState::On);
 
     // the "OS" honours the soft off at once: no hard off follows
-    assert_eq!(c.run(&NodeOp::PowerOff).await.unwrap(), NodeOpOutput::Done);
+    assert_eq!(c.run(&NodeOp::PowerOff).await.unwrap(), NodeOpOutput::Power(PowerState::Off), "confirmed");
     assert!(!bmc.power_is_on());
     assert_eq!(bmc.actions(), ["set shutdown 1"]);
     assert_eq!(power(&*c).await, PowerState::Off);
@@ -124,6 +124,23 @@ async fn ipmi_soft_off_ignored_by_the_os_is_forced_after_soft_timeout() {
     assert!(t0.elapsed() >= Duration::from_secs(1), "forced off before soft_timeout: {:?}", t0.elapsed());
     assert!(!bmc.power_is_on());
     assert_eq!(bmc.actions(), ["set shutdown 1", "set power 0"]);
+}
+
+#[tokio::test]
+async fn a_forced_off_cuts_at_once_and_confirms_and_soft_offs_get_minutes_by_default() {
+    let bmc = IpmiSim::start();
+    bmc.ignore_soft_off();
+    let c = ipmi(&bmc, json!({}));
+    assert_eq!(c.run(&NodeOp::ForceOff).await.unwrap(), NodeOpOutput::Power(PowerState::Off));
+    assert_eq!(bmc.actions(), ["set power 0"], "no soft off first");
+    c.run(&NodeOp::ForceOff).await.unwrap();
+    assert_eq!(bmc.actions(), ["set power 0"], "already off: nothing sent");
+
+    let rf: RedfishConfig = serde_json::from_value(json!({ "endpoint": "https://10.0.0.1" })).unwrap();
+    assert_eq!(*rf.graceful_timeout, Duration::from_secs(300));
+    let ip: IpmiConfig =
+        serde_json::from_value(json!({ "host": "10.0.0.1", "username": "u", "password_file": "/p" })).unwrap();
+    assert_eq!(*ip.soft_timeout, Duration::from_secs(300));
 }
 
 #[tokio::test]
@@ -327,7 +344,7 @@ async fn redfish_down_falls_back_to_ipmi_and_the_report_names_both() {
     assert_eq!(chain.kinds_for(Capability::PowerOff), ["redfish", "ipmi"]);
 
     let (result, report) = chain.run(&NodeOp::PowerOff, Duration::from_secs(20), Duration::from_secs(40)).await;
-    assert_eq!(result.unwrap(), NodeOpOutput::Done);
+    assert_eq!(result.unwrap(), NodeOpOutput::Power(PowerState::Off));
     assert!(!ipmi_bmc.power_is_on());
     assert_eq!(report.succeeded_by.as_deref(), Some("ipmi"));
     let tried: Vec<&str> = report.attempts.iter().map(|a| a.controller.as_str()).collect();

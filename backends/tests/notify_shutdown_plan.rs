@@ -47,8 +47,12 @@ shutdown: {{ concurrency: 2 }}
 
 fn engine(cfg: &Config) -> Engine {
     let rt = Arc::new(Runtime::build(cfg).unwrap());
-    let drain = hecate_core::cluster::DrainOptions { timeout: Duration::from_secs(5), fallback: Default::default() };
-    Engine::new(rt, EngineOptions { wait_poll: Duration::from_millis(20), drain }, Arc::new(|_| {}))
+    let drain = hecate_core::cluster::DrainOptions { timeout: Duration::from_secs(5), ..Default::default() };
+    Engine::new(
+        rt,
+        EngineOptions { wait_poll: Duration::from_millis(20), drain, ..Default::default() },
+        Arc::new(|_| {}),
+    )
 }
 
 async fn run(eng: &Engine, plan: &Plan) -> (RunReport, Duration) {

@@ -67,7 +67,10 @@ async fn operations_run_their_commands_over_one_reused_connection() {
     assert_eq!(c.kind(), "ssh_systemd");
     assert_eq!(c.run(&NodeOp::Probe).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(c.run(&NodeOp::StopUnit("k3s-agent".into())).await.unwrap(), NodeOpOutput::Done);
+    let stop = NodeOp::StopK3s { unit: "k3s-agent".into(), grace_s: 45 };
+    assert_eq!(c.run(&stop).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(c.run(&NodeOp::StartUnit("k3s-agent".into())).await.unwrap(), NodeOpOutput::Done);
+    assert_eq!(c.run(&NodeOp::StartUnitNoBlock("k3s-agent".into())).await.unwrap(), NodeOpOutput::Done);
     assert_eq!(c.run(&NodeOp::UnitActive("k3s-agent".into())).await.unwrap(), NodeOpOutput::Active(true));
     node.set_exit("systemctl", 3);
     assert_eq!(c.run(&NodeOp::UnitActive("k3s-agent".into())).await.unwrap(), NodeOpOutput::Active(false));
@@ -84,7 +87,9 @@ async fn operations_run_their_commands_over_one_reused_connection() {
         command_lines(&node),
         [
             "systemctl stop k3s-agent",
+            "hecate-k3s-stop k3s-agent 45",
             "systemctl start k3s-agent",
+            "systemctl start --no-block k3s-agent",
             "systemctl is-active k3s-agent",
             "systemctl is-active k3s-agent",
             "systemctl is-active nope",
@@ -93,10 +98,10 @@ async fn operations_run_their_commands_over_one_reused_connection() {
     );
     let calls = node.calls();
     // stop, start and poweroff went through real sudo; is-active ran unprivileged
-    for i in [0, 1, 5] {
+    for i in [0, 1, 2, 3, 7] {
         assert_eq!((calls[i].user.as_str(), calls[i].sudo_user.as_deref()), ("root", Some("hecate")), "{:?}", calls[i]);
     }
-    assert_eq!((calls[2].user.as_str(), calls[2].sudo_user.as_deref()), ("hecate", None));
+    assert_eq!((calls[4].user.as_str(), calls[4].sudo_user.as_deref()), ("hecate", None));
 
     // after a poweroff the connection is never reused: the next step logs in again
     assert_eq!(c.run(&NodeOp::Probe).await.unwrap(), NodeOpOutput::Done);
@@ -326,4 +331,16 @@ nodes:
     .unwrap_err()
     .to_string();
     assert!(e.contains("nodes[0].unit") && e.contains("is not a unit name"), "{e}");
+}
+
+#[tokio::test]
+async fn without_the_stop_script_only_the_unit_is_stopped_and_config_check_warns() {
+    let node = SshNode::start("nostop1", addr(70));
+    let cfg = config(&node, &node.known_hosts(), serde_json::json!({ "k3s_stop_command": null }));
+    let warnings = cfg.warnings().join("\n");
+    assert!(warnings.contains("killed hard when the power goes"), "{warnings}");
+    assert!(config(&node, &node.known_hosts(), serde_json::json!({})).warnings().is_empty());
+    let c = build(&cfg, &node).unwrap();
+    c.run(&NodeOp::StopK3s { unit: "k3s".into(), grace_s: 30 }).await.unwrap();
+    assert_eq!(command_lines(&node), ["systemctl stop k3s"]);
 }

@@ -219,6 +219,11 @@ pub struct DaemonConfig {
     /// `comm_restored` when data is back), like upsmon's `DEADTIME`. It changes no decision: the
     /// policy never reads silence as online. 1s to 1h; default 15s.
     pub deadtime: HumanDuration,
+    /// With `startup_on_power_return`: the startup waits, after the settle time, until every
+    /// UPS that reports its charge holds at least this many percent, so that a second outage
+    /// soon after does not find an empty battery under a running cluster (whose shutdown then
+    /// has no time). 0 to 100; absent (the default): no wait.
+    pub restart_min_charge: Option<f64>,
 }
 
 impl Default for DaemonConfig {
@@ -229,6 +234,7 @@ impl Default for DaemonConfig {
             startup_on_power_return: false,
             power_return_settle: HumanDuration::from_secs(60),
             deadtime: HumanDuration::from_secs(15),
+            restart_min_charge: None,
         }
     }
 }
@@ -243,7 +249,8 @@ pub struct NodeConfig {
     pub address: String,
     /// `server` runs `k3s`, `agent` runs `k3s-agent`.
     pub role: NodeRole,
-    /// The first (init) server: stopped last at shutdown, started first at startup.
+    /// The first (init) server: stopped last at shutdown. (The startup starts every server at
+    /// once: with embedded etcd none comes up without a quorum of the others.)
     #[serde(default)]
     pub init: bool,
     /// The systemd unit to start and stop; defaults to `k3s` for servers, `k3s-agent` for agents.
@@ -281,22 +288,58 @@ pub struct ShutdownConfig {
     pub step_timeout: HumanDuration,
     /// Suspend GitOps first so it does not fight the shutdown.
     pub suspend_gitops: bool,
-    /// Cordon and drain agents before stopping them.
+    /// Drain every node, servers included, before k3s is stopped on it: what a controller
+    /// manages is evicted as `kubectl drain` does it, so it stops with its grace while the
+    /// cluster still runs (every node is cordoned first, so nothing is rescheduled).
     pub drain: bool,
-    /// How long a drain may take. At most 1h; default 1m 30s.
+    /// How long one node's drain may take, waiting for the evicted pods to be gone included.
+    /// At most 1h; default 1m 30s.
     pub drain_timeout: HumanDuration,
-    /// What to do with pods a PodDisruptionBudget still protects at the drain deadline.
+    /// How long an eviction a PodDisruptionBudget refuses is asked again before
+    /// `drain_fallback`. With every node going down a budget may never be met, so this is short:
+    /// a long wait would only be learned into the shutdown budget. At most 1h; default 30s.
+    pub pdb_timeout: HumanDuration,
+    /// What to do with pods a PodDisruptionBudget still protects after `pdb_timeout`: `leave`
+    /// them (their containers get their grace when k3s stops on the node) or `delete` them.
     pub drain_fallback: DrainFallback,
+    /// Evict pods no controller manages (`kubectl drain --force`). Off: they are kept, and
+    /// exist again after the power cycle (evicted, they would be gone for good).
+    pub evict_unmanaged: bool,
+    /// Evict pods with `emptyDir` volumes (`kubectl drain --delete-emptydir-data`). Off: they
+    /// are kept, and so is their data.
+    pub delete_emptydir_data: bool,
+    /// The longest termination grace period a pod gets, evicted or stopped on its node (its own
+    /// `terminationGracePeriodSeconds` when shorter): a pod asking for an hour must not eat the
+    /// battery. At most 1h; default 1m.
+    pub max_pod_grace: HumanDuration,
     /// Time limit of one controller's try at an operation. 1ms to 1h; default 30s.
     pub controller_timeout: HumanDuration,
-    /// Power nodes off at the end.
+    /// Power nodes off at the end. A node counts as off only when confirmed: its BMC reads
+    /// `Off`, or, for a node no controller can read the power of, SSH has stayed silent for
+    /// `off_silence`.
     pub power_off_nodes: bool,
+    /// The whole power-off of one node: the request, the wait for its OS, a forced off if it did
+    /// not finish, and the confirmation. Longer than `soft_off_timeout` and a BMC's own
+    /// `graceful_timeout`/`soft_timeout`. 1ms to 1h; default 10m.
+    pub power_off_timeout: HumanDuration,
+    /// How long a node whose OS was asked to power off (`systemctl poweroff` over SSH) gets to
+    /// be seen off before a BMC in its chain cuts the power (or, with none, it is reported as not
+    /// confirmed). Minutes, not seconds: a node cut while it still writes loses what it had not
+    /// flushed. At most 1h; default 5m.
+    pub soft_off_timeout: HumanDuration,
+    /// For a node no controller can read the power of: how long SSH (the node's probe) must stay
+    /// unanswered for the node to count as off. The OS stops sshd early in its shutdown, so this
+    /// covers the rest of it. 1ms to 1h; default 30s.
+    pub off_silence: HumanDuration,
     /// Finally power off the host Hecate runs on, after the run is recorded in runs.json (a
     /// coordinator on the same UPS as the cluster).
     pub power_off_self: bool,
     /// The program (and its arguments, no shell) that powers this host off.
     pub power_off_self_command: Vec<String>,
-    /// Finally tell the UPS to cut its load after a delay (and return when mains come back).
+    /// Finally tell the UPS to cut its load after a delay (and return when mains come back). It
+    /// is the plan's very last step: it goes out only once every node's power-off has ended,
+    /// confirmed or timed out. Without it, `power_off_self` risks the power race: if mains come
+    /// back while the cluster shuts down, halted machines stay off (`config check` warns).
     pub ups_off: Option<UpsOffConfig>,
 }
 
@@ -308,9 +351,16 @@ impl Default for ShutdownConfig {
             suspend_gitops: true,
             drain: true,
             drain_timeout: HumanDuration::from_secs(90),
+            pdb_timeout: HumanDuration::from_secs(30),
             drain_fallback: DrainFallback::Leave,
+            evict_unmanaged: false,
+            delete_emptydir_data: false,
+            max_pod_grace: HumanDuration::from_secs(60),
             controller_timeout: HumanDuration::from_secs(30),
             power_off_nodes: true,
+            power_off_timeout: HumanDuration::from_secs(600),
+            soft_off_timeout: HumanDuration::from_secs(300),
+            off_silence: HumanDuration::from_secs(30),
             power_off_self: false,
             power_off_self_command: vec!["systemctl".into(), "poweroff".into()],
             ups_off: None,
@@ -401,6 +451,13 @@ pub struct StartupConfig {
     pub gitops_timeout: HumanDuration,
     /// Patch the GitOps source to this branch before reconciling.
     pub force_flux_branch: Option<String>,
+    /// Off unless set: before k3s is started, wait until each node's clock is synchronized
+    /// (`timedatectl show -p NTPSynchronized` says `yes`), at most this long per node. After a
+    /// site-wide outage a node may boot with a wrong clock until NTP answers, and k3s (its
+    /// certificates, etcd's leases) needs sane time. A node still unsynchronized when this runs
+    /// out is reported and k3s is started anyway: a stuck clock must not keep the cluster down.
+    /// 1ms to 1 day.
+    pub clock_sync_timeout: Option<HumanDuration>,
 }
 
 impl Default for StartupConfig {
@@ -415,6 +472,7 @@ impl Default for StartupConfig {
             nodes_ready_timeout: HumanDuration::from_secs(600),
             gitops_timeout: HumanDuration::from_secs(600),
             force_flux_branch: None,
+            clock_sync_timeout: None,
         }
     }
 }
@@ -537,6 +595,11 @@ impl Config {
         let (s, u) = (&self.shutdown, &self.startup);
         range("shutdown.step_timeout", s.step_timeout, MIN_TIMEOUT, ONE_STEP);
         range("shutdown.drain_timeout", s.drain_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.pdb_timeout", s.pdb_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.max_pod_grace", s.max_pod_grace, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.power_off_timeout", s.power_off_timeout, MIN_TIMEOUT, ONE_STEP);
+        range("shutdown.soft_off_timeout", s.soft_off_timeout, HumanDuration::ZERO, ONE_STEP);
+        range("shutdown.off_silence", s.off_silence, MIN_TIMEOUT, ONE_STEP);
         range("shutdown.controller_timeout", s.controller_timeout, MIN_TIMEOUT, ONE_STEP);
         if let Some(delay) = s.ups_off.as_ref().and_then(|o| o.delay) {
             range("shutdown.ups_off.delay", delay, HumanDuration::ZERO, ONE_STEP);
@@ -557,11 +620,22 @@ impl Config {
         if let Role::Coordinator(c) = &self.role {
             range("role.coordinator.max_clock_skew", c.max_clock_skew, MIN_CLOCK_SKEW, MAX_CLOCK_SKEW);
         }
+        if let Some(t) = u.clock_sync_timeout {
+            range("startup.clock_sync_timeout", t, MIN_TIMEOUT, ONE_DAY);
+        }
         if let Role::Forwarder(f) = &self.role {
             range("role.forwarder.timeout", f.timeout, MIN_TIMEOUT, ONE_STEP);
             if let Some(after) = f.power_off_self_after {
                 range("role.forwarder.power_off_self_after", after, HumanDuration::ZERO, ONE_DAY);
             }
+        }
+        if let Some(c) = self.daemon.restart_min_charge
+            && !(0.0..=100.0).contains(&c)
+        {
+            p.push(("daemon.restart_min_charge".into(), format!("must be between 0 and 100 (percent), got {c}")));
+        }
+        if self.daemon.restart_min_charge.is_some() && !self.daemon.startup_on_power_return {
+            w.push("daemon.restart_min_charge has no effect without daemon.startup_on_power_return".into());
         }
         for (field, c) in [("shutdown.concurrency", s.concurrency), ("startup.concurrency", u.concurrency)] {
             if let Some(m) = count_out_of_range(u64::try_from(c).unwrap_or(u64::MAX), 1, MAX_CONCURRENCY) {
@@ -630,6 +704,21 @@ impl Config {
         }
         for (i, n) in self.notifiers.iter().enumerate() {
             p.extend(n.validate().into_iter().map(|m| about_field(&format!("notifiers[{i}]"), m)));
+        }
+        if self.shutdown.power_off_nodes && self.shutdown.soft_off_timeout >= self.shutdown.power_off_timeout {
+            p.push((
+                "shutdown.soft_off_timeout".into(),
+                "must be shorter than `power_off_timeout`, which also covers the forced off and its confirmation"
+                    .into(),
+            ));
+        }
+        if self.shutdown.power_off_self && self.shutdown.ups_off.is_none() {
+            w.push(
+                "shutdown.power_off_self without shutdown.ups_off: if mains come back while the cluster shuts down, \
+                 this host and the halted nodes stay off until someone presses their buttons (set ups_off so the \
+                 UPS cuts and restores the power, with \"restore on AC power loss\" in the machines' firmware)"
+                    .into(),
+            );
         }
         if self.shutdown.power_off_self && self.shutdown.power_off_self_command.is_empty() {
             p.push(("shutdown.power_off_self_command".into(), "must name a program when power_off_self is on".into()));

@@ -41,11 +41,13 @@ pub enum Capability {
     PowerOn,
     /// Read whether the machine is powered.
     PowerState,
+    /// Read whether the OS's clock is synchronized (NTP).
+    ClockStatus,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Self::Probe,
         Self::StartUnit,
         Self::StopUnit,
@@ -53,6 +55,7 @@ impl Capability {
         Self::PowerOff,
         Self::PowerOn,
         Self::PowerState,
+        Self::ClockStatus,
     ];
 }
 
@@ -66,6 +69,7 @@ impl fmt::Display for Capability {
             Self::PowerOff => "power off",
             Self::PowerOn => "power on",
             Self::PowerState => "power state",
+            Self::ClockStatus => "clock status",
         })
     }
 }
@@ -97,18 +101,41 @@ pub struct NodeInfo {
 pub enum NodeOp {
     /// Check the node answers.
     Probe,
-    /// `systemctl start UNIT`.
+    /// `systemctl start UNIT`: returns once the unit is up, which for k3s's `Type=notify` unit
+    /// means once k3s has sent `READY=1` (with embedded etcd: once etcd has a quorum).
     StartUnit(String),
+    /// `systemctl start --no-block UNIT`: returns once the start is queued. The startup plan
+    /// uses this and then waits for the API or the unit, so servers that need each other (an
+    /// etcd quorum) are all started before anything waits for one of them.
+    StartUnitNoBlock(String),
     /// `systemctl stop UNIT`.
     StopUnit(String),
+    /// The node's last step before its power is cut: stop the k3s unit, give every container
+    /// SIGTERM and up to `grace_s` seconds, then end whatever is left of k3s (its
+    /// containerd-shims) as `k3s-killall.sh` does. Stopping the unit alone leaves the containers
+    /// running (k3s's unit has `KillMode=process`), to be killed hard when the power goes.
+    StopK3s {
+        /// The unit.
+        unit: String,
+        /// The longest grace a container gets.
+        grace_s: u64,
+    },
     /// `systemctl is-active UNIT`.
     UnitActive(String),
-    /// Power off.
+    /// Power off. A controller that can see the machine's power (a BMC) returns
+    /// [`NodeOpOutput::Power`]`(Off)` once it has seen it off, after a soft off and, if the OS did
+    /// not finish in time, a forced one; one that can only ask the OS (`systemctl poweroff` over
+    /// SSH) returns [`NodeOpOutput::Done`]: requested, not confirmed.
     PowerOff,
+    /// Cut the power now (a BMC's hard off) and wait until it shows: for a machine whose OS was
+    /// asked to power off and did not within the time it had.
+    ForceOff,
     /// Power on.
     PowerOn,
     /// Read the power state.
     PowerState,
+    /// Whether the OS's clock is synchronized (`timedatectl show -p NTPSynchronized`).
+    ClockSynced,
 }
 
 impl NodeOp {
@@ -116,12 +143,13 @@ impl NodeOp {
     pub fn capability(&self) -> Capability {
         match self {
             Self::Probe => Capability::Probe,
-            Self::StartUnit(_) => Capability::StartUnit,
-            Self::StopUnit(_) => Capability::StopUnit,
+            Self::StartUnit(_) | Self::StartUnitNoBlock(_) => Capability::StartUnit,
+            Self::StopUnit(_) | Self::StopK3s { .. } => Capability::StopUnit,
             Self::UnitActive(_) => Capability::UnitStatus,
-            Self::PowerOff => Capability::PowerOff,
+            Self::PowerOff | Self::ForceOff => Capability::PowerOff,
             Self::PowerOn => Capability::PowerOn,
             Self::PowerState => Capability::PowerState,
+            Self::ClockSynced => Capability::ClockStatus,
         }
     }
 }
@@ -130,8 +158,11 @@ impl fmt::Display for NodeOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::StartUnit(u) => write!(f, "start {u}"),
+            Self::StartUnitNoBlock(u) => write!(f, "start --no-block {u}"),
             Self::StopUnit(u) => write!(f, "stop {u}"),
+            Self::StopK3s { unit, grace_s } => write!(f, "stop {unit} and its containers (grace {grace_s}s)"),
             Self::UnitActive(u) => write!(f, "is-active {u}"),
+            Self::ForceOff => f.write_str("force power off"),
             other => write!(f, "{}", other.capability()),
         }
     }
@@ -147,6 +178,8 @@ pub enum NodeOpOutput {
     Active(bool),
     /// A machine's power state.
     Power(PowerState),
+    /// Whether the OS's clock is synchronized.
+    ClockSynced(bool),
 }
 
 /// Configuration of a node controller; implementations are selected in YAML by `type:`.

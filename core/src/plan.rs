@@ -62,12 +62,17 @@ pub enum Action {
         /// Branch to force on the git source.
         force_branch: Option<String>,
     },
-    /// Cordon then drain a node.
+    /// Cordon a node with Hecate's mark (a node cordoned already is left as it is).
+    Cordon {
+        /// The node.
+        node: String,
+    },
+    /// Evict a node's pods as `kubectl drain` does.
     Drain {
         /// The node.
         node: String,
     },
-    /// Uncordon a node.
+    /// Uncordon a node if Hecate cordoned it.
     Uncordon {
         /// The node.
         node: String,
@@ -78,6 +83,36 @@ pub enum Action {
         node: String,
         /// The operation.
         op: NodeOp,
+    },
+    /// Start a node's k3s unit without waiting for it to be up (`systemctl start --no-block`),
+    /// unless it runs already: what is waited for comes in later steps, so servers that need each
+    /// other to come up (an etcd quorum) are all started first.
+    StartUnit {
+        /// The node.
+        node: String,
+        /// The unit.
+        unit: String,
+    },
+    /// Poll the node until its unit is active (for k3s's `Type=notify` unit: until k3s said
+    /// `READY=1`).
+    WaitUnitActive {
+        /// The node.
+        node: String,
+        /// The unit.
+        unit: String,
+    },
+    /// Power a node off and confirm it: through its controller chain (a BMC confirms by
+    /// itself); a node whose OS was only asked is confirmed by its power state, or for a node no
+    /// controller can read the power of, by SSH staying silent; a BMC cuts the power of one still
+    /// on after the soft-off time. A power-off that cannot be confirmed is a failure.
+    PowerOff {
+        /// The node.
+        node: String,
+    },
+    /// Poll the node until its clock is synchronized.
+    WaitClockSynced {
+        /// The node.
+        node: String,
     },
     /// Poll the node until it answers a probe.
     WaitReachable {
@@ -151,12 +186,17 @@ impl Step {
             Action::GitOpsSuspend => "suspend gitops reconciliation".into(),
             Action::GitOpsResume { force_branch: Some(b) } => format!("resume gitops on branch {b} and reconcile"),
             Action::GitOpsResume { force_branch: None } => "resume gitops and reconcile".into(),
-            Action::Drain { node } => format!("cordon and drain {node}"),
-            Action::Uncordon { node } => format!("uncordon {node}"),
+            Action::Cordon { node } => format!("cordon {node}"),
+            Action::Drain { node } => format!("drain {node}"),
+            Action::Uncordon { node } => format!("uncordon {node} if hecate cordoned it"),
             Action::Node { node, op: NodeOp::PowerOff } => format!("power off {node}"),
             Action::Node { node, op: NodeOp::PowerOn } => format!("power on {node}"),
             Action::Node { node, op } => format!("{op} on {node}"),
+            Action::StartUnit { node, unit } => format!("start {unit} on {node} (without waiting)"),
+            Action::WaitUnitActive { node, unit } => format!("wait until {unit} is active on {node}"),
+            Action::PowerOff { node } => format!("power off {node} and confirm it"),
             Action::WaitReachable { node } => format!("wait until {node} answers"),
+            Action::WaitClockSynced { node } => format!("wait until {node}'s clock is synchronized"),
             Action::WaitApi => "wait for the kubernetes api".into(),
             Action::WaitNodesReady { nodes } => {
                 format!("wait until {} node(s) are ready", nodes.len())
@@ -267,7 +307,10 @@ impl Plan {
         }
         PlanFingerprint {
             id: format!("fnv1a64:{hash:016x}"),
-            node_steps: self.steps().filter(|s| matches!(s.action, Action::Node { .. })).count(),
+            node_steps: self
+                .steps()
+                .filter(|s| matches!(s.action, Action::Node { .. } | Action::PowerOff { .. }))
+                .count(),
         }
     }
 
@@ -315,8 +358,8 @@ fn stage(name: &str, concurrency: usize, steps: Vec<Step>) -> Option<Stage> {
     (!steps.is_empty()).then(|| Stage { name: name.to_string(), concurrency, steps })
 }
 
-/// The shutdown plan: notify → suspend GitOps → drain agents → stop agents → stop servers
-/// (the init server last) → power off → UPS off.
+/// The shutdown plan: notify → cordon every node (marked as Hecate's) → suspend GitOps → drain
+/// every node → stop agents → stop servers (the init server last) → power off → UPS off.
 pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
     let s = &cfg.shutdown;
     let n = s.concurrency;
@@ -352,6 +395,22 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             )],
         ));
     }
+    if cfg.cluster.is_some() {
+        // Every node, first: nothing may be rescheduled onto a node about to lose power.
+        let steps = cfg
+            .nodes
+            .iter()
+            .map(|node| {
+                step(
+                    format!("cordon/{}", node.name),
+                    Action::Cordon { node: node.name.clone() },
+                    cluster_via(),
+                    s.step_timeout,
+                )
+            })
+            .collect();
+        stages.push(stage("cordon", n, steps));
+    }
     if s.suspend_gitops && cfg.gitops.is_some() {
         stages.push(stage(
             "suspend-gitops",
@@ -365,8 +424,11 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         ));
     }
     if s.drain && cfg.cluster.is_some() {
+        // Every node, servers included: with all of them cordoned nothing moves, and each pod a
+        // controller manages stops with its grace while the cluster still runs.
         let steps = cfg
-            .nodes_with_role(NodeRole::Agent)
+            .nodes
+            .iter()
             .map(|node| {
                 step(
                     format!("drain/{}", node.name),
@@ -376,37 +438,39 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
                 )
             })
             .collect();
-        stages.push(stage("drain-agents", n, steps));
+        stages.push(stage("drain", n, steps));
     }
-    let unit_step = |prefix: &str, node: &crate::config::NodeConfig, start: bool| {
-        let op =
-            if start { NodeOp::StartUnit(node.unit_name().into()) } else { NodeOp::StopUnit(node.unit_name().into()) };
+    // The node's last step before its power goes: k3s stopped, every container given SIGTERM
+    // and its grace, what is left of k3s ended (its unit's KillMode=process would leave the
+    // containers running). The grace comes on top of the step's time.
+    let grace = s.max_pod_grace;
+    let unit_step = |prefix: &str, node: &crate::config::NodeConfig| {
         step(
             format!("{prefix}/{}", node.name),
-            Action::Node { node: node.name.clone(), op },
+            Action::Node {
+                node: node.name.clone(),
+                op: NodeOp::StopK3s { unit: node.unit_name().into(), grace_s: grace.as_secs() },
+            },
             rt.chain_kinds(&node.name, Capability::StopUnit),
-            s.step_timeout,
+            HumanDuration(s.step_timeout.saturating_add(*grace)),
         )
     };
     stages.push(stage(
         "stop-agents",
         n,
-        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("stop-agents", node, false)).collect(),
+        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("stop-agents", node)).collect(),
     ));
     stages.push(stage(
         "stop-servers",
         n,
-        cfg.nodes_with_role(NodeRole::Server)
-            .filter(|x| !x.init)
-            .map(|node| unit_step("stop-servers", node, false))
-            .collect(),
+        cfg.nodes_with_role(NodeRole::Server).filter(|x| !x.init).map(|node| unit_step("stop-servers", node)).collect(),
     ));
     stages.push(stage(
         "stop-init-server",
         1,
         cfg.nodes_with_role(NodeRole::Server)
             .filter(|x| x.init)
-            .map(|node| unit_step("stop-init-server", node, false))
+            .map(|node| unit_step("stop-init-server", node))
             .collect(),
     ));
     if s.power_off_nodes {
@@ -417,9 +481,9 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
             .map(|node| {
                 step(
                     format!("power-off/{}", node.name),
-                    Action::Node { node: node.name.clone(), op: NodeOp::PowerOff },
+                    Action::PowerOff { node: node.name.clone() },
                     rt.chain_kinds(&node.name, Capability::PowerOff),
-                    s.step_timeout,
+                    s.power_off_timeout,
                 )
             })
             .collect();
@@ -441,6 +505,9 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime, reason: &str) -> Plan {
         })
         .collect();
     stages.push(stage("leave-ups", n, leave));
+    // The very last act, once every node's power-off has ended (confirmed off, failed or timed
+    // out: the stages run in order): cutting the UPS's load earlier would cut a node that is
+    // still writing.
     if let Some(u) = &s.ups_off {
         let command = (u.command != crate::config::UPS_OFF_AUTO).then(|| u.command.clone());
         let hostsync = primary_of(&u.source).then_some(u.hostsync);
@@ -476,8 +543,17 @@ pub fn shutdown_fingerprint(cfg: &Config) -> PlanFingerprint {
     shutdown_plan(cfg, &Runtime::unbuilt(cfg), "").fingerprint()
 }
 
-/// The startup plan: power on → wait for SSH → start servers (init first) → wait for the API →
-/// start agents → wait for Ready → uncordon → GitOps → notify.
+/// The startup plan: power on → wait for SSH → (optionally) wait for each clock → start every
+/// server at once → wait for the API
+/// (or, without a cluster API, for each server's unit) → start the agents → wait for Ready →
+/// uncordon what Hecate cordoned (an operator's cordon stays) → GitOps → notify.
+///
+/// The servers are started together and without waiting (`systemctl start --no-block`): k3s's
+/// unit is `Type=notify` and sends `READY=1` only once its datastore is up (k3s
+/// `pkg/cli/server/server.go` waits for `ETCDReady`), and a restarted member of a three-server
+/// embedded etcd has no quorum alone, so a blocking start of one server waits for the others
+/// forever (k3s's unit has `TimeoutStartSec=0`). Since k3s 1.21.8/1.22.5 the servers need no
+/// order among themselves (k3s-io/k3s#4746). A single server on sqlite starts the same way.
 pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Option<String>) -> Plan {
     let s = &cfg.startup;
     let n = s.concurrency;
@@ -512,29 +588,45 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
         })
         .collect();
     stages.push(stage("wait-reachable", n, reach));
-    let unit_step = |prefix: &str, node: &crate::config::NodeConfig| {
+    if let Some(timeout) = s.clock_sync_timeout {
+        // k3s and TLS need sane time; after a site-wide outage NTP may answer late.
+        let steps = cfg
+            .nodes
+            .iter()
+            .map(|node| {
+                step(
+                    format!("wait-clock/{}", node.name),
+                    Action::WaitClockSynced { node: node.name.clone() },
+                    rt.chain_kinds(&node.name, Capability::ClockStatus),
+                    timeout,
+                )
+            })
+            .collect();
+        stages.push(stage("wait-clock", cfg.nodes.len().max(1), steps));
+    }
+    let start_step = |prefix: &str, node: &crate::config::NodeConfig| {
         step(
             format!("{prefix}/{}", node.name),
-            Action::Node { node: node.name.clone(), op: NodeOp::StartUnit(node.unit_name().into()) },
+            Action::StartUnit { node: node.name.clone(), unit: node.unit_name().into() },
             rt.chain_kinds(&node.name, Capability::StartUnit),
             s.step_timeout,
         )
     };
-    stages.push(stage(
-        "start-init-server",
-        1,
-        cfg.nodes_with_role(NodeRole::Server)
-            .filter(|x| x.init)
-            .map(|node| unit_step("start-init-server", node))
-            .collect(),
-    ));
+    let wait_unit_step = |prefix: &str, node: &crate::config::NodeConfig, timeout: HumanDuration| {
+        step(
+            format!("{prefix}/{}", node.name),
+            Action::WaitUnitActive { node: node.name.clone(), unit: node.unit_name().into() },
+            rt.chain_kinds(&node.name, Capability::UnitStatus),
+            timeout,
+        )
+    };
+    // Every server at once, however low the concurrency: the start only queues the unit.
+    let servers: Vec<_> = cfg.nodes_with_role(NodeRole::Server).collect();
+    let all_at_once = servers.len().max(1);
     stages.push(stage(
         "start-servers",
-        n,
-        cfg.nodes_with_role(NodeRole::Server)
-            .filter(|x| !x.init)
-            .map(|node| unit_step("start-servers", node))
-            .collect(),
+        all_at_once,
+        servers.iter().map(|node| start_step("start-servers", node)).collect(),
     ));
     if cfg.cluster.is_some() {
         stages.push(stage(
@@ -545,12 +637,20 @@ pub fn startup_plan(cfg: &Config, rt: &Runtime, reason: &str, force_branch: Opti
                 ..step("wait-api/kubernetes".into(), Action::WaitApi, cluster_via(), s.api_timeout)
             }],
         ));
+    } else {
+        // No API to ask: each server's unit is active once k3s said READY=1.
+        let steps = servers
+            .iter()
+            .map(|node| Step { on_failure: OnFailure::Abort, ..wait_unit_step("wait-servers", node, s.api_timeout) })
+            .collect();
+        stages.push(stage("wait-servers", all_at_once, steps));
     }
-    stages.push(stage(
-        "start-agents",
-        n,
-        cfg.nodes_with_role(NodeRole::Agent).map(|node| unit_step("start-agents", node)).collect(),
-    ));
+    let agents: Vec<_> = cfg.nodes_with_role(NodeRole::Agent).collect();
+    stages.push(stage("start-agents", n, agents.iter().map(|node| start_step("start-agents", node)).collect()));
+    if cfg.cluster.is_none() {
+        let steps = agents.iter().map(|node| wait_unit_step("wait-agents", node, s.nodes_ready_timeout)).collect();
+        stages.push(stage("wait-agents", agents.len().max(1), steps));
+    }
     if cfg.cluster.is_some() {
         let names: Vec<String> = cfg.nodes.iter().map(|x| x.name.clone()).collect();
         if !names.is_empty() {

@@ -99,10 +99,10 @@ impl ClusterApi for Unavailable {
     async fn nodes(&self) -> Result<Vec<crate::cluster::ClusterNode>, BackendError> {
         Err(self.error())
     }
-    async fn cordon(&self, _node: &str) -> Result<(), BackendError> {
+    async fn cordon(&self, _node: &str) -> Result<crate::cluster::Cordoned, BackendError> {
         Err(self.error())
     }
-    async fn uncordon(&self, _node: &str) -> Result<(), BackendError> {
+    async fn uncordon(&self, _node: &str) -> Result<crate::cluster::Uncordoned, BackendError> {
         Err(self.error())
     }
     async fn drain(

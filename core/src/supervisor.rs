@@ -52,6 +52,7 @@
 //! | `shutting_down` | run crashed | as did not start, resuming its journal next time |
 //! | `shut_down` | trigger | nothing if the last shutdown of this outage succeeded, else start one → `shutting_down` |
 //! | `shut_down` | poll: mains stable | `startup_on_power_return`: reset, start the startup → `starting_up`; otherwise reset → `watching` |
+//! | `shut_down` | poll: mains stable, `startup_on_power_return`, a UPS's charge below `restart_min_charge` | say so once, wait |
 //! | `starting_up` | trigger | abort the startup, start a shutdown → `shutting_down` |
 //! | `starting_up` | run finished or crashed | → `watching` |
 //! | `starting_up` | run did not start: another startup holds the lock | → `watching` |
@@ -139,10 +140,29 @@ pub struct SupervisorConfig {
     pub power_return_settle_s: f64,
     /// `daemon.startup_on_power_return`.
     pub startup_on_power_return: bool,
+    /// `daemon.restart_min_charge`, percent: that automatic startup waits until every UPS that
+    /// reports its charge holds at least this much.
+    pub restart_min_charge_pct: Option<f64>,
     /// `shutdown.power_off_self`: power this host off once its own shutdown has run.
     pub power_off_self: bool,
     /// `daemon.deadtime`, seconds: a source without data this long is notified as lost.
     pub deadtime_s: f64,
+}
+
+impl Default for SupervisorConfig {
+    /// A standalone instance with the config's defaults (what `Config` gives when nothing is set).
+    fn default() -> Self {
+        let d = config::DaemonConfig::default();
+        Self {
+            role: Role::Standalone,
+            policy: PolicyConfig::default(),
+            power_return_settle_s: d.power_return_settle.as_secs_f64(),
+            startup_on_power_return: d.startup_on_power_return,
+            restart_min_charge_pct: d.restart_min_charge,
+            power_off_self: false,
+            deadtime_s: d.deadtime.as_secs_f64(),
+        }
+    }
 }
 
 impl SupervisorConfig {
@@ -165,6 +185,7 @@ impl SupervisorConfig {
             policy: cfg.policy.clone(),
             power_return_settle_s: cfg.daemon.power_return_settle.as_secs_f64(),
             startup_on_power_return: cfg.daemon.startup_on_power_return,
+            restart_min_charge_pct: cfg.daemon.restart_min_charge,
             power_off_self: cfg.shutdown.power_off_self,
             deadtime_s: cfg.daemon.deadtime.as_secs_f64(),
         }
@@ -687,6 +708,8 @@ pub struct Supervisor {
     last_trigger: Option<Trigger>,
     last_start_error: Option<String>,
     started: bool,
+    /// The automatic startup is waiting for the batteries to charge (said once per wait).
+    charging: bool,
 }
 
 /// Raises one source's alerts: notified, logged, counted.
@@ -812,6 +835,7 @@ impl Supervisor {
             last_trigger: None,
             last_start_error: None,
             started: false,
+            charging: false,
         }
     }
 
@@ -1013,6 +1037,8 @@ impl Supervisor {
     }
 
     fn on_trigger(&mut self, now: f64, trigger: Trigger, fx: &mut Fx) {
+        // a new outage: a later wait for the batteries is said again
+        self.charging = false;
         let forwarder = matches!(self.cfg.role, Role::Forwarder { .. });
         match std::mem::replace(&mut self.phase, Phase::Watching) {
             Phase::Recovering { interrupted, .. } => {
@@ -1126,6 +1152,19 @@ impl Supervisor {
         self.last_trigger = None;
     }
 
+    /// With `restart_min_charge`: the first UPS whose last reading holds less charge, in words.
+    /// A UPS that reports no charge is not waited for (what is not reported cannot be waited on).
+    fn short_of_charge(&self) -> Option<String> {
+        let min = self.cfg.restart_min_charge_pct?;
+        self.sources.iter().find_map(|s| match &s.sample {
+            Some(Sample::Reading(r)) => r
+                .charge_pct
+                .filter(|c| *c < min)
+                .map(|c| format!("ups {} holds {min:.0} % of charge (now {c:.0} %)", s.name)),
+            _ => None,
+        })
+    }
+
     /// What the passing of time decides, at each poll.
     fn on_time(&mut self, now: f64, fx: &mut Fx) {
         let settled = self.settled(now);
@@ -1173,6 +1212,15 @@ impl Supervisor {
                     self.phase = Phase::ShutDown { since, end, covered };
                     return;
                 }
+                if startup && let Some(low) = self.short_of_charge() {
+                    // A second outage must not find an empty battery under a running cluster.
+                    if !std::mem::replace(&mut self.charging, true) {
+                        fx.log(Level::Info, format!("mains power is back and stable; the cluster starts once {low}"));
+                    }
+                    self.phase = Phase::ShutDown { since, end, covered };
+                    return;
+                }
+                self.charging = false;
                 self.reset();
                 if startup {
                     fx.log(Level::Info, "mains power is back and stable: starting the cluster");

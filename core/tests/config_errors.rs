@@ -198,7 +198,8 @@ fn power_off_self_after_belongs_to_a_forwarder_that_powers_itself_off() {
         "{s}"
     );
 
-    let off = "shutdown: { power_off_self: true }\n";
+    // (with ups_off: power_off_self without it is warned about on its own, the power race)
+    let off = "shutdown: { power_off_self: true, ups_off: { source: u1, delay: 2m } }\n";
     let (c, warnings) = Config::from_yaml(&format!("host: a\n{fwd}{off}{ups}"), Path::new("t.yaml")).unwrap();
     let Role::Forwarder(f) = c.role else { panic!("a forwarder") };
     assert_eq!(f.power_off_self_after.map(|d| d.as_secs()), Some(120));
@@ -319,4 +320,63 @@ fn forwarders_are_listed_each_with_its_own_key() {
     let (e, s) =
         err(&format!("host: \"tethys 2\"\nrole:\n  forwarder: {{ coordinator_url: http://c:1, key_file: /k }}\n{ups}"));
     assert!(e.problems.iter().any(|p| p.field == "host" && p.message.contains("its name at the coordinator")), "{s}");
+}
+
+#[test]
+fn the_power_cycle_settings_have_ranges_and_the_power_race_is_warned() {
+    let yaml = "\
+host: a
+daemon: { startup_on_power_return: true, restart_min_charge: 101 }
+shutdown:
+  pdb_timeout: 2h
+  max_pod_grace: 2h
+  power_off_timeout: 0s
+  soft_off_timeout: 2h
+  off_silence: 0s
+startup:
+  clock_sync_timeout: 2d
+power_sources:
+  - { type: stub_ups, name: u1 }
+";
+    let e = load(yaml).unwrap_err();
+    let s = e.to_string();
+    for (field, line) in [
+        ("daemon.restart_min_charge", 2),
+        ("shutdown.pdb_timeout", 4),
+        ("shutdown.max_pod_grace", 5),
+        ("shutdown.power_off_timeout", 6),
+        ("shutdown.soft_off_timeout", 7),
+        ("shutdown.off_silence", 8),
+        ("startup.clock_sync_timeout", 10),
+    ] {
+        let p = e.problems.iter().find(|p| p.field == field).unwrap_or_else(|| panic!("{field} not refused: {s}"));
+        assert_eq!(p.line, Some(line), "{field}: {s}");
+    }
+
+    // The soft off must leave room for the forced one within the step.
+    let e = load("host: a\nshutdown: { power_off_timeout: 5m, soft_off_timeout: 5m }\npower_sources: [ { type: stub_ups, name: u1 } ]\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("shutdown.soft_off_timeout: must be shorter than `power_off_timeout`"), "{e}");
+
+    // The defaults hold, and the power race is warned about.
+    let (cfg, warnings) = Config::from_yaml(
+        "host: a\nshutdown: { power_off_self: true }\npower_sources: [ { type: stub_ups, name: u1 } ]\n",
+        Path::new("/etc/hecate/test.yaml"),
+    )
+    .unwrap();
+    let s = &cfg.shutdown;
+    let secs = |d: hecate_core::duration::HumanDuration| d.as_secs();
+    assert_eq!(
+        [
+            secs(s.pdb_timeout),
+            secs(s.max_pod_grace),
+            secs(s.power_off_timeout),
+            secs(s.soft_off_timeout),
+            secs(s.off_silence)
+        ],
+        [30, 60, 600, 300, 30]
+    );
+    assert!(!s.evict_unmanaged && !s.delete_emptydir_data);
+    assert_eq!(cfg.startup.clock_sync_timeout, None, "the clock gate is off by default");
+    assert!(warnings.iter().any(|w| w.contains("power_off_self without shutdown.ups_off")), "{warnings:?}");
 }

@@ -20,6 +20,7 @@ fn config(role: Role, startup_on_power_return: bool) -> SupervisorConfig {
         policy: PolicyConfig::default(),
         power_return_settle_s: 60.0,
         startup_on_power_return,
+        restart_min_charge_pct: None,
         power_off_self: false,
         deadtime_s: 15.0,
     }

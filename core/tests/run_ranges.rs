@@ -74,8 +74,8 @@ fn bare_runtime() -> Arc<Runtime> {
 }
 
 fn engine() -> Engine {
-    let drain = DrainOptions { timeout: Duration::from_secs(1), fallback: DrainFallback::Leave };
-    let opts = EngineOptions { wait_poll: Duration::from_millis(10), drain };
+    let drain = DrainOptions { timeout: Duration::from_secs(1), fallback: DrainFallback::Leave, ..Default::default() };
+    let opts = EngineOptions { wait_poll: Duration::from_millis(10), drain, ..Default::default() };
     Engine::new(bare_runtime(), opts, Arc::new(|_| {}))
 }
 

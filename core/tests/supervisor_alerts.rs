@@ -7,21 +7,13 @@
 #![allow(clippy::unwrap_used)]
 
 use hecate_core::notify::EventKind;
-use hecate_core::policy::PolicyConfig;
 use hecate_core::power::{PowerReading, Sample, UpsStatus};
-use hecate_core::supervisor::{Effect, Input, Level, REPLACE_BATTERY_EVERY_S, Role, Supervisor, SupervisorConfig};
+use hecate_core::supervisor::{Effect, Input, Level, REPLACE_BATTERY_EVERY_S, Supervisor, SupervisorConfig};
 
 const DEADTIME: f64 = 15.0;
 
 fn supervisor() -> Supervisor {
-    let cfg = SupervisorConfig {
-        role: Role::Standalone,
-        policy: PolicyConfig::default(),
-        power_return_settle_s: 60.0,
-        startup_on_power_return: false,
-        power_off_self: false,
-        deadtime_s: DEADTIME,
-    };
+    let cfg = SupervisorConfig { deadtime_s: DEADTIME, ..SupervisorConfig::default() };
     let mut sup = Supervisor::new(cfg, ["atlas".to_string()]);
     sup.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
     sup

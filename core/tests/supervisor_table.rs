@@ -16,6 +16,7 @@ fn config(role: Role) -> SupervisorConfig {
         policy: PolicyConfig::default(),
         power_return_settle_s: 60.0,
         startup_on_power_return: true,
+        restart_min_charge_pct: None,
         power_off_self: false,
         deadtime_s: 15.0,
     }
@@ -603,4 +604,34 @@ fn a_forwarder_names_its_outages() {
     other.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
     let id = forwarded(&other.step(2.0, poll(fsd()))).expect("forwarded");
     assert!(id != first && id != second, "{id}");
+}
+
+/// `restart_min_charge`: mains back and stable is not enough for the automatic startup while a
+/// UPS's battery holds less; it says so once and starts once the charge is there.
+#[test]
+fn the_automatic_startup_waits_for_the_battery_to_hold_restart_min_charge() {
+    let mut cfg = config(Role::Standalone);
+    cfg.restart_min_charge_pct = Some(80.0);
+    let mut s = Supervisor::new(cfg, ["ups".to_string()]);
+    s.step(0.0, Input::Start { interrupted: None, startup_interrupted: false });
+    let run = started_run(&s.step(2.0, poll(fsd()))).expect("started");
+    s.step(4.0, Input::RunEnded { run, end: RunEnd::Finished(Outcome::Success) });
+    let mut t = 4.0;
+    let mut said = 0;
+    // Ten minutes of mains at 50 % charge: well past the 60 s settle, no startup.
+    for _ in 0..300 {
+        t += 2.0;
+        let fx = s.step(t, poll(reading("OL CHRG", 50.0, 1500.0)));
+        assert!(started_run(&fx).is_none(), "started at {t} on a half-empty battery");
+        said += fx
+            .iter()
+            .filter(|e| matches!(e, Effect::Log { message, .. } if message.contains("holds 80 % of charge (now 50 %)")))
+            .count();
+    }
+    assert_eq!(s.phase().kind(), PhaseKind::ShutDown);
+    assert_eq!(said, 1, "said once");
+    t += 2.0;
+    let fx = s.step(t, poll(reading("OL CHRG", 81.0, 2500.0)));
+    assert!(started_run(&fx).is_some());
+    assert_eq!(s.phase().kind(), PhaseKind::StartingUp);
 }

@@ -150,8 +150,8 @@ fn source(attachment: Attachment, others: u32, leave_after: Option<usize>) -> (S
 }
 
 async fn run(plan: &Plan, rt: Arc<Runtime>) -> RunReport {
-    let drain = DrainOptions { timeout: Duration::from_secs(1), fallback: DrainFallback::Leave };
-    let opts = EngineOptions { wait_poll: Duration::from_millis(10), drain };
+    let drain = DrainOptions { timeout: Duration::from_secs(1), fallback: DrainFallback::Leave, ..Default::default() };
+    let opts = EngineOptions { wait_poll: Duration::from_millis(10), drain, ..Default::default() };
     let report = Engine::new(rt, opts, Arc::new(|_| {})).execute(plan, None).await;
     assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
     report

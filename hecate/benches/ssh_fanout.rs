@@ -2,7 +2,8 @@
 //! against the same work done one node at a time. Not a timed test: it prints figures.
 //!
 //! Each node is an OpenSSH sshd on its own loopback address (127.0.0.10, .11, ...) whose
-//! `systemctl` shim takes 1 s, like a `systemctl stop k3s-agent` that has something to do. Every
+//! `hecate-k3s-stop` shim (the stop step's command) takes 1 s, like a stop that has something to
+//! do. Every
 //! run builds fresh controllers, so each step opens its connection (handshake and login
 //! included), as the first SSH stage of a real shutdown does.
 //!
@@ -22,7 +23,7 @@ use hecate_core::plan::{Plan, shutdown_plan};
 use hecate_core::runtime::Runtime;
 use hecate_test_support::SshNodes;
 
-/// What the `systemctl` shim takes per call.
+/// What the `hecate-k3s-stop` shim takes per call.
 const SHIM_DELAY: Duration = Duration::from_secs(1);
 
 fn main() {
@@ -39,14 +40,14 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
     let target = 1.3 * SHIM_DELAY.as_secs_f64() + 1.0;
-    println!("ssh fan-out: the stop stage, each node's systemctl shim taking {:.1} s", SHIM_DELAY.as_secs_f64());
+    println!("ssh fan-out: the stop stage, each node's stop shim taking {:.1} s", SHIM_DELAY.as_secs_f64());
     println!("target: fan-out stage <= 1.3 x {:.1} s + 1 s = {target:.1} s\n", SHIM_DELAY.as_secs_f64());
     let mut rows = Vec::new();
     for n in sizes {
         let t0 = std::time::Instant::now();
         let nodes = SshNodes::start(n, "bench");
         for node in nodes.iter() {
-            node.set_delay("systemctl", SHIM_DELAY);
+            node.set_delay("hecate-k3s-stop", SHIM_DELAY);
         }
         println!("{n} sshd nodes started in {:.1} s", t0.elapsed().as_secs_f64());
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));

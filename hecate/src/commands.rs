@@ -22,11 +22,21 @@ pub fn config_check(files: &[PathBuf], build: bool) -> anyhow::Result<ExitCode> 
         let checked = std::fs::read_to_string(f)
             .map_err(|e| ConfigError::located("", f, vec![(String::new(), format!("cannot read: {e}"))]))
             .and_then(|text| {
-                let (cfg, warnings) = Config::from_yaml(&text, f)?;
+                let (cfg, mut warnings) = Config::from_yaml(&text, f)?;
                 if !build {
                     return Ok((cfg, warnings));
                 }
                 let rt = Runtime::build_degraded(&cfg);
+                // The kubeconfig need not be on this machine (it is read at the first request):
+                // what cannot be read is said, never a problem.
+                if let Some(c) = crate::status::credential_status(&rt) {
+                    let line = format!("cluster: kubernetes credentials: {}", c.summary);
+                    if c.warning || c.days_left.is_none() {
+                        warnings.push(line);
+                    } else {
+                        println!("  {line}");
+                    }
+                }
                 let mut problems: Vec<(String, String)> = rt
                     .unavailable
                     .iter()

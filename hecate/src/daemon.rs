@@ -207,6 +207,9 @@ impl Shell {
         if self.rt.power.is_empty() {
             tracing::error!("no power source could be built: no UPS is watched");
         }
+        if let Some(c) = crate::status::credential_status(&self.rt).filter(|c| c.warning) {
+            tracing::warn!("kubernetes credentials: {}", c.summary);
+        }
     }
 
     /// `/metrics` and, on a coordinator, the forwarding endpoint. Neither failing stops UPS
@@ -456,6 +459,11 @@ impl Shell {
             }
         }
         self.metrics.set_lifecycle(sup, self.budget.seconds);
+        let credentials = crate::status::credential_status(&self.rt);
+        self.metrics.set_credential_expiry(
+            credentials.as_ref().and_then(|c| c.what.as_deref()),
+            credentials.as_ref().and_then(|c| c.days_left),
+        );
         if status {
             let now_s = self.t0.elapsed().as_secs_f64();
             let snap = Snapshot::from_supervisor(&self.cfg, &self.rt, sup, now_s, &self.budget, self.last_run.clone());

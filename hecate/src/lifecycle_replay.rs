@@ -13,9 +13,8 @@ use hecate_core::config::DaemonConfig;
 use hecate_core::history::History;
 use hecate_core::lifecycle::{Entry, Happening, Replay};
 use hecate_core::plan::PlanKind;
-use hecate_core::policy::PolicyConfig;
 use hecate_core::power::Sample;
-use hecate_core::supervisor::{Role, SupervisorConfig};
+use hecate_core::supervisor::SupervisorConfig;
 use hecate_core::trace::{self, Trace};
 
 /// Polls a lifecycle replay visits at most: a week at one poll a second. A trace spanning more is
@@ -35,15 +34,7 @@ pub fn run(trace_path: &Path, runs: Option<&Path>, config: Option<&Path>, json: 
         }
         None => {
             let d = DaemonConfig::default();
-            let cfg = SupervisorConfig {
-                role: Role::Standalone,
-                policy: PolicyConfig::default(),
-                power_return_settle_s: d.power_return_settle.as_secs_f64(),
-                startup_on_power_return: d.startup_on_power_return,
-                power_off_self: false,
-                deadtime_s: d.deadtime.as_secs_f64(),
-            };
-            (cfg, BudgetConfig::default(), d.poll_interval.as_secs_f64())
+            (SupervisorConfig::default(), BudgetConfig::default(), d.poll_interval.as_secs_f64())
         }
     };
     let records = match runs {
@@ -143,15 +134,7 @@ mod tests {
         // The parser refuses such a trace already; a trace built otherwise meets this check.
         let row = |t: f64| hecate_core::trace::TraceRow { t, sample: Sample::NoData { reason: String::new() } };
         let tr = Trace { rows: vec![row(0.0), row(1e15)] };
-        let cfg = SupervisorConfig {
-            role: Role::Standalone,
-            policy: PolicyConfig::default(),
-            power_return_settle_s: 60.0,
-            startup_on_power_return: false,
-            power_off_self: false,
-            deadtime_s: 15.0,
-        };
-        let e = replay(tr, &cfg, 240.0, 2.0).map(|_| ()).unwrap_err().to_string();
+        let e = replay(tr, &SupervisorConfig::default(), 240.0, 2.0).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("more than the"), "{e}");
     }
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     unavailable: IntGaugeVec,
     alerts: IntCounterVec,
     alert_active: IntGaugeVec,
+    credential_days: GaugeVec,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -153,10 +154,18 @@ impl Metrics {
             &["ups", "alert"],
         )?;
         r.register(Box::new(alert_active.clone()))?;
+        let credential_days = gauge(
+            &r,
+            "hecate_kube_credential_expiry_days",
+            "Days until the cluster API's credentials (the kubeconfig's client certificate or token) expire; \
+             negative once expired",
+            &["credential"],
+        )?;
         Ok(Self {
             alerts,
             alert_active,
             unavailable,
+            credential_days,
             phase,
             start_failures,
             interrupted,
@@ -262,6 +271,14 @@ impl Metrics {
         self.forwarding_refused.with_label_values(&[reason]).inc();
     }
 
+    /// Days until the cluster API's credentials expire (`None`: none known, the series goes).
+    pub fn set_credential_expiry(&self, what: Option<&str>, days: Option<f64>) {
+        self.credential_days.reset();
+        if let (Some(what), Some(days)) = (what, days) {
+            self.credential_days.with_label_values(&[what]).set(days);
+        }
+    }
+
     /// A backend that could not be built.
     pub fn backend_unavailable(&self, field: &str) {
         self.unavailable.with_label_values(&[field]).set(1);
@@ -307,5 +324,26 @@ fn set_opt(g: &GaugeVec, ups: &str, v: Option<f64>) {
         None => {
             let _ = g.remove_label_values(&[ups]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_credential_expiry_is_one_series_and_goes_when_unknown() {
+        let m = Metrics::new().unwrap();
+        m.set_credential_expiry(Some("client certificate"), Some(11.5));
+        let text = m.render();
+        assert!(text.contains("hecate_kube_credential_expiry_days{credential=\"client certificate\"} 11.5"), "{text}");
+        m.set_credential_expiry(Some("token"), Some(-2.0));
+        let text = m.render();
+        assert!(text.contains("hecate_kube_credential_expiry_days{credential=\"token\"} -2"), "{text}");
+        assert!(!text.contains("credential=\"client certificate\""), "{text}");
+        m.set_credential_expiry(None, None);
+        assert!(!m.render().contains("hecate_kube_credential_expiry_days{"));
     }
 }

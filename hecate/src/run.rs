@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use hecate_core::cluster::DrainOptions;
 use hecate_core::config::Config;
-use hecate_core::engine::{Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, RunReport};
+use hecate_core::engine::{
+    Engine, EngineEvent, EngineOptions, EventSink, Journal, Outcome, PowerOffOptions, RunReport,
+};
 use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, Plan, PlanKind};
 use hecate_core::runtime::Runtime;
@@ -193,7 +195,18 @@ pub fn finished_event(host: &str, report: &RunReport) -> Option<Event> {
 pub fn engine_options(cfg: &Config) -> EngineOptions {
     EngineOptions {
         wait_poll: (*cfg.daemon.poll_interval).min(std::time::Duration::from_secs(2)),
-        drain: DrainOptions { timeout: *cfg.shutdown.drain_timeout, fallback: cfg.shutdown.drain_fallback },
+        drain: DrainOptions {
+            timeout: *cfg.shutdown.drain_timeout,
+            pdb_timeout: *cfg.shutdown.pdb_timeout,
+            fallback: cfg.shutdown.drain_fallback,
+            evict_unmanaged: cfg.shutdown.evict_unmanaged,
+            delete_emptydir_data: cfg.shutdown.delete_emptydir_data,
+            max_grace: *cfg.shutdown.max_pod_grace,
+        },
+        power_off: PowerOffOptions {
+            soft_off_timeout: *cfg.shutdown.soft_off_timeout,
+            off_silence: *cfg.shutdown.off_silence,
+        },
     }
 }
 

@@ -147,6 +147,60 @@ pub struct Snapshot {
     /// such as a clock outside its window), until one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarding_problem: Option<String>,
+    /// When the cluster API's credentials (the kubeconfig's client certificate or token) expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_credentials: Option<CredentialStatus>,
+}
+
+/// When the cluster API's credentials expire, as `hecate status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialStatus {
+    /// What expires: `client certificate` or `token`; absent when it cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
+    /// When, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Days left (negative once expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<f64>,
+    /// The whole story in one line.
+    pub summary: String,
+    /// Fewer than 30 days left, expired, or unreadable.
+    pub warning: bool,
+}
+
+/// The cluster API's credential expiry, when the backend knows one (or cannot read it).
+pub fn credential_status(rt: &Runtime) -> Option<CredentialStatus> {
+    let (_, api) = rt.cluster.as_ref()?;
+    let now = SystemTime::now();
+    match api.credential_expiry() {
+        Ok(None) => None,
+        Ok(Some(e)) => {
+            let warning = e.warn(now);
+            let renew = if warning {
+                "; renew it: k3s renews its certificates when it starts within 90 days of their expiry \
+                 (docs.k3s.io/advanced), or run `k3s certificate rotate`, then copy /etc/rancher/k3s/k3s.yaml \
+                 from a server again"
+            } else {
+                ""
+            };
+            Some(CredentialStatus {
+                what: Some(e.what.clone()),
+                expires_at: Some(e.not_after()),
+                days_left: Some(e.days_left(now)),
+                summary: format!("{}{renew}", e.describe(now)),
+                warning,
+            })
+        }
+        Err(err) => Some(CredentialStatus {
+            what: None,
+            expires_at: None,
+            days_left: None,
+            summary: format!("cannot tell when the credentials expire: {}", err.detail()),
+            warning: true,
+        }),
+    }
 }
 
 impl Snapshot {
@@ -205,6 +259,7 @@ impl Snapshot {
                 wall_now.checked_add(ahead).map(|w| humantime::format_rfc3339_seconds(w).to_string())
             }),
             forwarding_problem: sup.forwarding_problem().map(sink_text),
+            kube_credentials: credential_status(rt),
         }
     }
 
@@ -239,6 +294,10 @@ impl Snapshot {
         }
         for u in &self.unavailable {
             let _ = writeln!(s, "backend unavailable (what needs it fails at once): {u}");
+        }
+        if let Some(c) = &self.kube_credentials {
+            let warning = if c.warning { "warning: " } else { "" };
+            let _ = writeln!(s, "{warning}kubernetes credentials: {}", c.summary);
         }
         if let Some(at) = &self.power_off_self_at {
             let _ = writeln!(
@@ -529,6 +588,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         unavailable: rt.unavailable.iter().map(ToString::to_string).collect(),
         power_off_self_at: None,
         forwarding_problem: None,
+        kube_credentials: credential_status(&rt),
     })
 }
 
@@ -562,6 +622,7 @@ mod tests {
             unavailable: Vec::new(),
             power_off_self_at: None,
             forwarding_problem: Some("the coordinator answered 401: \u{1b}[2Jskew".into()),
+            kube_credentials: None,
         };
         let out = snap.render();
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");

@@ -84,11 +84,11 @@ fn a_dry_run_prints_the_plan_and_does_nothing() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     for stage in
-        ["notify", "suspend-gitops", "drain-agents", "stop-agents", "stop-servers", "stop-init-server", "power-off"]
+        ["notify", "cordon", "suspend-gitops", "drain", "stop-agents", "stop-servers", "stop-init-server", "power-off"]
     {
         assert!(out.contains(stage), "missing stage {stage}: {out}");
     }
-    assert!(out.contains("stop k3s on titan-0a"), "{out}");
+    assert!(out.contains("stop k3s and its containers (grace 60s) on titan-0a"), "{out}");
     assert!(out.contains("dry run"), "{out}");
     assert!(!dir.path().join("state/runs.json").exists(), "a dry run must not record a run");
     let stop_init = out.find("stop-init-server").unwrap();
@@ -551,4 +551,74 @@ fn config_check_reads_the_forwarding_keys() {
     let o = hecate(&["config", "check", forwarder.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(!o.status.success() && err.contains("role.forwarder.key_file"), "{out}{err}");
+}
+
+/// The bootstrap unit runs the startup at every boot of this host: on a cluster that is up, each
+/// stage checks and passes, nothing is started again and nothing the operator cordoned changes.
+#[test]
+fn startup_on_a_running_cluster_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sim_config(dir.path(), &[]);
+    let o = hecate(&["startup", "--config", cfg.to_str().unwrap(), "--execute"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for node in ["titan-0a", "titan-0b", "titan-0c", "titan-1a", "titan-1b"] {
+        let unit = if node.starts_with("titan-0") { "k3s" } else { "k3s-agent" };
+        assert!(out.contains(&format!("✓ start {unit} on {node} (without waiting)")), "{out}");
+    }
+    assert_eq!(out.matches("is running already").count(), 5, "{out}");
+    assert_eq!(out.matches("not cordoned").count(), 5, "{out}");
+    assert!(!out.contains("uncordoned (hecate had cordoned it)"), "{out}");
+}
+
+/// k3s.yaml's client certificate lasts a year: `config check` and `hecate status` say when the
+/// kubeconfig's credentials expire, and warn below 30 days.
+#[test]
+fn config_check_and_status_say_when_the_kubeconfigs_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("/usr/bin/openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-subj", "/CN=system:admin", "-days", "12", "-keyout"])
+        .arg(dir.path().join("client.key"))
+        .arg("-out")
+        .arg(dir.path().join("client.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kubeconfig = dir.path().join("k3s.yaml");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.1:6443\n\
+         contexts:\n- name: default\n  context:\n    cluster: default\n    user: default\n\
+         current-context: default\nkind: Config\nusers:\n- name: default\n  user:\n    \
+         client-certificate: client.crt\n    client-key: client.key\n",
+    )
+    .unwrap();
+    let cfg = sim_config(
+        dir.path(),
+        &[(
+            "cluster: { type: simulated, world: sim, api_delay: 1s, ready_delay: 1s, drain_duration: 1s }",
+            &format!("cluster: {{ type: kube, kubeconfig: {} }}", kubeconfig.display()),
+        )],
+    );
+    let o = hecate(&["config", "check", cfg.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("warning: cluster: kubernetes credentials: the client certificate expires in 11 day(s) ("),
+        "{out}"
+    );
+    assert!(out.contains("renew it"), "{out}");
+
+    let o = hecate(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    let (out, err) = text(&o);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let c = &status["kube_credentials"];
+    assert_eq!(c["what"], "client certificate", "{out}");
+    assert_eq!(c["warning"], true);
+    let days = c["days_left"].as_f64().unwrap();
+    assert!(days > 11.9 && days <= 12.0, "{days}");
+    let o = hecate(&["status", "--config", cfg.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert!(out.contains("warning: kubernetes credentials: the client certificate expires in 11 day(s)"), "{out}");
 }

@@ -214,6 +214,11 @@ fn a_second_install_changes_nothing_and_says_so() {
         read(root.path(), "usr/local/share/hecate/sudoers.d/hecate-node"),
         read(&repo(), "packaging/sudoers.d/hecate-node")
     );
+    assert_eq!(
+        read(root.path(), "usr/local/share/hecate/node/hecate-k3s-stop"),
+        read(&repo(), "packaging/node/hecate-k3s-stop")
+    );
+    assert_eq!(mode(root.path(), "usr/local/share/hecate/node/hecate-k3s-stop"), 0o755);
     let daemon_link = root.path().join("etc/systemd/system/multi-user.target.wants/hecate.service");
     assert_eq!(std::fs::read_link(&daemon_link).unwrap(), Path::new("/etc/systemd/system/hecate.service"));
     // a first install leaves the boot-time startup and the self-update off (auto keeps "off")
@@ -640,13 +645,14 @@ fn the_node_sudoers_rule_passes_visudo_and_allows_only_the_k3s_and_poweroff_comm
             "/usr/bin/systemctl is-active k3s",
             "/usr/bin/systemctl is-active k3s-agent",
             "/usr/bin/systemctl poweroff",
-            "/usr/bin/systemctl start k3s",
-            "/usr/bin/systemctl start k3s-agent",
+            "/usr/bin/systemctl start --no-block k3s",
+            "/usr/bin/systemctl start --no-block k3s-agent",
             "/usr/bin/systemctl stop k3s",
             "/usr/bin/systemctl stop k3s-agent",
+            "/usr/local/sbin/hecate-k3s-stop",
         ]
     );
-    assert!(rules.lines().any(|l| l == "hecate ALL=(root) NOPASSWD: HECATE_K3S, HECATE_POWER"), "{rules}");
+    assert!(rules.lines().any(|l| l == "hecate ALL=(root) NOPASSWD: HECATE_K3S, HECATE_POWER, HECATE_STOP"), "{rules}");
 }
 
 #[test]

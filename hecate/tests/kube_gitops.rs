@@ -34,6 +34,14 @@ async fn hecate(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The stages a run went through, in order, from its progress lines (`stage 2/7: cordon (...)`).
+fn stages(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.split_once("] stage ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once(": ").map(|(_, name)| name.split(' ').next().unwrap_or_default()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_and_suspends_then_startup_breaks_the_gitea_deadlock() {
     let server = KubeApiServer::shared();
@@ -45,7 +53,7 @@ async fn shutdown_drains_and_suspends_then_startup_breaks_the_gitea_deadlock() {
     node(&c, &s1, true).await;
     node(&c, &a1, true).await;
     let kubelet = stand_in_kubelet(c.clone(), &ns);
-    pod(&c, &ns, "web", &a1, json!({})).await;
+    pod(&c, &ns, "web", &a1, managed(&[])).await;
     let ds_owner = json!({ "ownerReferences": [{
         "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-exporter",
         "uid": "00000000-0000-0000-0000-000000000002", "controller": true,
@@ -109,6 +117,11 @@ startup: {{ step_timeout: 20s, controller_timeout: 5s, reachable_timeout: 20s, a
 
     let (ok, out) = hecate(&["shutdown", "--execute", "--config", path]).await;
     assert!(ok, "shutdown failed:\n{out}");
+    assert_eq!(
+        stages(&out),
+        ["notify", "cordon", "suspend-gitops", "drain", "stop-agents", "stop-init-server", "power-off"],
+        "{out}"
+    );
     assert!(!out.contains(server.token()), "the kubeconfig's token must never be printed");
     assert!(get_pod(&c, &ns, "web").await.is_none(), "web evicted:\n{out}");
     assert!(get_pod(&c, &ns, "exporter").await.unwrap().metadata.deletion_timestamp.is_none(), "DaemonSet pod left");
@@ -122,6 +135,21 @@ startup: {{ step_timeout: 20s, controller_timeout: 5s, reachable_timeout: 20s, a
     gitea_watch.abort();
     kubelet.abort();
     assert!(ok, "startup failed:\n{out}");
+    assert_eq!(
+        stages(&out),
+        [
+            "power-on",
+            "wait-reachable",
+            "start-servers",
+            "wait-api",
+            "start-agents",
+            "wait-ready",
+            "uncordon",
+            "resume-gitops",
+            "notify"
+        ],
+        "{out}"
+    );
     assert!(!out.contains(server.token()), "the kubeconfig's token must never be printed");
     let source = get_flux(&c, &git_repository(), &ns, "flux-system").await;
     assert_eq!(source.data.pointer("/spec/ref"), Some(&json!({ "branch": "recovery" })), "--force-flux-branch:\n{out}");

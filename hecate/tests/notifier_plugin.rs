@@ -46,9 +46,12 @@ async fn the_plugin_is_selected_by_type_and_receives_the_plans_events() {
     );
     let rt = Arc::new(Runtime::build(&cfg).unwrap());
     assert_eq!(rt.notifier_names(), vec!["log", "audit"]);
-    let drain = hecate_core::cluster::DrainOptions { timeout: Duration::from_secs(1), fallback: Default::default() };
-    let engine =
-        Engine::new(rt.clone(), EngineOptions { wait_poll: Duration::from_millis(10), drain }, Arc::new(|_| {}));
+    let drain = hecate_core::cluster::DrainOptions { timeout: Duration::from_secs(1), ..Default::default() };
+    let engine = Engine::new(
+        rt.clone(),
+        EngineOptions { wait_poll: Duration::from_millis(10), drain, ..Default::default() },
+        Arc::new(|_| {}),
+    );
     let plan = shutdown_plan(&cfg, &rt, "plugin test");
     let report = engine.execute(&plan, None).await;
     assert_eq!(report.outcome, Outcome::Success, "{report:?}");

@@ -10,7 +10,9 @@ mod third_party {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+    use hecate_core::node::{
+        Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, PowerState,
+    };
     use hecate_core::{BackendError, BuildContext};
     use serde::{Deserialize, Serialize};
 
@@ -49,7 +51,8 @@ mod third_party {
         }
         async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError> {
             CALLS.lock().unwrap().push(format!("{}:{}:{op}", self.tag, self.node));
-            Ok(NodeOpOutput::Done)
+            // Like a BMC, it confirms a power-off itself.
+            Ok(if *op == NodeOp::PowerOff { NodeOpOutput::Power(PowerState::Off) } else { NodeOpOutput::Done })
         }
     }
 }
@@ -88,8 +91,9 @@ fn engine(cfg: &Config) -> Engine {
             wait_poll: std::time::Duration::from_millis(10),
             drain: hecate_core::cluster::DrainOptions {
                 timeout: std::time::Duration::from_secs(1),
-                fallback: Default::default(),
+                ..Default::default()
             },
+            ..Default::default()
         },
         Arc::new(|_| {}),
     )
@@ -108,10 +112,10 @@ async fn third_party_backend_is_selected_by_type_and_runs_in_plan_order_and_resu
     assert_eq!(
         calls,
         vec![
-            "T:a1:stop k3s-agent",
-            "T:a2:stop k3s-agent",
-            "T:s2:stop k3s",
-            "T:s1:stop k3s",
+            "T:a1:stop k3s-agent and its containers (grace 60s)",
+            "T:a2:stop k3s-agent and its containers (grace 60s)",
+            "T:s2:stop k3s and its containers (grace 60s)",
+            "T:s1:stop k3s and its containers (grace 60s)",
             "T:s1:power off",
             "T:s2:power off",
             "T:a1:power off",

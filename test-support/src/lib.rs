@@ -3,9 +3,10 @@
 //! Each peer is a real daemon started by the test, on a free loopback port, with its state in a
 //! temp dir: a NUT `upsd` fed by the `dummy-ups` driver ([`Upsd`]), OpenSSH `sshd` "nodes" whose
 //! `systemctl`/`shutdown`/`poweroff`/`reboot`/`halt` are recording shims ([`SshNode`],
-//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]), a Redfish BMC `sushy-emulator` ([`Sushy`])
-//! and a Kubernetes API server with etcd ([`KubeApiServer`]); a NUT `upsmon` ([`Upsmon`]) is
-//! another client of a [`Upsd`], as a NAS sharing the UPS would be. Starting waits until the peer answers
+//! [`SshNodes`]), an IPMI BMC `ipmi_sim` ([`IpmiSim`]), a Redfish BMC `sushy-emulator` ([`Sushy`]),
+//! a Kubernetes API server with etcd ([`KubeApiServer`]) and a three-member etcd cluster whose
+//! members stand-ins for k3s servers start and stop ([`EtcdQuorum`]); a NUT `upsmon` ([`Upsmon`])
+//! is another client of a [`Upsd`], as a NAS sharing the UPS would be. Starting waits until the peer answers
 //! (polling with a timeout, never a fixed sleep); dropping the handle kills the processes it
 //! spawned, by PID, and removes the temp dir.
 //!
@@ -17,6 +18,7 @@
 //! Ports are always loopback and never 22, 623, 3493 or 9560 (the real services' ports), TCP or UDP.
 
 mod daemon;
+mod etcd;
 mod ipmi;
 mod kube;
 mod nut;
@@ -33,11 +35,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use daemon::HecateDaemon;
+pub use etcd::EtcdQuorum;
 pub use ipmi::IpmiSim;
 pub use kube::{KUBE_APISERVER, KubeApiServer};
 pub use nut::Upsd;
 pub use redfish::{REDFISH_VENV, SUSHY_SYSTEMS, Sushy, SushyOptions};
-pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, SshNode, SshNodes};
+pub use ssh::{Call, SHIM_COMMANDS, SSH_SETUP_DIR, STOP_SSHD_SH, SshNode, SshNodes, read_calls};
 pub use tls::{make_ca, make_certificates};
 pub use upsmon::{Upsmon, UpsmonRole, unix_now};
 

@@ -26,6 +26,11 @@ impl Daemon {
         Daemon { what: what.to_owned(), child, log: log.to_owned() }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status if the process has ended.
     pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

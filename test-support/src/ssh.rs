@@ -18,7 +18,8 @@ pub const SSH_SETUP_DIR: &str = "/var/lib/hecate-test/ssh";
 
 /// The commands the nodes replace with recording shims (on PATH before the real ones, and the only
 /// commands the test user may run with `sudo -n`).
-pub const SHIM_COMMANDS: [&str; 5] = ["systemctl", "shutdown", "poweroff", "reboot", "halt"];
+pub const SHIM_COMMANDS: [&str; 7] =
+    ["systemctl", "shutdown", "poweroff", "reboot", "halt", "timedatectl", "hecate-k3s-stop"];
 
 const SSHD: &str = "/usr/sbin/sshd";
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
@@ -180,19 +181,14 @@ impl SshNode {
         format!("[{}]:{} {kind} {key}", self.addr, self.port)
     }
 
-    /// The node's temp dir (`HECATE_NODE_DIR`): `calls.log`, `exit.*`, `delay.*`, `sshd.log`.
+    /// The node's temp dir (`HECATE_NODE_DIR`): `calls.log`, `exit.*`, `delay.*`, `hook.*`, `sshd.log`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// Every shim call recorded so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
-        let path = self.dir.path().join("calls.log");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| Call::parse(l).unwrap_or_else(|| panic!("malformed line in {}: {l:?}", path.display())))
-            .collect()
+        read_calls(self.dir.path())
     }
 
     /// From now on the shim for `command` (one of [`SHIM_COMMANDS`]) exits with `code`.
@@ -206,10 +202,35 @@ impl SshNode {
         self.write_control("delay", command, &format!("{:.3}", delay.as_secs_f64()));
     }
 
-    /// Undoes [`SshNode::set_exit`] and [`SshNode::set_delay`] for `command`.
+    /// From now on the shim for `command` runs `script` (a shell script; `#!/bin/sh` is put
+    /// first) with the call's arguments after recording the call, and the call's output and exit
+    /// status are the script's: a test's stand-in for what the real command does on a node. It
+    /// runs as root (under sudo) with `HECATE_NODE` and `HECATE_NODE_DIR` set.
+    pub fn set_hook(&self, command: &str, script: &str) {
+        check_shim_command(command);
+        let path = self.dir.path().join(format!("hook.{command}"));
+        write(&path, format!("#!/bin/sh\n{script}"));
+        chmod(&path, 0o755);
+    }
+
+    /// A STAND-IN for the machine going down: from now on `systemctl poweroff` (through the
+    /// `systemctl` hook; other `systemctl` calls are only recorded and succeed) answers and then
+    /// stops the node's sshd, so the node stops answering as a machine that powered off does.
+    /// [`SshNode::restart`] brings it back.
+    pub fn go_down_on_poweroff(&self) {
+        self.set_hook(
+            "systemctl",
+            &format!(
+                "# stand-in for a machine powering off (test-support SshNode::go_down_on_poweroff)\n\
+                 if [ \"$1\" = poweroff ]; then\n{STOP_SSHD_SH}fi\nexit 0\n"
+            ),
+        );
+    }
+
+    /// Undoes [`SshNode::set_exit`], [`SshNode::set_delay`] and [`SshNode::set_hook`] for `command`.
     pub fn reset(&self, command: &str) {
         check_shim_command(command);
-        for kind in ["exit", "delay"] {
+        for kind in ["exit", "delay", "hook"] {
             let path = self.dir.path().join(format!("{kind}.{command}"));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -304,7 +325,10 @@ Match User root
         let mut command = Command::new(SSHD);
         command.args(["-D", "-e", "-f"]).arg(self.dir.path().join("sshd_config"));
         let log = self.dir.path().join("sshd.log");
-        self.sshd = Some(Daemon::spawn(&format!("sshd for node {}", self.name), command, &log));
+        let sshd = Daemon::spawn(&format!("sshd for node {}", self.name), command, &log);
+        // for go_down_on_poweroff's hook
+        write(&self.dir.path().join("sshd.pid"), format!("{}\n", sshd.pid()));
+        self.sshd = Some(sshd);
         let addr = self.socket_addr();
         let result = poll(START_TIMEOUT, || {
             if let Some(sshd) = self.sshd.as_mut()
@@ -325,6 +349,31 @@ impl Drop for SshNode {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Shell lines for a hook: stop the node's sshd (by the PID the harness recorded) and wait until
+/// it has exited, so that no connection is accepted after the hook returns (a signal alone is
+/// handled whenever sshd next wakes, and a connection it accepts before that lives on in its own
+/// process). The listener is the test process's child, so once gone it is a zombie until reaped.
+pub const STOP_SSHD_SH: &str = r#"  pid=$(cat "$HECATE_NODE_DIR/sshd.pid")
+  kill "$pid"
+  n=0
+  while [ $n -lt 200 ]; do
+    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+    if [ -z "$state" ] || [ "$state" = Z ]; then break; fi
+    n=$((n + 1)); sleep 0.05
+  done
+"#;
+
+/// Every shim call recorded in a node's dir ([`SshNode::dir`]) so far, oldest first: for a
+/// stand-in that watches a node from another task without holding the [`SshNode`].
+pub fn read_calls(node_dir: &Path) -> Vec<Call> {
+    let path = node_dir.join("calls.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| Call::parse(l).unwrap_or_else(|| panic!("malformed line in {}: {l:?}", path.display())))
+        .collect()
 }
 
 /// Many [`SshNode`]s, started in parallel, with one known_hosts file for all of them.
@@ -462,7 +511,9 @@ fn require_ssh_setup() {
         require_executables(&[SSHD, SSH_KEYGEN, "/usr/bin/ssh", "/usr/bin/sudo"]);
         let dir = Path::new(SSH_SETUP_DIR);
         let mut problems = Vec::new();
-        for (path, want) in [(dir.join("shim/_shim"), SHIM_SOURCE), (dir.join("shim-root/sudo"), SUDO_ROOT_SOURCE)] {
+        for (path, want) in
+            [(dir.join("shim/hecate-shim"), SHIM_SOURCE), (dir.join("shim-root/sudo"), SUDO_ROOT_SOURCE)]
+        {
             match std::fs::read_to_string(&path) {
                 Ok(have) if have == want => {}
                 Ok(_) => problems.push(format!(
@@ -472,10 +523,20 @@ fn require_ssh_setup() {
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
         }
+        let sudoers = std::fs::read_to_string(SUDOERS).unwrap_or_default();
         for command in SHIM_COMMANDS {
             let shim = dir.join("shim").join(command);
-            if !shim.exists() {
-                problems.push(format!("{} is missing", shim.display()));
+            match std::fs::read_link(&shim) {
+                Ok(target) if target == Path::new("hecate-shim") => {}
+                Ok(target) => problems.push(format!(
+                    "{} points to {}, not hecate-shim (a setup of an older checkout ran since: stale setup)",
+                    shim.display(),
+                    target.display()
+                )),
+                Err(_) => problems.push(format!("{} is missing", shim.display())),
+            }
+            if !sudoers.contains(&shim.display().to_string()) {
+                problems.push(format!("{SUDOERS} does not allow {} (stale setup)", shim.display()));
             }
         }
         for path in [

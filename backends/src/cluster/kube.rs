@@ -1,10 +1,13 @@
 //! `kube`: the cluster's real Kubernetes API through kube-rs (rustls on ring).
 //!
 //! Health is `/readyz`; readiness is each Node's `Ready` condition; cordon is a merge patch of
-//! `spec.unschedulable`; drain does what `kubectl drain` does: the pods bound to the node (by
-//! `spec.nodeName`), minus DaemonSet-owned and mirror pods, evicted through the Eviction API,
-//! refused evictions (a PodDisruptionBudget answers 429) asked again until the deadline, then the
-//! configured fallback. The Eviction API version comes from discovery: `policy/v1` where the server
+//! `spec.unschedulable` with Hecate's mark (`hecate.dev/cordoned-at`), uncordon only of a marked
+//! node; drain does what `kubectl drain` does: the pods bound to the node (by
+//! `spec.nodeName`), minus DaemonSet-owned and mirror pods, evicted through the Eviction API with
+//! their grace period capped (`deleteOptions.gracePeriodSeconds`); pods no controller manages
+//! and pods with `emptyDir` volumes are kept unless the operator opted in (kubectl refuses them
+//! without `--force` / `--delete-emptydir-data`); refused evictions (a PodDisruptionBudget
+//! answers 429) are asked again for `pdb_timeout` only, then the configured fallback. The Eviction API version comes from discovery: `policy/v1` where the server
 //! serves it, `policy/v1beta1` on servers older than 1.22.
 
 use std::collections::BTreeMap;
@@ -12,7 +15,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainFallback, DrainOptions, DrainReport};
+use hecate_core::cluster::{
+    CORDON_MARK, ClusterApi, ClusterApiConfig, ClusterNode, Cordoned, CredentialExpiry, DrainFallback, DrainOptions,
+    DrainReport, Uncordoned,
+};
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_DAY, ONE_TRY};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
@@ -40,6 +46,12 @@ pub struct KubeClusterConfig {
     /// `https://127.0.0.1:6443` means nothing on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Several API server URLs for an HA cluster (each server node runs one), tried in order:
+    /// the first that answers is used until it stops answering, then the list is tried again.
+    /// After `server` if both are set. The kubeconfig's certificate authority must have signed
+    /// every one (k3s's `--tls-san` for the names used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     /// Time limit of each API request. 1ms to 10m; default 10s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
@@ -66,10 +78,10 @@ impl ClusterApiConfig for KubeClusterConfig {
                 p.push(format!("`{field}` {m}"));
             }
         }
-        if let Some(s) = &self.server
-            && !(s.starts_with("https://") || s.starts_with("http://"))
-        {
-            p.push(format!("`server` must be an http(s) url, not {s:?}"));
+        for (field, s) in self.server.iter().map(|s| ("server", s)).chain(self.servers.iter().map(|s| ("servers", s))) {
+            if !(s.starts_with("https://") || s.starts_with("http://")) {
+                p.push(format!("`{field}` must be an http(s) url, not {s:?}"));
+            }
         }
         p
     }
@@ -79,7 +91,7 @@ impl ClusterApiConfig for KubeClusterConfig {
             access: KubeAccess::new(
                 self.kubeconfig.clone(),
                 self.context.clone(),
-                self.server.clone(),
+                self.server.iter().chain(&self.servers).cloned().collect(),
                 *self.request_timeout,
             ),
             eviction_retry: *self.eviction_retry,
@@ -110,6 +122,9 @@ struct Target {
     namespace: String,
     name: String,
     uid: String,
+    /// The grace it is given: its own `terminationGracePeriodSeconds` (30 s when unset, the
+    /// API's default), at most the drain's `max_grace`.
+    grace_s: i64,
 }
 
 impl Target {
@@ -127,6 +142,19 @@ fn skip_reason(pod: &Pod) -> Option<&'static str> {
     let owned_by_daemonset =
         meta.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
     owned_by_daemonset.then_some("daemonset pod")
+}
+
+/// Why a pod is kept unless the operator opted in, as `kubectl drain` refuses it without
+/// `--force` or `--delete-emptydir-data`: evicted, a pod no controller manages is gone for good
+/// and an `emptyDir`'s data is lost.
+fn protected_reason(pod: &Pod, opts: &DrainOptions) -> Option<&'static str> {
+    let managed = pod.metadata.owner_references.iter().flatten().any(|o| o.controller == Some(true));
+    if !managed && !opts.evict_unmanaged {
+        return Some("no controller");
+    }
+    let empty_dir =
+        pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten().any(|v| v.empty_dir.is_some());
+    (empty_dir && !opts.delete_emptydir_data).then_some("emptyDir data")
 }
 
 impl KubeCluster {
@@ -165,14 +193,34 @@ impl KubeCluster {
             .copied()
     }
 
-    async fn set_unschedulable(&self, node: &str, on: bool) -> Result<(), BackendError> {
+    /// Reads a node, lets `decide` choose from (cordoned, carries the mark, its resourceVersion)
+    /// and applies the patch it returns with that `resourceVersion`, so a change made in between
+    /// (a 409) is read again rather than overwritten.
+    async fn change_cordon<T>(
+        &self,
+        node: &str,
+        verb: &str,
+        decide: impl Fn(bool, bool, Option<String>) -> (T, Option<serde_json::Value>),
+    ) -> Result<T, BackendError> {
         let nodes: Api<Node> = Api::all(self.access.client().await?);
-        let patch = json!({ "spec": { "unschedulable": on } });
-        nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| api_error(format!("cannot {} node {node}", if on { "cordon" } else { "uncordon" }), e))?;
-        Ok(())
+        for _ in 0..5 {
+            let current = nodes.get(node).await.map_err(|e| api_error(format!("cannot read node {node}"), e))?;
+            let cordoned = current.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            let marked = current.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(CORDON_MARK));
+            let (outcome, patch) = decide(cordoned, marked, current.metadata.resource_version);
+            let Some(patch) = patch else { return Ok(outcome) };
+            match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => return Ok(outcome),
+                Err(e) if status_code(&e) == Some(409) => {
+                    tracing::debug!(node, verb, "the node changed while it was being patched; reading it again");
+                }
+                Err(e) => return Err(api_error(format!("cannot {verb} node {node}"), e)),
+            }
+        }
+        Err(BackendError::new(
+            ErrorKind::Failed,
+            format!("cannot {verb} node {node}: it kept changing under the patch"),
+        ))
     }
 
     /// One eviction request. `Ok(true)`: evicted; `Ok(false)`: the pod is gone already.
@@ -182,6 +230,7 @@ impl KubeCluster {
             "apiVersion": version,
             "kind": "Eviction",
             "metadata": { "name": pod.name, "namespace": pod.namespace },
+            "deleteOptions": { "gracePeriodSeconds": pod.grace_s },
         });
         let uri = format!("/api/v1/namespaces/{}/pods/{}/eviction", pod.namespace, pod.name);
         let request = http::Request::post(uri)
@@ -205,9 +254,9 @@ impl KubeCluster {
     }
 }
 
-#[async_trait]
-impl ClusterApi for KubeCluster {
-    async fn health(&self) -> Result<(), BackendError> {
+impl KubeCluster {
+    /// `/readyz` of the API server in use.
+    async fn readyz(&self) -> Result<(), BackendError> {
         let client = self.access.client().await?;
         let request = http::Request::get("/readyz")
             .body(Vec::new())
@@ -223,7 +272,7 @@ impl ClusterApi for KubeCluster {
         }
     }
 
-    async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
+    async fn list_nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
         let nodes: Api<Node> = Api::all(self.access.client().await?);
         let list = nodes.list(&ListParams::default()).await.map_err(|e| api_error("cannot list nodes", e))?;
         Ok(list
@@ -240,13 +289,59 @@ impl ClusterApi for KubeCluster {
             })
             .collect())
     }
+}
 
-    async fn cordon(&self, node: &str) -> Result<(), BackendError> {
-        self.set_unschedulable(node, true).await
+#[async_trait]
+impl ClusterApi for KubeCluster {
+    async fn health(&self) -> Result<(), BackendError> {
+        let result = self.readyz().await;
+        if let Err(e) = &result {
+            self.access.forget_if_unreachable(e).await;
+        }
+        result
     }
 
-    async fn uncordon(&self, node: &str) -> Result<(), BackendError> {
-        self.set_unschedulable(node, false).await
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
+        let result = self.list_nodes().await;
+        if let Err(e) = &result {
+            self.access.forget_if_unreachable(e).await;
+        }
+        result
+    }
+
+    fn credential_expiry(&self) -> Result<Option<CredentialExpiry>, BackendError> {
+        self.access.credential_expiry()
+    }
+
+    async fn cordon(&self, node: &str) -> Result<Cordoned, BackendError> {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        self.change_cordon(node, "cordon", |cordoned, marked, version| match (cordoned, marked) {
+            (true, true) => (Cordoned::AlreadyMarked, None),
+            (true, false) => (Cordoned::ByOthers, None),
+            (false, _) => (
+                Cordoned::Marked,
+                Some(json!({
+                    "metadata": { "resourceVersion": version, "annotations": { CORDON_MARK: now } },
+                    "spec": { "unschedulable": true },
+                })),
+            ),
+        })
+        .await
+    }
+
+    async fn uncordon(&self, node: &str) -> Result<Uncordoned, BackendError> {
+        self.change_cordon(node, "uncordon", |cordoned, marked, version| match (cordoned, marked) {
+            (_, true) => (
+                Uncordoned::Uncordoned,
+                Some(json!({
+                    "metadata": { "resourceVersion": version, "annotations": { CORDON_MARK: null } },
+                    "spec": { "unschedulable": false },
+                })),
+            ),
+            (true, false) => (Uncordoned::LeftCordoned, None),
+            (false, false) => (Uncordoned::NotCordoned, None),
+        })
+        .await
     }
 
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<DrainReport, BackendError> {
@@ -257,28 +352,38 @@ impl ClusterApi for KubeCluster {
         let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
         let list = all.list(&lp).await.map_err(|e| api_error(format!("cannot list the pods on {node}"), e))?;
 
+        let mut report = DrainReport::default();
         let mut pending = Vec::new();
         // Evicted or deleted by us, or already terminating: waited for below.
         let mut going = Vec::new();
+        let max_grace = i64::try_from(opts.max_grace.as_secs()).unwrap_or(i64::MAX);
         for pod in &list.items {
+            let own_grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
             let target = Target {
                 namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                 name: pod.metadata.name.clone().unwrap_or_default(),
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
+                grace_s: own_grace.clamp(0, max_grace),
             };
             if let Some(why) = skip_reason(pod) {
                 tracing::debug!(node, pod = %target.label(), why, "left in place");
             } else if pod.metadata.deletion_timestamp.is_some() {
                 going.push(target);
+            } else if let Some(why) = protected_reason(pod, opts) {
+                tracing::info!(node, pod = %target.label(), why, "kept, as kubectl drain would without its flags");
+                report.kept.push(format!("{} ({why})", target.label()));
             } else {
                 pending.push(target);
             }
         }
 
-        let mut report = DrainReport::default();
         let version = if pending.is_empty() { "" } else { self.eviction_version().await? };
         // The last refusal per pod, for the report and the log.
         let mut refusals: BTreeMap<String, String> = BTreeMap::new();
+        // A budget's refusals are asked again only this long: with the whole cluster going
+        // down it may never be met, and the wait would be learned into the shutdown budget.
+        let pdb_deadline =
+            Instant::now().checked_add(opts.pdb_timeout.min(*ONE_DAY)).unwrap_or_else(Instant::now).min(deadline);
         loop {
             let mut still = Vec::new();
             for pod in pending {
@@ -305,7 +410,7 @@ impl ClusterApi for KubeCluster {
                 }
             }
             pending = still;
-            if pending.is_empty() || Instant::now().checked_add(self.eviction_retry).is_none_or(|t| t > deadline) {
+            if pending.is_empty() || Instant::now().checked_add(self.eviction_retry).is_none_or(|t| t > pdb_deadline) {
                 break;
             }
             tokio::time::sleep(self.eviction_retry).await;
@@ -316,8 +421,10 @@ impl ClusterApi for KubeCluster {
             match opts.fallback {
                 DrainFallback::Delete => {
                     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
-                    // The pod's own grace period: a database still gets to shut down cleanly.
-                    match pods.delete(&pod.name, &DeleteParams::default()).await {
+                    // The pod's own grace period (capped): a database still gets to shut down cleanly.
+                    let dp =
+                        DeleteParams { grace_period_seconds: u32::try_from(pod.grace_s).ok(), ..Default::default() };
+                    match pods.delete(&pod.name, &dp).await {
                         Ok(_) => {
                             tracing::warn!(node, pod = %pod.label(), last_refusal = %why, "eviction refused until the deadline; deleted");
                             report.deleted.push(pod.label());

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use hecate_core::cluster::{ClusterApi, ClusterApiConfig, ClusterNode, DrainOptions, DrainReport};
+use hecate_core::cluster::{
+    ClusterApi, ClusterApiConfig, ClusterNode, Cordoned, DrainOptions, DrainReport, Uncordoned,
+};
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::ONE_STEP;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::sim_world::{World, default_world, world};
+use crate::sim_world::{SimMachine, World, default_world, world};
 
 /// A simulated cluster API.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -102,12 +104,26 @@ impl ClusterApi for SimulatedCluster {
             .collect())
     }
 
-    async fn cordon(&self, node: &str) -> Result<(), BackendError> {
-        self.set_cordon(node, true)
+    async fn cordon(&self, node: &str) -> Result<Cordoned, BackendError> {
+        self.with_machine(node, |m| match (m.cordoned, m.cordon_mark) {
+            (false, _) => {
+                (m.cordoned, m.cordon_mark) = (true, true);
+                Cordoned::Marked
+            }
+            (true, true) => Cordoned::AlreadyMarked,
+            (true, false) => Cordoned::ByOthers,
+        })
     }
 
-    async fn uncordon(&self, node: &str) -> Result<(), BackendError> {
-        self.set_cordon(node, false)
+    async fn uncordon(&self, node: &str) -> Result<Uncordoned, BackendError> {
+        self.with_machine(node, |m| match (m.cordoned, m.cordon_mark) {
+            (_, true) => {
+                (m.cordoned, m.cordon_mark) = (false, false);
+                Uncordoned::Uncordoned
+            }
+            (true, false) => Uncordoned::LeftCordoned,
+            (false, false) => Uncordoned::NotCordoned,
+        })
     }
 
     async fn drain(&self, node: &str, _opts: &DrainOptions) -> Result<DrainReport, BackendError> {
@@ -121,13 +137,10 @@ impl ClusterApi for SimulatedCluster {
 }
 
 impl SimulatedCluster {
-    fn set_cordon(&self, node: &str, on: bool) -> Result<(), BackendError> {
+    fn with_machine<T>(&self, node: &str, f: impl FnOnce(&mut SimMachine) -> T) -> Result<T, BackendError> {
         self.require_api()?;
         match self.world.machines().get_mut(node) {
-            Some(m) => {
-                m.cordoned = on;
-                Ok(())
-            }
+            Some(m) => Ok(f(m)),
             None => Err(BackendError::new(ErrorKind::Failed, format!("node {node} not found"))),
         }
     }

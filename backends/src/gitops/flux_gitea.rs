@@ -51,6 +51,9 @@ pub struct FluxGiteaConfig {
     /// Overrides the context's server URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Several API server URLs for an HA cluster, tried in order (as the `kube` cluster's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     /// Time limit of each API request. 1ms to 10m; default 10s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
@@ -160,6 +163,11 @@ impl GitOpsConfig for FluxGiteaConfig {
                 p.push(format!("`{field}` {m}"));
             }
         }
+        for (field, s) in self.server.iter().map(|s| ("server", s)).chain(self.servers.iter().map(|s| ("servers", s))) {
+            if !(s.starts_with("https://") || s.starts_with("http://")) {
+                p.push(format!("`{field}` must be an http(s) url, not {s:?}"));
+            }
+        }
         if let Some(g) = &self.gitea {
             if let Err(e) = crate::notify::parse_http_url("gitea.health_url", &g.health_url) {
                 p.push(e);
@@ -192,7 +200,7 @@ impl GitOpsConfig for FluxGiteaConfig {
             access: KubeAccess::new(
                 self.kubeconfig.clone(),
                 self.context.clone(),
-                self.server.clone(),
+                self.server.iter().chain(&self.servers).cloned().collect(),
                 *self.request_timeout,
             ),
             cfg: self.clone(),

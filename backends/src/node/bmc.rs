@@ -30,6 +30,13 @@ pub(crate) fn default_verify_timeout() -> HumanDuration {
     HumanDuration::from_secs(15)
 }
 
+/// Default time the OS gets to shut down after a soft off before the power is cut: minutes, not
+/// seconds. A node that is cut while it still writes (a database, etcd) loses what it had not
+/// flushed; the UPS's runtime is what this must fit in, and the shutdown budget learns it.
+pub(crate) fn default_soft_off_timeout() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
 /// Default pause between two reads of the power state while waiting.
 pub(crate) fn default_poll_interval() -> HumanDuration {
     HumanDuration::from_secs(1)
@@ -115,6 +122,16 @@ pub(crate) async fn power_off(driver: &dyn PowerDriver, timing: Timing) -> Resul
             }
             Err(e) => tracing::info!(error = %e, "the bmc will not do a soft off: cutting the power"),
         }
+    }
+    driver.hard_off().await?;
+    verify(driver, PowerState::Off, timing, "power off").await
+}
+
+/// Cuts the power at once (nothing when already off) and waits until the BMC reports off: for
+/// a machine whose OS was asked to shut down another way and did not in time.
+pub(crate) async fn force_off(driver: &dyn PowerDriver, timing: Timing) -> Result<(), BackendError> {
+    if driver.read().await? == BmcPower::Off {
+        return Ok(());
     }
     driver.hard_off().await?;
     verify(driver, PowerState::Off, timing, "power off").await

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_STEP, ONE_TRY};
-use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, PowerState};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -65,10 +65,11 @@ pub struct IpmiConfig {
     #[serde(default = "bmc::default_timeout")]
     pub timeout: HumanDuration,
     /// How long the OS gets to shut down after `chassis power soft` before `chassis power off`
-    /// cuts the power; `0s` cuts it at once. `soft_timeout` + `verify_timeout` should fit within
-    /// `shutdown.controller_timeout` (30s by default), which bounds the whole power off. At most
-    /// 1h; default 10s.
-    #[serde(default = "default_soft_timeout")]
+    /// cuts the power; `0s` cuts it at once. Minutes by default, not seconds: a node cut while it
+    /// still writes loses what it had not flushed. `soft_timeout` + `verify_timeout` must fit
+    /// within `shutdown.power_off_timeout` (10m by default), which bounds the whole power off. At
+    /// most 1h; default 5m.
+    #[serde(default = "bmc::default_soft_off_timeout")]
     pub soft_timeout: HumanDuration,
     /// How long an accepted power off or on gets to show in `chassis power status` before the
     /// controller reports the BMC as not acting (and the node's next controller is tried). 1ms
@@ -86,10 +87,6 @@ fn default_port() -> u16 {
 
 fn default_cipher_suite() -> u8 {
     3
-}
-
-fn default_soft_timeout() -> HumanDuration {
-    HumanDuration::from_secs(10)
 }
 
 #[typetag::serde(name = "ipmi")]
@@ -285,7 +282,9 @@ impl NodeController for IpmiNode {
         match op {
             NodeOp::PowerState => Ok(NodeOpOutput::Power(self.read().await?.state())),
             NodeOp::PowerOn => bmc::power_on(self, self.timing).await.map(|()| NodeOpOutput::Done),
-            NodeOp::PowerOff => bmc::power_off(self, self.timing).await.map(|()| NodeOpOutput::Done),
+            // returns only once the bmc shows the machine off: confirmed
+            NodeOp::PowerOff => bmc::power_off(self, self.timing).await.map(|()| NodeOpOutput::Power(PowerState::Off)),
+            NodeOp::ForceOff => bmc::force_off(self, self.timing).await.map(|()| NodeOpOutput::Power(PowerState::Off)),
             // not advertised (see BMC_CAPABILITIES), but answers if asked: the BMC answers
             NodeOp::Probe => self.read().await.map(|_| NodeOpOutput::Done),
             other => Err(BackendError::unsupported(format!("ipmi cannot {other}"))),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_STEP, ONE_TRY};
-use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, PowerState};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
@@ -55,10 +55,11 @@ pub struct RedfishConfig {
     #[serde(default = "bmc::default_timeout")]
     pub timeout: HumanDuration,
     /// How long the OS gets to shut down after `GracefulShutdown` before `ForceOff` cuts the
-    /// power; `0s` cuts it at once. `graceful_timeout` + `verify_timeout` should fit within
-    /// `shutdown.controller_timeout` (30s by default), which bounds the whole power off. At most
-    /// 1h; default 10s.
-    #[serde(default = "default_graceful_timeout")]
+    /// power; `0s` cuts it at once. Minutes by default, not seconds: a node cut while it still
+    /// writes loses what it had not flushed. `graceful_timeout` + `verify_timeout` must fit within
+    /// `shutdown.power_off_timeout` (10m by default), which bounds the whole power off. At most
+    /// 1h; default 5m.
+    #[serde(default = "bmc::default_soft_off_timeout")]
     pub graceful_timeout: HumanDuration,
     /// How long an accepted `ForceOff` or `On` gets to show in `PowerState` before the
     /// controller reports the BMC as not acting (and the node's next controller is tried). 1ms
@@ -68,10 +69,6 @@ pub struct RedfishConfig {
     /// How often `PowerState` is read while waiting for a change. 1ms to 10m; default 1s.
     #[serde(default = "bmc::default_poll_interval")]
     pub poll_interval: HumanDuration,
-}
-
-fn default_graceful_timeout() -> HumanDuration {
-    HumanDuration::from_secs(10)
 }
 
 /// Checks an endpoint: an `http(s)://host[:port]` URL without credentials, path or query.
@@ -485,7 +482,9 @@ impl NodeController for RedfishNode {
         match op {
             NodeOp::PowerState => Ok(NodeOpOutput::Power(self.read().await?.state())),
             NodeOp::PowerOn => bmc::power_on(self, self.timing).await.map(|()| NodeOpOutput::Done),
-            NodeOp::PowerOff => bmc::power_off(self, self.timing).await.map(|()| NodeOpOutput::Done),
+            // returns only once the bmc shows the machine off: confirmed
+            NodeOp::PowerOff => bmc::power_off(self, self.timing).await.map(|()| NodeOpOutput::Power(PowerState::Off)),
+            NodeOp::ForceOff => bmc::force_off(self, self.timing).await.map(|()| NodeOpOutput::Power(PowerState::Off)),
             // not advertised (see BMC_CAPABILITIES), but answers if asked: the BMC and system answer
             NodeOp::Probe => self.fetch_system().await.map(|_| NodeOpOutput::Done),
             other => Err(BackendError::unsupported(format!("redfish cannot {other}"))),
@@ -597,7 +596,7 @@ mod tests {
     fn validation_and_warnings() {
         let ok = config("endpoint: https://10.0.0.1\ncredentials_file: /etc/hecate/bmc\n");
         assert!(ok.validate().is_empty() && ok.warnings().is_empty(), "{:?} {:?}", ok.validate(), ok.warnings());
-        assert_eq!(*ok.graceful_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(*ok.graceful_timeout, std::time::Duration::from_secs(300), "minutes, not seconds");
 
         let insecure = config("endpoint: https://10.0.0.1\ninsecure: true\n");
         assert!(insecure.validate().is_empty());

@@ -29,7 +29,7 @@ pub struct SimulatedNodeConfig {
     #[serde(default = "default_boot")]
     pub boot_time: HumanDuration,
     /// Operations that fail (injected): any of `probe`, `start_unit`, `stop_unit`,
-    /// `unit_status`, `power_off`, `power_on`, `power_state`.
+    /// `unit_status`, `power_off`, `power_on`, `power_state`, `clock_status`.
     #[serde(default)]
     pub fail: Vec<Capability>,
     /// Every operation fails as unreachable (a dead machine or network).
@@ -115,7 +115,16 @@ impl NodeController for SimulatedNode {
         let m = machines
             .get_mut(&self.node)
             .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no simulated machine {}", self.node)))?;
-        let needs_os = matches!(op, NodeOp::Probe | NodeOp::StartUnit(_) | NodeOp::StopUnit(_) | NodeOp::UnitActive(_));
+        let needs_os = matches!(
+            op,
+            NodeOp::Probe
+                | NodeOp::StartUnit(_)
+                | NodeOp::StartUnitNoBlock(_)
+                | NodeOp::StopUnit(_)
+                | NodeOp::StopK3s { .. }
+                | NodeOp::UnitActive(_)
+                | NodeOp::ClockSynced
+        );
         if needs_os && !m.reachable(now) {
             return Err(BackendError::new(
                 ErrorKind::Unreachable,
@@ -124,19 +133,25 @@ impl NodeController for SimulatedNode {
         }
         Ok(match op {
             NodeOp::Probe => NodeOpOutput::Done,
-            NodeOp::StartUnit(u) => {
+            NodeOp::StartUnit(u) | NodeOp::StartUnitNoBlock(u) => {
                 m.units.entry(u.clone()).or_insert(None).get_or_insert(now);
                 NodeOpOutput::Done
             }
-            NodeOp::StopUnit(u) => {
+            NodeOp::StopUnit(u) | NodeOp::StopK3s { unit: u, .. } => {
                 m.units.insert(u.clone(), None);
                 NodeOpOutput::Done
             }
             NodeOp::UnitActive(u) => NodeOpOutput::Active(m.units.get(u).is_some_and(Option::is_some)),
-            NodeOp::PowerOff => {
+            NodeOp::PowerOff | NodeOp::ForceOff => {
                 m.powered = false;
                 m.units.values_mut().for_each(|v| *v = None);
-                NodeOpOutput::Done
+                // Like a BMC, a controller that can read the power state confirms it; one that
+                // cannot (an SSH-like `capabilities:` list) only asked.
+                if self.caps.contains(&Capability::PowerState) {
+                    NodeOpOutput::Power(PowerState::Off)
+                } else {
+                    NodeOpOutput::Done
+                }
             }
             NodeOp::PowerOn => {
                 if !m.powered {
@@ -147,6 +162,8 @@ impl NodeController for SimulatedNode {
                 NodeOpOutput::Done
             }
             NodeOp::PowerState => NodeOpOutput::Power(if m.powered { PowerState::On } else { PowerState::Off }),
+            // a simulated clock is always right
+            NodeOp::ClockSynced => NodeOpOutput::ClockSynced(true),
         })
     }
 }

@@ -85,16 +85,21 @@ pub async fn set_node_ready(client: &Client, name: &str, ready: bool) {
 
 /// A running pod bound to `node`. `extra_meta` is merged into its metadata (labels, owner, annotations).
 pub async fn pod(client: &Client, ns: &str, name: &str, node: &str, extra_meta: Value) -> Pod {
+    pod_with(client, ns, name, node, extra_meta, json!({})).await
+}
+
+/// [`pod`] with `extra_spec` merged into its spec (volumes, `terminationGracePeriodSeconds`).
+pub async fn pod_with(client: &Client, ns: &str, name: &str, node: &str, extra_meta: Value, extra_spec: Value) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut meta = json!({ "name": name, "namespace": ns });
     if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
         m.extend(extra.clone());
     }
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": meta,
-        "spec": { "nodeName": node, "containers": [{ "name": "c", "image": "example.invalid/app:1" }] },
-    }))
-    .unwrap();
+    let mut spec = json!({ "nodeName": node, "containers": [{ "name": "c", "image": "example.invalid/app:1" }] });
+    if let (Some(m), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        m.extend(extra.clone());
+    }
+    let pod: Pod = serde_json::from_value(json!({ "metadata": meta, "spec": spec })).unwrap();
     api.create(&PostParams::default(), &pod).await.unwrap();
     // Stand-in kubelet: the pod runs. (A Pending pod is evicted without asking its budget.)
     let status = json!({ "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }] } });
@@ -274,6 +279,18 @@ pub fn stand_in_flux(
                 }
             }
         }
+    })
+}
+
+/// Metadata for [`pod`]: owned by a ReplicaSet (its controller), with `labels`. The ReplicaSet
+/// need not exist: no garbage collector runs here.
+pub fn managed(labels: &[(&str, &str)]) -> Value {
+    json!({
+        "labels": crate::kube_support::labels(labels),
+        "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app-5d8f",
+            "uid": "00000000-0000-0000-0000-00000000aaaa", "controller": true,
+        }],
     })
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::cluster::DrainOptions;
 use crate::error::{BackendError, ErrorKind};
-use crate::node::{AttemptReport, NodeOp};
+use crate::node::{AttemptReport, Capability, NodeOp, NodeOpOutput, PowerState};
 use crate::notify::{Event, EventKind};
 use crate::plan::{Action, OnFailure, Plan, PlanKind, Stage, Step};
 use crate::runtime::{PowerHandle, Runtime, join_all};
@@ -130,6 +130,36 @@ pub struct EngineOptions {
     pub wait_poll: Duration,
     /// Drain settings.
     pub drain: DrainOptions,
+    /// How a power-off is confirmed.
+    pub power_off: PowerOffOptions,
+}
+
+impl Default for EngineOptions {
+    /// The config's defaults, polling every 2 s.
+    fn default() -> Self {
+        Self {
+            wait_poll: Duration::from_secs(2),
+            drain: DrainOptions::default(),
+            power_off: PowerOffOptions::default(),
+        }
+    }
+}
+
+/// How a node's power-off is confirmed (`shutdown.soft_off_timeout`, `shutdown.off_silence`).
+#[derive(Debug, Clone)]
+pub struct PowerOffOptions {
+    /// How long a node whose OS was asked to power off gets to be seen off before a BMC in its
+    /// chain cuts the power.
+    pub soft_off_timeout: Duration,
+    /// For a node no controller can read the power of: how long its probe must fail for it to
+    /// count as off.
+    pub off_silence: Duration,
+}
+
+impl Default for PowerOffOptions {
+    fn default() -> Self {
+        Self { soft_off_timeout: Duration::from_secs(300), off_silence: Duration::from_secs(30) }
+    }
 }
 
 /// Runs plans against a runtime.
@@ -353,32 +383,95 @@ impl Engine {
                 let r = g.resume(&opts).await?;
                 Ok(r.actions.join("; "))
             }
+            Action::Cordon { node } => Ok(cluster(rt)?.cordon(node).await?.to_string()),
             Action::Drain { node } => {
                 let c = cluster(rt)?;
-                c.cordon(node).await?;
                 let r = c.drain(node, &self.opts.drain).await?;
                 let mut note =
                     format!("evicted {}, deleted {}, left {}", r.evicted.len(), r.deleted.len(), r.left.len());
                 if !r.left.is_empty() {
                     note.push_str(&format!(" ({})", r.left.join(", ")));
                 }
+                if !r.kept.is_empty() {
+                    note.push_str(&format!("; kept {}", r.kept.join(", ")));
+                }
                 if !r.terminating.is_empty() {
                     note.push_str(&format!("; still terminating: {}", r.terminating.join(", ")));
                 }
                 Ok(note)
             }
-            Action::Uncordon { node } => {
-                cluster(rt)?.uncordon(node).await?;
-                Ok(String::new())
-            }
+            Action::Uncordon { node } => Ok(cluster(rt)?.uncordon(node).await?.to_string()),
             Action::Node { node, op } => {
                 let chain = rt
                     .chain(node)
                     .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
-                let (res, report) = chain.run(op, rt.controller_timeout, *step.timeout).await;
+                // Stopping k3s waits up to the containers' grace: a controller gets that on top.
+                let per_controller = match op {
+                    NodeOp::StopK3s { grace_s, .. } => {
+                        rt.controller_timeout.saturating_add(Duration::from_secs(*grace_s))
+                    }
+                    _ => rt.controller_timeout,
+                };
+                let (res, report) = chain.run(op, per_controller, *step.timeout).await;
                 let summary = report.summary();
                 *attempts = Some(report);
                 res.map(|_| summary)
+            }
+            Action::StartUnit { node, unit } => {
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                // Idempotent, so the bootstrap unit can run the startup at every boot: a unit
+                // that runs already is left alone. A status that cannot be read is no reason not
+                // to start it (a start of a running unit changes nothing).
+                if chain.can(Capability::UnitStatus) {
+                    let (res, report) =
+                        chain.run(&NodeOp::UnitActive(unit.clone()), rt.controller_timeout, *step.timeout).await;
+                    if let Ok(NodeOpOutput::Active(true)) = res {
+                        *attempts = Some(report);
+                        return Ok(format!("{unit} is running already"));
+                    }
+                }
+                let (res, report) =
+                    chain.run(&NodeOp::StartUnitNoBlock(unit.clone()), rt.controller_timeout, *step.timeout).await;
+                let summary = report.summary();
+                *attempts = Some(report);
+                res.map(|_| summary)
+            }
+            Action::WaitUnitActive { node, unit } => {
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                let op = NodeOp::UnitActive(unit.clone());
+                loop {
+                    let (res, report) = chain.run(&op, rt.controller_timeout, rt.controller_timeout).await;
+                    match res {
+                        Ok(NodeOpOutput::Active(true)) => return Ok(format!("{unit} active ({})", report.summary())),
+                        Ok(_) => tracing::debug!(node, unit, "unit not active yet"),
+                        Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
+                        Err(e) => tracing::debug!(node, unit, error = %e, "cannot read the unit's state yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
+            }
+            Action::PowerOff { node } => self.power_off(node, *step.timeout, attempts).await,
+            Action::WaitClockSynced { node } => {
+                let chain = rt
+                    .chain(node)
+                    .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+                loop {
+                    let (res, report) =
+                        chain.run(&NodeOp::ClockSynced, rt.controller_timeout, rt.controller_timeout).await;
+                    match res {
+                        Ok(NodeOpOutput::ClockSynced(true)) => {
+                            return Ok(format!("clock synchronized ({})", report.summary()));
+                        }
+                        Ok(_) => tracing::debug!(node, "clock not synchronized yet"),
+                        Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
+                        Err(e) => tracing::debug!(node, error = %e, "cannot read the clock's state yet"),
+                    }
+                    tokio::time::sleep(self.opts.wait_poll).await;
+                }
             }
             Action::WaitReachable { node } => {
                 let chain = rt
@@ -520,6 +613,127 @@ fn power<'a>(rt: &'a Runtime, source: &str) -> Result<&'a PowerHandle, BackendEr
         .find(|p| p.name == source)
         .map(|p| p.as_ref())
         .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no power source named {source}")))
+}
+
+impl Engine {
+    /// [`Action::PowerOff`]: the request through the chain, then, unless the controller that did
+    /// it confirmed it (a BMC returns only once it reads `Off`), the confirmation: the power
+    /// state read until `Off`, or for a node no controller can read the power of, its probe
+    /// unanswered for `off_silence`. A node still on after `soft_off_timeout` is cut by a BMC in
+    /// its chain. Anything else is a failure that says why the node could not be confirmed off.
+    async fn power_off(
+        &self,
+        node: &str,
+        timeout: Duration,
+        attempts: &mut Option<AttemptReport>,
+    ) -> Result<String, BackendError> {
+        let rt = &self.rt;
+        let chain =
+            rt.chain(node).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
+        // A BMC waits its own soft-off time before it cuts the power: it gets the whole step.
+        let (res, report) = chain.run(&NodeOp::PowerOff, timeout, timeout).await;
+        let requested = report.summary();
+        let by = report.succeeded_by.clone().unwrap_or_default();
+        *attempts = Some(report);
+        match res? {
+            NodeOpOutput::Power(PowerState::Off) => return Ok(format!("{requested}; confirmed off by {by}")),
+            _ => tracing::info!(node, by, "power-off requested; confirming"),
+        }
+        let opts = &self.opts.power_off;
+        let can_read = chain.can(Capability::PowerState);
+        let can_probe = chain.can(Capability::Probe);
+        if !can_read && !can_probe {
+            return Err(BackendError::new(
+                ErrorKind::Failed,
+                format!(
+                    "{requested}; the power-off could not be confirmed: no controller of {node} can read its power \
+                     state or probe it"
+                ),
+            ));
+        }
+        let soft = humantime::format_duration(opts.soft_off_timeout);
+        let silence = humantime::format_duration(opts.off_silence);
+        let t0 = Instant::now();
+        let soft_end = t0.checked_add(opts.soft_off_timeout).unwrap_or(t0);
+        let silence_end = soft_end.checked_add(opts.off_silence).unwrap_or(soft_end);
+        let mut silent_since: Option<Instant> = None;
+        let mut last_power = None;
+        loop {
+            let power = if can_read {
+                let (res, _) = chain.run(&NodeOp::PowerState, rt.controller_timeout, rt.controller_timeout).await;
+                match res {
+                    Ok(NodeOpOutput::Power(p)) => Some(p),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::debug!(node, error = %e, "cannot read the power state");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if power == Some(PowerState::Off) {
+                return Ok(format!("{requested}; confirmed off by its power state"));
+            }
+            last_power = power.or(last_power);
+            // A BMC that reads On outweighs a silent sshd: the OS stops sshd early on its way down.
+            if can_probe && power != Some(PowerState::On) {
+                let (res, _) = chain.run(&NodeOp::Probe, rt.controller_timeout, rt.controller_timeout).await;
+                match res {
+                    Err(e) if matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Timeout) => {
+                        let since = *silent_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= opts.off_silence {
+                            return Ok(format!("{requested}; confirmed off: unanswered for {silence}"));
+                        }
+                    }
+                    _ => silent_since = None,
+                }
+            } else {
+                silent_since = None;
+            }
+            let now = Instant::now();
+            let waiting_for_silence = silent_since.is_some() && now < silence_end;
+            if now >= soft_end && !waiting_for_silence {
+                break;
+            }
+            tokio::time::sleep(self.opts.wait_poll).await;
+        }
+        if !can_read {
+            return Err(BackendError::new(
+                ErrorKind::Failed,
+                format!(
+                    "{requested}; the power-off could not be confirmed: {node} still answered {soft} later and no \
+                     controller can read its power state or cut it"
+                ),
+            ));
+        }
+        // Still on (or unreadable) after its soft-off time: cut the power.
+        let state = match last_power {
+            Some(PowerState::On) => "still on",
+            _ => "not seen off",
+        };
+        tracing::warn!(node, after = %soft, state, "cutting the power");
+        let left = timeout.saturating_sub(t0.elapsed()).max(rt.controller_timeout);
+        let (res, forced) = chain.run(&NodeOp::ForceOff, left, left).await;
+        let forced_summary = forced.summary();
+        if let Some(report) = attempts.as_mut() {
+            report.attempts.extend(forced.attempts);
+            report.succeeded_by = forced.succeeded_by.or(report.succeeded_by.take());
+        }
+        match res {
+            Ok(NodeOpOutput::Power(PowerState::Off)) => {
+                Ok(format!("{requested}; {state} after {soft}: forced off and confirmed ({forced_summary})"))
+            }
+            Ok(_) => Err(BackendError::new(
+                ErrorKind::Failed,
+                format!("{requested}; {state} after {soft}: forced off, but that could not be confirmed"),
+            )),
+            Err(e) => Err(BackendError::new(
+                e.kind,
+                format!("{requested}; {state} after {soft}, and the forced off failed: {}", e.detail()),
+            )),
+        }
+    }
 }
 
 fn cluster(rt: &Runtime) -> Result<&dyn crate::cluster::ClusterApi, BackendError> {

@@ -8,6 +8,7 @@
 #   /var/lib/hecate-test/ssh/keys/authorized_keys    the key above, for root and hecate
 #   /var/lib/hecate-test/ssh/home                    home of the test user 'hecate'
 #   /var/lib/hecate-test/ssh/shim/                   recording shims: systemctl shutdown poweroff reboot halt
+#                                                    timedatectl hecate-k3s-stop
 #   /var/lib/hecate-test/ssh/shim-root/sudo          fake sudo for root sessions
 #   /etc/sudoers.d/hecate-test                       hecate may run exactly those shims via sudo -n
 # The directory is named by SSH_SETUP_DIR in test-support/src/ssh.rs: keep both in step.
@@ -15,7 +16,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=/var/lib/hecate-test/ssh
 SUDOERS=/etc/sudoers.d/hecate-test
-SHIMS=(systemctl shutdown poweroff reboot halt)
+SHIMS=(systemctl shutdown poweroff reboot halt timedatectl hecate-k3s-stop)
 
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (creates user 'hecate' and $SUDOERS)" >&2; exit 1; }
 for tool in ssh-keygen useradd usermod visudo; do
@@ -43,8 +44,10 @@ fi
 usermod -p '*' hecate
 install -d -o hecate -g hecate -m 0755 "$DIR/home"
 
-install -m 0755 "$HERE/shim.sh" "$DIR/shim/_shim"
-for c in "${SHIMS[@]}"; do ln -sfn _shim "$DIR/shim/$c"; done
+# named hecate-shim since the hooks came: an older checkout on the same machine still finds its
+# own _shim unchanged (its check compares that file), while every command runs this one
+install -m 0755 "$HERE/shim.sh" "$DIR/shim/hecate-shim"
+for c in "${SHIMS[@]}"; do ln -sfn hecate-shim "$DIR/shim/$c"; done
 install -m 0755 "$HERE/sudo-root.sh" "$DIR/shim-root/sudo"
 
 allowed=$(printf "$DIR/shim/%s, " "${SHIMS[@]}"); allowed=${allowed%, }

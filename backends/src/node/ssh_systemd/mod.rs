@@ -63,9 +63,19 @@ pub struct SshSystemdConfig {
     #[serde(default = "yes")]
     pub sudo: bool,
     /// The command that powers the node off (after `sudo -n` when `sudo` is on). The connection
-    /// dropping while it runs counts as success.
+    /// dropping while it runs counts as the request made, not as the node off: that is confirmed
+    /// by a BMC in the node's chain, or without one by SSH staying unanswered
+    /// (`shutdown.off_silence`).
     #[serde(default = "default_poweroff_command")]
     pub poweroff_command: String,
+    /// The node's last step before its power is cut, run (after `sudo -n`) as `COMMAND UNIT
+    /// GRACE_SECONDS`: `packaging/node/hecate-k3s-stop`, installed on the node as
+    /// `/usr/local/sbin/hecate-k3s-stop`, stops the unit, gives every container SIGTERM and its
+    /// grace (`shutdown.max_pod_grace`), then runs `k3s-killall.sh`. `null`: only `systemctl stop
+    /// UNIT`, which leaves the containers running (k3s's unit has `KillMode=process`) to be
+    /// killed hard at power-off; `config check` warns.
+    #[serde(default = "default_k3s_stop_command")]
+    pub k3s_stop_command: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -88,8 +98,18 @@ fn default_poweroff_command() -> String {
     "systemctl poweroff".to_string()
 }
 
-const CAPABILITIES: [Capability; 5] =
-    [Capability::Probe, Capability::StartUnit, Capability::StopUnit, Capability::UnitStatus, Capability::PowerOff];
+fn default_k3s_stop_command() -> Option<String> {
+    Some("hecate-k3s-stop".to_string())
+}
+
+const CAPABILITIES: [Capability; 6] = [
+    Capability::Probe,
+    Capability::StartUnit,
+    Capability::StopUnit,
+    Capability::UnitStatus,
+    Capability::PowerOff,
+    Capability::ClockStatus,
+];
 
 /// Whether a unit name is safe to put on a remote command line: `[A-Za-z0-9@._:-]+`, not
 /// starting with `-` (it would be read as an option). Shell metacharacters and spaces never pass.
@@ -135,15 +155,31 @@ impl NodeControllerConfig for SshSystemdConfig {
                 p.push(format!("{field}: {m}"));
             }
         }
-        let cmd = self.poweroff_command.trim();
-        if cmd.is_empty() {
-            p.push("poweroff_command: must not be empty".into());
-        } else if self.poweroff_command.chars().any(char::is_control) {
-            p.push("poweroff_command: must be a single line without control characters".into());
-        } else if self.sudo && (cmd == "sudo" || cmd.starts_with("sudo ")) {
-            p.push("poweroff_command: already runs through `sudo -n` (sudo: true); drop the leading sudo".into());
+        let commands =
+            [("poweroff_command", Some(&self.poweroff_command)), ("k3s_stop_command", self.k3s_stop_command.as_ref())];
+        for (field, command) in commands {
+            let Some(command) = command else { continue };
+            let cmd = command.trim();
+            if cmd.is_empty() {
+                p.push(format!("{field}: must not be empty"));
+            } else if command.chars().any(char::is_control) {
+                p.push(format!("{field}: must be a single line without control characters"));
+            } else if self.sudo && (cmd == "sudo" || cmd.starts_with("sudo ")) {
+                p.push(format!("{field}: already runs through `sudo -n` (sudo: true); drop the leading sudo"));
+            }
         }
         p
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        if self.k3s_stop_command.is_some() {
+            return Vec::new();
+        }
+        vec![
+            "k3s_stop_command: null: stopping k3s leaves its containers running (its unit has KillMode=process); \
+             they get no SIGTERM and are killed hard when the power goes (install packaging/node/hecate-k3s-stop)"
+                .into(),
+        ]
     }
 
     fn build(&self, node: &NodeInfo, _ctx: &BuildContext) -> Result<Box<dyn NodeController>, BackendError> {
@@ -165,6 +201,7 @@ impl NodeControllerConfig for SshSystemdConfig {
             command_timeout: *self.command_timeout,
             sudo: self.sudo,
             poweroff_command: self.poweroff_command.trim().to_string(),
+            k3s_stop_command: self.k3s_stop_command.as_deref().map(|c| c.trim().to_string()),
             conn: Mutex::new(None),
         }))
     }
@@ -173,7 +210,7 @@ impl NodeControllerConfig for SshSystemdConfig {
 hecate_core::register_backend!(
     NodeController,
     "ssh_systemd",
-    "SSH (key auth, known_hosts) + systemctl: stop/start k3s units, OS poweroff",
+    "SSH (key auth, known_hosts) + systemctl: stop/start k3s units, OS poweroff, clock sync status",
     SshSystemdConfig
 );
 
@@ -237,6 +274,7 @@ pub struct SshSystemd {
     command_timeout: Duration,
     sudo: bool,
     poweroff_command: String,
+    k3s_stop_command: Option<String>,
     // Held while connecting, so concurrent steps on one node share a single connection.
     conn: Mutex<Option<Arc<Connection>>>,
 }
@@ -248,6 +286,7 @@ impl std::fmt::Debug for SshSystemd {
             .field("command_timeout", &self.command_timeout)
             .field("sudo", &self.sudo)
             .field("poweroff_command", &self.poweroff_command)
+            .field("k3s_stop_command", &self.k3s_stop_command)
             .finish_non_exhaustive()
     }
 }
@@ -280,18 +319,28 @@ impl SshSystemd {
     /// could start is replaced once; a connection lost while the command runs is an error
     /// (`Ok(None)` for `tolerate_loss`, as for poweroff).
     async fn run_command(&self, command: &str, tolerate_loss: bool) -> Result<Option<Exit>, BackendError> {
+        self.run_command_for(command, tolerate_loss, self.command_timeout).await
+    }
+
+    /// [`Self::run_command`] with `limit` in place of `command_timeout`.
+    async fn run_command_for(
+        &self,
+        command: &str,
+        tolerate_loss: bool,
+        limit: Duration,
+    ) -> Result<Option<Exit>, BackendError> {
         let node = &self.target.node;
         for attempt in 0..2 {
             let conn = self.connection().await?;
             tracing::debug!(node = %node, command, "running");
-            let result = tokio::time::timeout(self.command_timeout, session::exec(&conn, command)).await;
+            let result = tokio::time::timeout(limit, session::exec(&conn, command)).await;
             match result {
                 Err(_) => {
                     return Err(BackendError::new(
                         ErrorKind::Timeout,
                         format!(
                             "`{command}` on node {node} did not finish within {} (command_timeout)",
-                            humantime::format_duration(self.command_timeout)
+                            humantime::format_duration(limit)
                         ),
                     ));
                 }
@@ -352,7 +401,12 @@ impl SshSystemd {
     }
 
     async fn must_succeed(&self, command: &str) -> Result<NodeOpOutput, BackendError> {
-        match self.run_command(command, false).await? {
+        self.must_succeed_within(command, Duration::ZERO).await
+    }
+
+    /// [`Self::must_succeed`] with `extra` time on top of `command_timeout`.
+    async fn must_succeed_within(&self, command: &str, extra: Duration) -> Result<NodeOpOutput, BackendError> {
+        match self.run_command_for(command, false, self.command_timeout.saturating_add(extra)).await? {
             Some(exit) if exit.status == Some(0) => Ok(NodeOpOutput::Done),
             Some(exit) => Err(self.failed(command, &exit)),
             None => unreachable!("losses are errors unless tolerated"),
@@ -388,9 +442,22 @@ impl NodeController for SshSystemd {
                 check_unit(unit)?;
                 self.must_succeed(&self.privileged(&format!("systemctl start {unit}"))).await
             }
+            NodeOp::StartUnitNoBlock(unit) => {
+                check_unit(unit)?;
+                self.must_succeed(&self.privileged(&format!("systemctl start --no-block {unit}"))).await
+            }
             NodeOp::StopUnit(unit) => {
                 check_unit(unit)?;
                 self.must_succeed(&self.privileged(&format!("systemctl stop {unit}"))).await
+            }
+            NodeOp::StopK3s { unit, grace_s } => {
+                check_unit(unit)?;
+                let Some(stop) = &self.k3s_stop_command else {
+                    return self.must_succeed(&self.privileged(&format!("systemctl stop {unit}"))).await;
+                };
+                // The command waits up to the grace for the containers: give it that on top.
+                let extra = Duration::from_secs((*grace_s).min(ONE_STEP.as_secs()));
+                self.must_succeed_within(&self.privileged(&format!("{stop} {unit} {grace_s}")), extra).await
             }
             NodeOp::UnitActive(unit) => {
                 check_unit(unit)?;
@@ -401,6 +468,25 @@ impl NodeController for SshSystemd {
                     // systemd's "program is not running" (inactive, failed, ...)
                     Some(exit) if exit.status == Some(3) => Ok(NodeOpOutput::Active(false)),
                     Some(exit) => Err(self.failed(&command, &exit)),
+                    None => unreachable!("losses are errors unless tolerated"),
+                }
+            }
+            NodeOp::ClockSynced => {
+                // systemd-timesyncd's (or chrony's, through timedated) view; needs no privileges
+                let command = "timedatectl show -p NTPSynchronized --value";
+                match self.run_command(command, false).await? {
+                    Some(exit) if exit.status == Some(0) => {
+                        let out = String::from_utf8_lossy(&exit.stdout);
+                        match out.trim() {
+                            "yes" => Ok(NodeOpOutput::ClockSynced(true)),
+                            "no" => Ok(NodeOpOutput::ClockSynced(false)),
+                            _ => Err(BackendError::new(
+                                ErrorKind::Protocol,
+                                format!("`{command}` on node {} answered neither yes nor no", self.target.node),
+                            )),
+                        }
+                    }
+                    Some(exit) => Err(self.failed(command, &exit)),
                     None => unreachable!("losses are errors unless tolerated"),
                 }
             }
@@ -420,7 +506,7 @@ impl NodeController for SshSystemd {
                     Some(exit) => Err(self.failed(&command, &exit)),
                 }
             }
-            NodeOp::PowerOn | NodeOp::PowerState => {
+            NodeOp::PowerOn | NodeOp::PowerState | NodeOp::ForceOff => {
                 Err(BackendError::unsupported(format!("ssh_systemd cannot do {op}: that needs a bmc or wake-on-lan")))
             }
         }
