@@ -76,6 +76,26 @@ if [ "$(cat "$REDFISH_VENV/.hecate-lock.sha256" 2>/dev/null)" != "$lock_hash" ] 
   echo "$lock_hash" >"$REDFISH_VENV/.hecate-lock.sha256"
 fi
 
+# promtool, Prometheus's rule checker (hecate/tests/observability.rs: `promtool check rules` and
+# `promtool test rules` on packaging/prometheus/). Only the binary, extracted from Debian's
+# `prometheus` package into the cache outside the clone: installing the package would add a
+# user and a Prometheus server unit listening on 9090, which no test wants.
+PROMTOOL_DIR=/var/lib/hecate-test/promtool
+if ! "$PROMTOOL_DIR/promtool" --version >/dev/null 2>&1; then
+  echo "extracting promtool from Debian's prometheus package into $PROMTOOL_DIR"
+  mkdir -p "$PROMTOOL_DIR"
+  work=$(mktemp -d)
+  # _apt downloads into a directory it can write
+  chown _apt "$work" 2>/dev/null || true
+  (cd "$work" && apt-get download -qq prometheus </dev/null) \
+    || { apt-get update -qq </dev/null && (cd "$work" && apt-get download -qq prometheus </dev/null); }
+  dpkg-deb --fsys-tarfile "$work"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$PROMTOOL_DIR/promtool.tmp"
+  chmod 0755 "$PROMTOOL_DIR/promtool.tmp"
+  mv "$PROMTOOL_DIR/promtool.tmp" "$PROMTOOL_DIR/promtool"
+  rm -rf "$work"
+  "$PROMTOOL_DIR/promtool" --version >/dev/null
+fi
+
 # kube-apiserver 1.20.2, built once from Debian's `kubernetes` source package (~6 min) and cached
 # in /var/lib/hecate-test: later runs on the same machine find it and skip the build.
 "$ROOT/tests/peers/k8s/build-apiserver.sh"

@@ -179,6 +179,7 @@ impl Shell {
             cfg,
         };
         shell.report_unavailable();
+        shell.publish_runs();
         shell.serve();
         shell.spawn_poller();
         tracing::info!(
@@ -226,6 +227,7 @@ impl Shell {
         let hecate_core::config::Role::Coordinator(f) = &self.cfg.role else {
             return;
         };
+        self.metrics.forwarders(&f.forwarders.iter().map(|k| k.name.clone()).collect::<Vec<_>>());
         let tls = match (&f.tls_cert_file, &f.tls_key_file) {
             (Some(cert), Some(key)) => match forward::tls_acceptor(cert, key) {
                 Ok(tls) => Some(tls),
@@ -294,7 +296,7 @@ impl Shell {
                 self.runs.retain(|(id, _)| *id != run);
                 let end = match result {
                     Ok(report) => {
-                        self.metrics.run_finished(&report.kind.to_string(), report.duration_s);
+                        self.publish_runs();
                         self.last_run = Some(serde_json::json!({
                             "kind": report.kind, "outcome": report.outcome,
                             "duration_s": report.duration_s, "started_at": report.started_at,
@@ -338,7 +340,10 @@ impl Shell {
             }
             // Inline, not spawned: a few small file operations that must be done before a new
             // shutdown could open a journal of its own.
-            Effect::CloseInterrupted { why } => crate::status::close_interrupted(&self.cfg, why),
+            Effect::CloseInterrupted { why } => {
+                crate::status::close_interrupted(&self.cfg, why);
+                self.publish_runs();
+            }
             Effect::Notify { kind, message, details } => {
                 let mut ev = Event::now(*kind, &self.cfg.host, message.clone());
                 ev.details.extend(details.clone());
@@ -458,7 +463,7 @@ impl Shell {
                 self.metrics.observe(&s.name, reading, d);
             }
         }
-        self.metrics.set_lifecycle(sup, self.budget.seconds);
+        self.metrics.set_lifecycle(sup, &self.budget);
         let credentials = crate::status::credential_status(&self.rt);
         self.metrics.set_credential_expiry(
             credentials.as_ref().and_then(|c| c.what.as_deref()),
@@ -474,6 +479,15 @@ impl Shell {
         if !self.ready_sent {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             self.ready_sent = true;
+        }
+    }
+
+    /// The last run of each kind in runs.json, as metrics: at start (so they survive a restart)
+    /// and after each run or closed interrupted run.
+    fn publish_runs(&self) {
+        match hecate_core::history::History::load(&crate::status::runs_path(&self.cfg)) {
+            Ok(l) => self.metrics.set_runs(&l.history.runs),
+            Err(e) => tracing::warn!(error = %e, "cannot read the run history for the metrics"),
         }
     }
 

@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use hecate_core::budget::{Budget, BudgetSource};
+use hecate_core::duration::is_physical_duration;
+use hecate_core::history::RunRecord;
 use hecate_core::policy::Decision;
 use hecate_core::power::{PowerReading, StatusFlag};
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,14 @@ pub struct Metrics {
     alerts: IntCounterVec,
     alert_active: IntGaugeVec,
     credential_days: GaugeVec,
+    input_voltage: GaugeVec,
+    output_voltage: GaugeVec,
+    battery_voltage: GaugeVec,
+    budget_runs: IntGauge,
+    budget_learned: IntGauge,
+    last_run_end: GaugeVec,
+    last_run_outcome: IntGaugeVec,
+    last_run_stage: GaugeVec,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -161,7 +172,59 @@ impl Metrics {
              negative once expired",
             &["credential"],
         )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("hecate_build_info", "Always 1; the running binary's version as a label"),
+            &["version"],
+        )?;
+        r.register(Box::new(build_info.clone()))?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let budget_runs = IntGauge::new(
+            "hecate_shutdown_budget_runs",
+            "Successful shutdowns of the current plan in runs.json that the budget is (or, below min_runs, would be) \
+             learned from",
+        )?;
+        r.register(Box::new(budget_runs.clone()))?;
+        let budget_learned = IntGauge::new(
+            "hecate_shutdown_budget_learned",
+            "1 when the budget is learned from runs.json, 0 while it is default_shutdown_budget (too few runs)",
+        )?;
+        r.register(Box::new(budget_learned.clone()))?;
+        let last_run_outcome = IntGaugeVec::new(
+            Opts::new(
+                "hecate_last_run_outcome",
+                "1 for the outcome of the last recorded run of each kind (success, partial, failed, interrupted), 0 for \
+                 the others",
+            ),
+            &["kind", "outcome"],
+        )?;
+        r.register(Box::new(last_run_outcome.clone()))?;
+        for kind in ["shutdown", "startup"] {
+            start_failures.with_label_values(&[kind]).inc_by(0);
+        }
         Ok(Self {
+            input_voltage: gauge(
+                &r,
+                "hecate_ups_input_voltage_volts",
+                "input.voltage (0 while mains are out)",
+                &["ups"],
+            )?,
+            output_voltage: gauge(&r, "hecate_ups_output_voltage_volts", "output.voltage", &["ups"])?,
+            battery_voltage: gauge(&r, "hecate_ups_battery_voltage_volts", "battery.voltage", &["ups"])?,
+            budget_runs,
+            budget_learned,
+            last_run_end: gauge(
+                &r,
+                "hecate_last_run_timestamp_seconds",
+                "When the last recorded run of each kind ended, Unix time",
+                &["kind"],
+            )?,
+            last_run_outcome,
+            last_run_stage: gauge(
+                &r,
+                "hecate_last_run_stage_duration_seconds",
+                "How long each stage of the last recorded run of each kind took",
+                &["kind", "stage"],
+            )?,
             alerts,
             alert_active,
             unavailable,
@@ -216,6 +279,11 @@ impl Metrics {
                 }
                 set_opt(&self.charge, ups, r.charge_pct.map(|c| c / 100.0));
                 set_opt(&self.load, ups, r.load_pct.map(|l| l / 100.0));
+                set_opt(&self.input_voltage, ups, r.input_voltage);
+                set_opt(&self.output_voltage, ups, r.output_voltage);
+                set_opt(&self.battery_voltage, ups, r.battery_voltage);
+                // Present from the first poll, so `increase()` sees the first error.
+                self.poll_errors.with_label_values(&[ups]).inc_by(0);
             }
             None => {
                 self.data.with_label_values(&[ups]).set(0.0);
@@ -230,8 +298,14 @@ impl Metrics {
 
     /// Records the supervisor's state: budget, trigger, phase, and its counters (the
     /// Prometheus counters advance by what the supervisor counted since the last call).
-    pub fn set_lifecycle(&self, sup: &Supervisor, budget_s: f64) {
-        self.budget.set(budget_s);
+    pub fn set_lifecycle(&self, sup: &Supervisor, budget: &Budget) {
+        self.budget.set(budget.seconds);
+        let (runs, learned) = match budget.source {
+            BudgetSource::History { runs } => (runs, true),
+            BudgetSource::Default { successful_runs, .. } => (successful_runs, false),
+        };
+        self.budget_runs.set(i64::try_from(runs).unwrap_or(i64::MAX));
+        self.budget_learned.set(i64::from(learned));
         self.triggered.set(i64::from(sup.is_triggered()));
         self.run_active.set(i64::from(sup.phase().run().is_some()));
         self.forwarders_waiting.set(i64::try_from(sup.outstanding().len()).unwrap_or(i64::MAX));
@@ -239,6 +313,10 @@ impl Metrics {
             let active = src.active_alerts();
             for kind in ALERTS {
                 self.alert_active.with_label_values(&[&src.name, kind]).set(i64::from(active.contains(&kind)));
+            }
+            // Every alert's counter exists from the start at 0, so `increase()` sees the first.
+            for kind in ALERT_EVENTS {
+                self.alerts.with_label_values(&[&src.name, kind]).inc_by(0);
             }
         }
         let current = sup.phase().kind();
@@ -266,6 +344,14 @@ impl Metrics {
         *seen = now.clone();
     }
 
+    /// Coordinator: the forwarders it lists, each with its counter at 0 from the start, so the
+    /// first trigger is seen by `increase()` (the list is bounded by the config).
+    pub fn forwarders(&self, names: &[String]) {
+        for name in names {
+            self.forwarded.with_label_values(&[name]).inc_by(0);
+        }
+    }
+
     /// A forwarded request refused, for `reason` (a fixed set: see `forward::RefusalReason`).
     pub fn forwarding_refused(&self, reason: &str) {
         self.forwarding_refused.with_label_values(&[reason]).inc();
@@ -284,9 +370,42 @@ impl Metrics {
         self.unavailable.with_label_values(&[field]).set(1);
     }
 
-    /// Records a finished run.
-    pub fn run_finished(&self, kind: &str, duration_s: f64) {
-        self.last_run.with_label_values(&[kind]).set(duration_s);
+    /// The last recorded run of each kind in `runs` (runs.json, oldest first): its duration,
+    /// end time, outcome and stage durations. Called at start and after every run, so the
+    /// series survive a restart and include runs the daemon did not run itself.
+    pub fn set_runs(&self, runs: &[RunRecord]) {
+        let mut last = std::collections::BTreeMap::new();
+        for r in runs {
+            if let Some(kind) = run_label(&r.kind.to_string()) {
+                last.insert(kind, r);
+            }
+        }
+        self.last_run_stage.reset();
+        for (kind, r) in last {
+            let kind = kind.as_str();
+            if is_physical_duration(r.duration_s) {
+                self.last_run.with_label_values(&[kind]).set(r.duration_s);
+            }
+            let ended = humantime::parse_rfc3339_weak(&r.started_at)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|t| t.as_secs_f64() + if is_physical_duration(r.duration_s) { r.duration_s } else { 0.0 });
+            match ended {
+                Some(t) => self.last_run_end.with_label_values(&[kind]).set(t),
+                None => {
+                    let _ = self.last_run_end.remove_label_values(&[kind]);
+                }
+            }
+            let outcome = r.outcome.to_string();
+            for o in RUN_OUTCOMES {
+                self.last_run_outcome.with_label_values(&[kind, o]).set(i64::from(o == outcome));
+            }
+            for s in r.stages.iter().filter(|s| is_physical_duration(s.duration_s)) {
+                if let Some(stage) = run_label(&s.name) {
+                    self.last_run_stage.with_label_values(&[kind, &stage]).set(s.duration_s);
+                }
+            }
+        }
     }
 
     /// The text exposition.
@@ -315,6 +434,22 @@ impl Metrics {
         crate::http::serve(listener, "/metrics", app, None, Limits::METRICS).await;
         Ok(())
     }
+}
+
+/// The outcomes `hecate_last_run_outcome` has a series for.
+const RUN_OUTCOMES: [&str; 4] = ["success", "partial", "failed", "interrupted"];
+
+/// The alert events counted in `hecate_alerts_total` (see `hecate_core::supervisor`).
+const ALERT_EVENTS: [&str; 7] =
+    ["comm_lost", "comm_restored", "on_battery", "power_restored", "low_battery", "replace_battery", "overload"];
+
+/// A run's kind or a stage's name as a label: runs.json is a file on disk, so anything that is
+/// not a short plain name (a hand-edited or damaged record) gets no series of its own.
+fn run_label(name: &str) -> Option<String> {
+    (!name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
+    .then(|| name.to_string())
 }
 
 fn set_opt(g: &GaugeVec, ups: &str, v: Option<f64>) {

@@ -79,6 +79,32 @@ pub(crate) fn require_executables(paths: &[&str]) {
     }
 }
 
+/// Where `promtool` (Prometheus's rule checker, from Debian's `prometheus` package) is:
+/// `$HECATE_PROMTOOL`, else the copy scripts/install-test-deps.sh extracts, else `promtool` on
+/// the PATH. Panics with [`SETUP_HINT`] when there is none. Only the binary is used: no test
+/// starts a Prometheus server.
+pub fn promtool() -> std::path::PathBuf {
+    let candidates = std::env::var_os("HECATE_PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([std::path::PathBuf::from(PROMTOOL)])
+        .chain(
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .map(|d| d.join("promtool")),
+        );
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!("promtool is missing (looked at $HECATE_PROMTOOL, {PROMTOOL} and the PATH): {SETUP_HINT}")
+}
+
+/// Where scripts/install-test-deps.sh puts `promtool`.
+pub const PROMTOOL: &str = "/var/lib/hecate-test/promtool/promtool";
+
 /// A free TCP port on `addr` (a loopback address such as 127.0.0.1 or 127.0.0.23).
 ///
 /// Binds port 0 on `addr` and reads the port the kernel picked; never one of [`RESERVED_PORTS`],
