@@ -352,7 +352,7 @@ async fn redfish_down_falls_back_to_ipmi_and_the_report_names_both() {
     assert_eq!(report.attempts[0].error.as_ref().unwrap().kind, ErrorKind::Unreachable);
     assert!(report.attempts[1].error.is_none());
     let summary = report.summary();
-    assert!(summary.starts_with("power off on titan-0a: redfish failed (unreachable: "), "{summary}");
+    assert!(summary.starts_with("titan-0a: power off: redfish failed (unreachable: "), "{summary}");
     assert!(summary.ends_with("ipmi ok"), "{summary}");
 }
 

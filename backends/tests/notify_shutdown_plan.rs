@@ -122,8 +122,10 @@ async fn the_plan_reports_trigger_numbers_stages_and_failed_controllers() {
     assert_eq!(stages, want);
     assert!(events.iter().filter(|e| e["kind"] == "stage_finished").all(|e| e["details"]["plan"] == "shutdown"));
 
-    // a1's first controller cannot power off; the second does: reported, though the step succeeded.
-    let failed: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "step_failed").collect();
+    // a1's first controller cannot power off; the second does: reported, though the step
+    // succeeded, as what it is: a fallback, not a failure (step_failed would page someone).
+    assert!(!kinds.contains(&"step_failed"), "{kinds:?}");
+    let failed: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "step_fell_back").collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["details"]["ok"], true);
     assert!(failed[0]["message"].as_str().unwrap().contains("a1"), "{}", failed[0]);

@@ -244,8 +244,12 @@ pub struct AttemptReport {
 }
 
 impl AttemptReport {
-    /// A one-line summary: `stop k3s on n1: ssh_systemd failed (unreachable: ...), ipmi ok`.
-    pub fn summary(&self) -> String {
+    /// Who was tried and how it went, in order: `ssh_systemd failed (unreachable: ...), ipmi ok`.
+    /// What a step's message says: the step's own description names the operation and the node.
+    pub fn tried(&self) -> String {
+        if self.attempts.is_empty() {
+            return "no controller can do this".into();
+        }
         let parts: Vec<String> = self
             .attempts
             .iter()
@@ -254,11 +258,18 @@ impl AttemptReport {
                 Some(e) => format!("{} failed ({}: {})", a.controller, e.kind, e.message),
             })
             .collect();
-        if parts.is_empty() {
-            format!("{} on {}: no controller can do this", self.op, self.node)
-        } else {
-            format!("{} on {}: {}", self.op, self.node, parts.join(", "))
-        }
+        parts.join(", ")
+    }
+
+    /// [`AttemptReport::tried`] with the node and the operation first, for a log line that
+    /// stands alone: `n1: stop k3s: ssh_systemd failed (unreachable: ...), ipmi ok`.
+    pub fn summary(&self) -> String {
+        format!("{}: {}: {}", self.node, self.op, self.tried())
+    }
+
+    /// The controllers that failed before one succeeded (or all of them).
+    pub fn failed_controllers(&self) -> Vec<&str> {
+        self.attempts.iter().filter(|a| a.error.is_some()).map(|a| a.controller.as_str()).collect()
     }
 }
 
@@ -336,7 +347,7 @@ impl ControllerChain {
             }
         }
         let err = match last_err {
-            Some(e) => BackendError::new(e.kind, report.summary()),
+            Some(e) => BackendError::new(e.kind, report.tried()),
             None => BackendError::unsupported(format!("no controller of node {} can {}", self.node.name, cap)),
         };
         (Err(err), report)

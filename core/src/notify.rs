@@ -25,8 +25,11 @@ pub enum EventKind {
     ShutdownDone,
     /// A startup run finished.
     StartupDone,
-    /// A step or controller failed.
+    /// A step failed.
     StepFailed,
+    /// A node step succeeded, but only through a fallback controller after the first choice
+    /// failed: no failure, yet something to fix (a broken SSH key, a BMC password).
+    StepFellBack,
     /// A forwarder could not reach its coordinator and acted locally.
     ForwarderFallback,
     /// A run could not start (run lock, descriptors, disk) and is retried, or gave up because
@@ -66,7 +69,7 @@ impl EventKind {
     }
 
     /// Every kind, for metrics and documentation.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         Self::OnBattery,
         Self::PowerRestored,
         Self::ShutdownTriggered,
@@ -74,6 +77,7 @@ impl EventKind {
         Self::ShutdownDone,
         Self::StartupDone,
         Self::StepFailed,
+        Self::StepFellBack,
         Self::ForwarderFallback,
         Self::RunNotStarted,
         Self::RunInterrupted,
@@ -95,6 +99,7 @@ impl EventKind {
             Self::ShutdownDone => "shutdown_done",
             Self::StartupDone => "startup_done",
             Self::StepFailed => "step_failed",
+            Self::StepFellBack => "step_fell_back",
             Self::ForwarderFallback => "forwarder_fallback",
             Self::RunNotStarted => "run_not_started",
             Self::RunInterrupted => "run_interrupted",

@@ -1009,7 +1009,7 @@ impl Supervisor {
             }
             s.alerts.observe(now, &sample, deadtime_s, &mut alerts);
             if d.state != s.decision.as_ref().map_or(d.state, |l| l.state) {
-                fx.log(Level::Info, format!("ups {}: {}: {}", s.name, d.state, d.reason));
+                fx.log(Level::Info, format!("ups {}: {}", s.name, d.describe()));
             }
             if d.triggered && !was_triggered && trigger.is_none() {
                 trigger = Some(Trigger {

@@ -124,7 +124,7 @@ pub struct RunArgs {
     /// Continue an interrupted run from its journal, skipping finished steps.
     #[arg(long)]
     pub resume: bool,
-    /// Print the plan as JSON (dry run only).
+    /// JSON: the plan (dry run); with --execute, one object per change and the report at the end.
     #[arg(long)]
     pub json: bool,
 }

@@ -74,9 +74,12 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
         if let Some(input) = input.take() {
             let before = shell.sup.phase().kind();
             let effects = shell.sup.step(t0.elapsed().as_secs_f64(), input.clone());
+            // Told before the effects are carried out, so what it says comes before what they do
+            // (a run's first stage).
+            let stop = observer.observe(&shell.sup, before, &input, &effects);
             effects.iter().for_each(|e| shell.carry_out(e));
             shell.publish(before != shell.sup.phase().kind() || matches!(input, Input::Poll { .. }));
-            if observer.observe(&shell.sup, before, &input, &effects) {
+            if stop {
                 break;
             }
         }

@@ -2,6 +2,7 @@
 //! [`main_entry`], and so integration tests can drive the pieces.
 
 pub mod cli;
+pub mod cluster_view;
 pub mod commands;
 pub mod daemon;
 pub mod forward;
@@ -10,6 +11,7 @@ pub mod lifecycle_replay;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod progress;
 pub mod run;
 pub mod simulate;
 pub mod status;

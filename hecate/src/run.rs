@@ -4,7 +4,6 @@ use std::fs::File;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use hecate_core::cluster::DrainOptions;
@@ -17,6 +16,7 @@ use hecate_core::plan::{self, Plan, PlanKind};
 use hecate_core::runtime::Runtime;
 
 use crate::cli::RunArgs;
+use crate::progress::{Progress, Style};
 
 /// `hecate startup`.
 pub async fn startup(args: &RunArgs, force_branch: Option<String>) -> anyhow::Result<ExitCode> {
@@ -64,8 +64,25 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = lock_runs(&cfg.state_dir, plan.kind)?;
-    let report = execute(cfg, rt.clone(), &plan, args.resume, terminal_sink()).await;
-    print_summary(&report);
+    let progress = Progress::new(Style::choose(args.json));
+    // On a terminal the display is live: the log goes to a file, its warnings above the display.
+    if let Some(mp) = progress.multi() {
+        let log = cfg.state_dir.join(format!("{}.log", plan.kind));
+        match crate::logging::to_file(&log, Some(mp)) {
+            Ok(()) => progress.say(&format!("the log: {}", log.display())),
+            Err(e) => tracing::warn!(error = %e, file = %log.display(), "cannot write the log file; logging here"),
+        }
+    }
+    progress.begin_run(&format!("{}: {}", plan.kind, plan.reason));
+    let report = execute(cfg, rt.clone(), &plan, args.resume, progress.sink()).await;
+    // The log stays in its file to the end: what follows (the notifications, a power-off)
+    // belongs with the run's.
+    progress.finish();
+    if progress.style() == Style::Json {
+        println!("{}", serde_json::json!({ "event": "run_finished", "report": report }));
+    } else {
+        print_summary(&report);
+    }
     if let Some(ev) = finished_event(&cfg.host, &report) {
         rt.notify_all(&ev);
     }
@@ -145,6 +162,7 @@ pub async fn execute(cfg: &Config, rt: Arc<Runtime>, plan: &Plan, resume: bool, 
     if let Err(e) = crate::status::record_run(cfg, &report) {
         tracing::error!(error = %format!("{e:#}"), "the run is done but could not be recorded");
     }
+    crate::cluster_view::record(&cfg.state_dir, plan, &report);
     if let Some(j) = journal
         && let Err(e) = j.complete()
     {
@@ -208,37 +226,6 @@ pub fn engine_options(cfg: &Config) -> EngineOptions {
             off_silence: *cfg.shutdown.off_silence,
         },
     }
-}
-
-/// Progress lines for a terminal.
-pub fn terminal_sink() -> EventSink {
-    let t0 = Instant::now();
-    Arc::new(move |ev| {
-        let t = t0.elapsed().as_secs_f64();
-        match ev {
-            EngineEvent::StageStarted { index, total, name, steps } => {
-                println!("[{t:6.1}s] stage {index}/{total}: {name} ({steps} step(s))")
-            }
-            EngineEvent::StepStarted { description, .. } => {
-                println!("[{t:6.1}s]   … {description}")
-            }
-            EngineEvent::StepFinished(o) => {
-                let mark = if o.resumed {
-                    "↷ (done before resume)"
-                } else if o.ok {
-                    "✓"
-                } else {
-                    "✗"
-                };
-                let msg = if o.message.is_empty() { String::new() } else { format!(": {}", o.message) };
-                println!("[{t:6.1}s]   {mark} {} ({:.1}s){msg}", o.description, o.duration_s);
-            }
-            EngineEvent::StageFinished { name, duration_s, failed } => {
-                let f = if failed > 0 { format!(", {failed} failed") } else { String::new() };
-                println!("[{t:6.1}s] stage {name} done in {duration_s:.1}s{f}");
-            }
-        }
-    })
 }
 
 /// Structured progress for the daemon's log.

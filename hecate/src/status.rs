@@ -125,6 +125,9 @@ pub struct Snapshot {
     /// The phase in a sentence, with its numbers (attempts, the last error, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_detail: Option<String>,
+    /// What happens next, and when, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     /// The budget and its source.
     pub budget: Budget,
     /// Each power source.
@@ -248,6 +251,7 @@ impl Snapshot {
             phase: phase.kind(),
             phase_since: phase.since().and_then(wall),
             phase_detail: phase_detail(phase, cfg).map(|d| sink_text(&d)),
+            next: Some(sink_text(&next_step(phase, sup, cfg, budget))),
             budget: budget.clone(),
             sources,
             trigger_reason: sup.trigger().map(|t| sink_text(&t.reason)),
@@ -270,16 +274,21 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The human view.
+    /// The human view: the phase in words, why, what happens next; the budget; each UPS.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let origin = if self.from_daemon { "daemon" } else { "one-off poll (no daemon running)" };
-        let phase = self.phase.as_str().replace('_', " ");
-        let _ = writeln!(s, "host {} — {phase} — as of {} ({origin})", self.host, self.updated_at);
+        let origin = if self.from_daemon { "the daemon's" } else { "a one-off poll: no daemon is running" };
+        let since = self.phase_since.as_deref().map(|t| format!(" since {t}")).unwrap_or_default();
+        let _ = writeln!(s, "{}: {}{since} ({origin}, as of {})", self.host, phase_words(self.phase), self.updated_at);
         if let Some(d) = &self.phase_detail {
-            let since = self.phase_since.as_deref().map(|t| format!(" (since {t})")).unwrap_or_default();
-            let _ = writeln!(s, "{d}{since}");
+            let _ = writeln!(s, "  why: {d}");
+        }
+        if let Some(r) = self.trigger_reason.as_deref().filter(|_| self.phase != PhaseKind::Watching) {
+            let _ = writeln!(s, "  triggered by: {r}");
+        }
+        if let Some(n) = &self.next {
+            let _ = writeln!(s, "  next: {n}");
         }
         let _ = writeln!(s, "shutdown budget: {}", self.budget);
         if !self.waiting_for_forwarders.is_empty() {
@@ -328,7 +337,7 @@ impl Snapshot {
                 }
             }
             if let Some(d) = &src.decision {
-                let _ = writeln!(s, "  policy: {} — {}", d.state, d.reason);
+                let _ = writeln!(s, "  policy: {}", d.describe());
             }
             if src.poll_errors > 0 {
                 let _ = writeln!(s, "  polls without data: {}", src.poll_errors);
@@ -337,16 +346,114 @@ impl Snapshot {
                 let _ = writeln!(s, "  alerts: {}", src.alerts.join(", "));
             }
         }
-        if let Some(r) = &self.trigger_reason {
-            let _ = writeln!(s, "\nshutdown triggered: {r}");
-        }
-        if let Some(r) = &self.last_run {
-            let _ = writeln!(s, "\nlast run: {r}");
-        }
         // status.json may have been written by an older daemon: nothing in it reaches the
         // terminal raw.
         hecate_core::text::clean_lines(&s)
     }
+}
+
+/// A phase in words.
+pub fn phase_words(phase: PhaseKind) -> &'static str {
+    match phase {
+        PhaseKind::Recovering => "recovering from an interrupted shutdown",
+        PhaseKind::Watching => "watching the power",
+        PhaseKind::Forwarding => "forwarding a shutdown trigger to the coordinator",
+        PhaseKind::Forwarded => "the coordinator took this host's shutdown trigger",
+        PhaseKind::ShutdownQueued => "a shutdown is waiting to start",
+        PhaseKind::ShuttingDown => "shutting the cluster down",
+        PhaseKind::ShutDown => "the cluster is shut down",
+        PhaseKind::StartingUp => "starting the cluster",
+    }
+}
+
+/// What happens next in the phase, and when, in a sentence.
+fn next_step(phase: &Phase, sup: &Supervisor, cfg: &Config, budget: &Budget) -> String {
+    let settle = humantime::format_duration(*cfg.daemon.power_return_settle);
+    let debounce = cfg.policy.debounce_polls;
+    match phase {
+        Phase::Watching => {
+            let on_battery = sup.sources().iter().find_map(|s| {
+                s.decision.as_ref().filter(|d| d.state == hecate_core::policy::PowerState::OnBattery).map(|d| (s, d))
+            });
+            match on_battery {
+                Some((s, d)) => format!(
+                    "the shutdown starts if the runtime left of ups {} ({}) stays below {:.0} s for {debounce} poll(s) \
+                     ({} so far), or at once on FSD",
+                    s.name,
+                    d.estimate_s.map(|e| format!("{e:.0} s")).unwrap_or_else(|| "unknown".into()),
+                    d.threshold_s,
+                    d.streak
+                ),
+                None => format!(
+                    "a shutdown once a UPS on battery has less than {:.0} s of runtime left ({} × the budget) for \
+                     {debounce} poll(s), or at once on FSD",
+                    cfg.policy.runtime_safety_factor * budget.seconds,
+                    cfg.policy.runtime_safety_factor
+                ),
+            }
+        }
+        Phase::Recovering { .. } => {
+            "at the next poll: resumed if power is still failing, else recorded as interrupted".into()
+        }
+        Phase::Forwarding { .. } => {
+            let timeout = match &cfg.role {
+                hecate_core::config::Role::Forwarder(f) => humantime::format_duration(*f.timeout).to_string(),
+                _ => "its timeout".into(),
+            };
+            format!("if no coordinator takes the trigger within {timeout}, this host runs its own shutdown plan")
+        }
+        Phase::Forwarded { .. } => format!(
+            "once mains have been back for {settle}, this host tells the coordinator and watches the power again"
+        ),
+        Phase::ShutdownQueued { .. } => format!(
+            "the shutdown is tried again at every poll (every {}) until it starts; only mains back and stable drop it",
+            humantime::format_duration(*cfg.daemon.poll_interval)
+        ),
+        Phase::ShuttingDown { .. } => {
+            format!("the shutdown runs to its end; then the daemon waits for mains to be back for {settle}")
+        }
+        Phase::ShutDown { .. } if cfg.daemon.startup_on_power_return => {
+            let charge = cfg
+                .daemon
+                .restart_min_charge
+                .map(|c| format!(" and every UPS holds {c:.0} % charge"))
+                .unwrap_or_default();
+            format!("once mains have been back for {settle}{charge}, the daemon starts the cluster")
+        }
+        Phase::ShutDown { .. } => format!(
+            "once mains have been back for {settle} the daemon watches the power again; the cluster comes back \
+             with hecate-bootstrap at boot or `hecate startup --execute`"
+        ),
+        Phase::StartingUp { .. } => {
+            "the daemon watches the power again once the startup ends (a trigger meanwhile abandons it for a \
+             shutdown)"
+                .into()
+        }
+    }
+}
+
+/// The last runs in runs.json, newest last, as a short table.
+pub fn runs_table(runs: &[RunRecord], last: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "\nlast runs (runs.json):");
+    if runs.is_empty() {
+        let _ = writeln!(s, "  none yet");
+        return s;
+    }
+    let mut rows = vec![["started", "kind", "outcome", "took", "why"].map(String::from).to_vec()];
+    for r in runs.iter().rev().take(last).rev() {
+        let took = Duration::try_from_secs_f64(r.duration_s.round())
+            .ok()
+            .filter(|_| is_physical_duration(r.duration_s))
+            .map_or_else(|| "?".into(), |d| humantime::format_duration(d).to_string());
+        let failures = r.extra.get("failures").and_then(|f| f.as_array()).map_or(0, Vec::len);
+        let outcome = if failures > 0 { format!("{} ({failures} failed)", r.outcome) } else { r.outcome.to_string() };
+        let why = r.trigger_reason.as_deref().map(|w| hecate_core::text::clean(w, 70)).unwrap_or_default();
+        rows.push(vec![r.started_at.clone(), r.kind.to_string(), outcome, took, why]);
+    }
+    s.push_str(&crate::cluster_view::table(&rows));
+    hecate_core::text::clean_lines(&s)
 }
 
 /// Text that may carry a peer's words (a UPS's error, a forwarder's reason), as status keeps it.
@@ -370,7 +477,8 @@ fn phase_detail(phase: &Phase, cfg: &Config) -> Option<String> {
             format!("the shutdown could not start ({attempts} attempt(s); last: {last_error}); retrying every poll")
         }
         Phase::ShuttingDown { resume: true, .. } => "resuming an interrupted shutdown".into(),
-        Phase::ShuttingDown { .. } => "shutdown in progress".into(),
+        // The phase's name says it all; the trigger's reason follows it.
+        Phase::ShuttingDown { .. } | Phase::StartingUp { .. } => return None,
         Phase::ShutDown { end: ShutdownEnd::Interrupted, .. } => {
             format!("an interrupted shutdown was not resumed; waiting for mains to be back for {settle}")
         }
@@ -378,7 +486,6 @@ fn phase_detail(phase: &Phase, cfg: &Config) -> Option<String> {
             "the cluster was shut down ({}); waiting for mains to be back for {settle}",
             serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
         ),
-        Phase::StartingUp { .. } => "startup in progress".into(),
     })
 }
 
@@ -488,18 +595,29 @@ pub async fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         DaemonView::Stale(s, why) => (s, Health::NotRunning(why)),
         DaemonView::Absent(why) => (one_off(&cfg).await?, Health::NotRunning(why)),
     };
+    let view = crate::cluster_view::ClusterView::load(&cfg.state_dir);
+    let runs = History::load(&runs_path(&cfg)).map(|l| l.history.runs).unwrap_or_default();
     if json {
         let mut value = serde_json::to_value(&snap)?;
         if let Some(map) = value.as_object_mut() {
             map.insert("health".into(), serde_json::json!({ "exit_code": health.code(), "summary": health.line() }));
+            map.insert("cluster_view".into(), serde_json::to_value(&view)?);
+            let recent: Vec<&RunRecord> = runs.iter().rev().take(LAST_RUNS).rev().collect();
+            map.insert("last_runs".into(), serde_json::to_value(recent)?);
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("{}", health.line());
         print!("{}", snap.render());
+        let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
+        print!("{}", hecate_core::text::clean_lines(&view.render(&names)));
+        print!("{}", runs_table(&runs, LAST_RUNS));
     }
     Ok(ExitCode::from(health.code()))
 }
+
+/// How many runs `hecate status` lists.
+const LAST_RUNS: usize = 5;
 
 /// What the state dir says about a daemon.
 enum DaemonView {
@@ -580,6 +698,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         phase: PhaseKind::Watching,
         phase_since: None,
         phase_detail: None,
+        next: None,
         budget,
         sources,
         trigger_reason: None,
@@ -606,6 +725,7 @@ mod tests {
             phase: PhaseKind::Watching,
             phase_since: None,
             phase_detail: None,
+            next: None,
             budget: budget::estimate(&[], &budget::BudgetConfig::default(), None),
             sources: vec![SourceStatus {
                 name: "u".into(),

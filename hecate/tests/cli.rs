@@ -169,7 +169,7 @@ fn status_json_without_a_daemon_polls_once() {
     let o = hecate(&["status", "--config", cfg.to_str().unwrap()]);
     let (out, _) = text(&o);
     assert!(out.contains("shutdown budget: 12.0 s: default_shutdown_budget"), "{out}");
-    assert!(out.contains("policy: online"), "{out}");
+    assert!(out.contains("policy: on mains: "), "{out}");
 }
 
 /// The daemon on a fast simulated outage: it triggers, shuts the cluster down, records the run,

@@ -150,7 +150,7 @@ nodes:
     assert_eq!(report.outcome, Outcome::Partial);
     let failure = report.failures().next().unwrap();
     assert_eq!(failure.id, "power-off/blind");
-    assert!(failure.message.contains("power off on blind: simulated ok"), "{}", failure.message);
+    assert!(failure.message.contains("simulated ok; the power-off could not be confirmed"), "{}", failure.message);
     assert!(
         failure.message.contains(
             "the power-off could not be confirmed: no controller of blind can read its power state or probe it"

@@ -192,7 +192,7 @@ impl Ntfy {
             EventKind::ShutdownDone | EventKind::StartupDone | EventKind::CommRestored => "white_check_mark",
             EventKind::CommLost => "x",
             EventKind::LowBattery => "rotating_light",
-            EventKind::ReplaceBattery => "wrench",
+            EventKind::ReplaceBattery | EventKind::StepFellBack => "wrench",
             EventKind::Overload => "zap",
         }
     }

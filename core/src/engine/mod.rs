@@ -301,27 +301,31 @@ impl Engine {
         self.rt.notify_all(&event);
     }
 
-    /// A `step_failed` event for a failed step, and for a node step that succeeded only after a
-    /// controller failed (the operator should know the first choice is broken).
+    /// A `step_failed` event for a failed step; a `step_fell_back` event for a node step that
+    /// succeeded only after a controller failed: it is no failure (nobody need be woken), but the
+    /// operator should know the first choice is broken.
     fn notify_step_failure(&self, step: &Step, out: &StepOutcome) {
-        let failed_controllers: Vec<&str> = out
-            .attempts
-            .iter()
-            .flat_map(|r| &r.attempts)
-            .filter(|a| a.error.is_some())
-            .map(|a| a.controller.as_str())
-            .collect();
-        let message = if !out.ok {
-            format!("{} failed: {}", out.description, out.message)
+        let failed_controllers = out.attempts.as_ref().map(AttemptReport::failed_controllers).unwrap_or_default();
+        let (kind, message) = if !out.ok {
+            (EventKind::StepFailed, format!("{} failed: {}", out.description, out.message))
         } else if !failed_controllers.is_empty() {
-            format!("{}: {} failed, fell back: {}", out.description, failed_controllers.join(", "), out.message)
+            let by = out.attempts.as_ref().and_then(|r| r.succeeded_by.clone()).unwrap_or_default();
+            (
+                EventKind::StepFellBack,
+                format!(
+                    "{}: done by {by} after {} failed: {}",
+                    out.description,
+                    failed_controllers.join(", "),
+                    out.message
+                ),
+            )
         } else {
             return;
         };
-        let mut event = Event::now(EventKind::StepFailed, &self.rt.host, message)
-            .with("step", step.id.clone())
-            .with("ok", out.ok)
-            .with("error", if out.ok { String::new() } else { out.message.clone() });
+        let mut event = Event::now(kind, &self.rt.host, message).with("step", step.id.clone()).with("ok", out.ok);
+        if !out.ok {
+            event = event.with("error", out.message.clone());
+        }
         if let Some(report) = out.attempts.as_ref().and_then(|r| serde_json::to_value(r).ok()) {
             event = event.with("attempts", report);
         }
@@ -413,7 +417,7 @@ impl Engine {
                     _ => rt.controller_timeout,
                 };
                 let (res, report) = chain.run(op, per_controller, *step.timeout).await;
-                let summary = report.summary();
+                let summary = report.tried();
                 *attempts = Some(report);
                 res.map(|_| summary)
             }
@@ -434,7 +438,7 @@ impl Engine {
                 }
                 let (res, report) =
                     chain.run(&NodeOp::StartUnitNoBlock(unit.clone()), rt.controller_timeout, *step.timeout).await;
-                let summary = report.summary();
+                let summary = report.tried();
                 *attempts = Some(report);
                 res.map(|_| summary)
             }
@@ -446,7 +450,7 @@ impl Engine {
                 loop {
                     let (res, report) = chain.run(&op, rt.controller_timeout, rt.controller_timeout).await;
                     match res {
-                        Ok(NodeOpOutput::Active(true)) => return Ok(format!("{unit} active ({})", report.summary())),
+                        Ok(NodeOpOutput::Active(true)) => return Ok(format!("{unit} active ({})", report.tried())),
                         Ok(_) => tracing::debug!(node, unit, "unit not active yet"),
                         Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
                         Err(e) => tracing::debug!(node, unit, error = %e, "cannot read the unit's state yet"),
@@ -464,7 +468,7 @@ impl Engine {
                         chain.run(&NodeOp::ClockSynced, rt.controller_timeout, rt.controller_timeout).await;
                     match res {
                         Ok(NodeOpOutput::ClockSynced(true)) => {
-                            return Ok(format!("clock synchronized ({})", report.summary()));
+                            return Ok(format!("clock synchronized ({})", report.tried()));
                         }
                         Ok(_) => tracing::debug!(node, "clock not synchronized yet"),
                         Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
@@ -480,7 +484,7 @@ impl Engine {
                 loop {
                     let (res, report) = chain.run(&NodeOp::Probe, rt.controller_timeout, rt.controller_timeout).await;
                     match res {
-                        Ok(_) => return Ok(report.summary()),
+                        Ok(_) => return Ok(format!("answers ({})", report.tried())),
                         Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
                         Err(e) => tracing::debug!(node, error = %e, "not reachable yet"),
                     }
@@ -632,7 +636,7 @@ impl Engine {
             rt.chain(node).ok_or_else(|| BackendError::new(ErrorKind::Config, format!("no node named {node}")))?;
         // A BMC waits its own soft-off time before it cuts the power: it gets the whole step.
         let (res, report) = chain.run(&NodeOp::PowerOff, timeout, timeout).await;
-        let requested = report.summary();
+        let requested = report.tried();
         let by = report.succeeded_by.clone().unwrap_or_default();
         *attempts = Some(report);
         match res? {
@@ -715,7 +719,7 @@ impl Engine {
         tracing::warn!(node, after = %soft, state, "cutting the power");
         let left = timeout.saturating_sub(t0.elapsed()).max(rt.controller_timeout);
         let (res, forced) = chain.run(&NodeOp::ForceOff, left, left).await;
-        let forced_summary = forced.summary();
+        let forced_summary = forced.tried();
         if let Some(report) = attempts.as_mut() {
             report.attempts.extend(forced.attempts);
             report.succeeded_by = forced.succeeded_by.or(report.succeeded_by.take());

@@ -160,6 +160,20 @@ pub struct Decision {
     pub charge_model: Option<ChargeEstimate>,
 }
 
+impl Decision {
+    /// The decision in one sentence, the state said once: the reason already opens with the
+    /// power's state in words ("on battery: ...", "on mains: ...", "no data ...") and, once the
+    /// trigger is latched, with "shutdown triggered at ..."; only the poll that triggers, whose
+    /// reason does not say so yet, gets it put before.
+    pub fn describe(&self) -> String {
+        if self.state == PowerState::Triggered && !self.reason.starts_with("shutdown triggered") {
+            format!("shutdown triggered: {}", self.reason)
+        } else {
+            self.reason.clone()
+        }
+    }
+}
+
 /// Load assumed when the UPS never reports `ups.load`: any constant works, since the slope is then
 /// simply against time; 100 keeps the units those of a reported load.
 const ASSUMED_LOAD_PCT: f64 = 100.0;
