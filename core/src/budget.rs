@@ -41,11 +41,16 @@ pub struct BudgetConfig {
     pub default_shutdown_budget: HumanDuration,
     /// How many of the most recent successful shutdowns the budget is the maximum of. 1 to 1000;
     /// default 10.
+    #[schemars(range(min = MIN_RUNS, max = MAX_COUNT))]
     pub window: usize,
     /// How many successful shutdowns the history must hold before it replaces
     /// `default_shutdown_budget`. 1 to 1000; default 3.
+    #[schemars(range(min = MIN_RUNS, max = MAX_COUNT))]
     pub min_runs: usize,
 }
+
+/// The fewest runs `window` and `min_runs` may be (the schema and `validate` read it).
+pub const MIN_RUNS: u64 = 1;
 
 impl Default for BudgetConfig {
     fn default() -> Self {
@@ -61,7 +66,7 @@ impl BudgetConfig {
             problems.push(format!("`default_shutdown_budget` {m}"));
         }
         for (field, n) in [("window", self.window), ("min_runs", self.min_runs)] {
-            if let Some(m) = count_out_of_range(u64::try_from(n).unwrap_or(u64::MAX), 1, MAX_COUNT) {
+            if let Some(m) = count_out_of_range(u64::try_from(n).unwrap_or(u64::MAX), MIN_RUNS, MAX_COUNT) {
                 problems.push(format!("`{field}` {m}"));
             }
         }

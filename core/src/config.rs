@@ -223,8 +223,16 @@ pub struct DaemonConfig {
     /// UPS that reports its charge holds at least this many percent, so that a second outage
     /// soon after does not find an empty battery under a running cluster (whose shutdown then
     /// has no time). 0 to 100; absent (the default): no wait.
+    #[schemars(range(min = CHARGE_RANGE.0, max = CHARGE_RANGE.1))]
     pub restart_min_charge: Option<f64>,
 }
+
+/// `daemon.restart_min_charge`, percent: from, to (the schema and `validate` read it).
+pub const CHARGE_RANGE: (f64, f64) = (0.0, 100.0);
+
+/// The fewest steps at once in a stage (`concurrency`), the most being
+/// [`MAX_CONCURRENCY`].
+pub const MIN_CONCURRENCY: u64 = 1;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -283,6 +291,7 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// Steps running at once within a stage. 1 to 1024; default 8.
+    #[schemars(range(min = MIN_CONCURRENCY, max = MAX_CONCURRENCY))]
     pub concurrency: usize,
     /// Default time limit of one step. 1ms to 1h; default 2m.
     pub step_timeout: HumanDuration,
@@ -434,6 +443,7 @@ const MIN_SELF_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_s
 #[serde(deny_unknown_fields, default)]
 pub struct StartupConfig {
     /// Steps running at once within a stage. 1 to 1024; default 8.
+    #[schemars(range(min = MIN_CONCURRENCY, max = MAX_CONCURRENCY))]
     pub concurrency: usize,
     /// Default time limit of one step. 1ms to 1h; default 2m.
     pub step_timeout: HumanDuration,
@@ -499,6 +509,8 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
     /// The parser's source snippet for a syntax or type error.
     pub snippet: Option<String>,
+    /// What was not checked and why (the parser could not go on past a problem).
+    pub note: Option<String>,
 }
 
 impl ConfigError {
@@ -514,7 +526,7 @@ impl ConfigError {
             })
             .collect();
         problems.sort_by_key(|p| (p.line, p.column));
-        ConfigError { file: file.to_path_buf(), problems, snippet: None }
+        ConfigError { file: file.to_path_buf(), problems, snippet: None, note: None }
     }
 }
 
@@ -533,6 +545,9 @@ impl fmt::Display for ConfigError {
         }
         if let Some(s) = &self.snippet {
             write!(f, "{s}")?;
+        }
+        if let Some(n) = &self.note {
+            writeln!(f, "  note: {n}")?;
         }
         Ok(())
     }
@@ -553,6 +568,7 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }],
             snippet: None,
+            note: None,
         })?;
         Self::from_yaml(&text, path)
     }
@@ -568,7 +584,17 @@ impl Config {
         });
         let config = match parsed {
             Ok(c) => c,
-            Err(e) => return Err(parse_error(text, file, &path_at_error, &e)),
+            Err(e) => {
+                let mut err = parse_error(text, file, &path_at_error, &e);
+                let (more, note) = more_parse_problems(text, &err.problems[0]);
+                // The first problem keeps the parser's own snippet; all are listed in file order.
+                err.problems.extend(more);
+                err.problems.sort_by_key(|p| (p.line, p.column));
+                err.note = Some(note.unwrap_or_else(|| {
+                    "the ranges and the references between sections are checked once the file parses".into()
+                }));
+                return Err(err);
+            }
         };
         let (problems, warnings) = config.validate();
         if problems.is_empty() {
@@ -629,16 +655,18 @@ impl Config {
                 range("role.forwarder.power_off_self_after", after, HumanDuration::ZERO, ONE_DAY);
             }
         }
+        let (lo, hi) = CHARGE_RANGE;
         if let Some(c) = self.daemon.restart_min_charge
-            && !(0.0..=100.0).contains(&c)
+            && !(lo..=hi).contains(&c)
         {
-            p.push(("daemon.restart_min_charge".into(), format!("must be between 0 and 100 (percent), got {c}")));
+            p.push(("daemon.restart_min_charge".into(), format!("must be between {lo} and {hi} (percent), got {c}")));
         }
         if self.daemon.restart_min_charge.is_some() && !self.daemon.startup_on_power_return {
             w.push("daemon.restart_min_charge has no effect without daemon.startup_on_power_return".into());
         }
         for (field, c) in [("shutdown.concurrency", s.concurrency), ("startup.concurrency", u.concurrency)] {
-            if let Some(m) = count_out_of_range(u64::try_from(c).unwrap_or(u64::MAX), 1, MAX_CONCURRENCY) {
+            if let Some(m) = count_out_of_range(u64::try_from(c).unwrap_or(u64::MAX), MIN_CONCURRENCY, MAX_CONCURRENCY)
+            {
                 p.push((field.into(), m));
             }
         }
@@ -910,12 +938,270 @@ fn parse_error(text: &str, file: &Path, path: &str, e: &serde_saphyr::Error) -> 
     let own = crate::yaml_index::Index::build(text).and_then(|i| i.locate(path));
     let located = inner.last().copied().or(if message.contains("unknown field") { None } else { own }).or(loc).or(own);
     let field = if path == "." { String::new() } else { path.to_string() };
+    let message = with_suggestion(message);
     let snippet = located.map(|(l, c)| snippet_at(text, file, l, c, &message));
     ConfigError {
         file: file.to_path_buf(),
         problems: vec![Problem { line: located.map(|l| l.0), column: located.map(|l| l.1), field, message }],
         snippet,
+        note: None,
     }
+}
+
+/// At most this many problems are reported from a file that does not parse.
+const MAX_PARSE_PROBLEMS: usize = 50;
+
+/// The problems after the parser's first: the file is read as plain YAML, the part the first
+/// problem is in left out, and the config read again, until it reads or nothing more can be left
+/// out. A required field left out takes the list item that holds it (a node, a backend) with
+/// it. A file that is not YAML at all (a bad indent, an unclosed quote) cannot be read past its
+/// first problem: the second value says so, and what else was not checked.
+fn more_parse_problems(text: &str, first: &Problem) -> (Vec<Problem>, Option<String>) {
+    let Ok(mut tree) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return (
+            Vec::new(),
+            Some(
+                "this is a YAML syntax error: the parser cannot read past it, so any later problem shows once it \
+                 is fixed"
+                    .into(),
+            ),
+        );
+    };
+    let index = crate::yaml_index::Index::build(text);
+    let mut gone = Removed::default();
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut at = precise_path(&first.field, &first.message);
+    for _ in 0..MAX_PARSE_PROBLEMS {
+        // Only a misspelt key is renamed; a misspelt value (an unknown variant) is left out.
+        let last = problems.last().map_or(first.message.as_str(), |p| p.message.as_str());
+        let rename = last
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.rsplit_once("did you mean `"))
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(name, _)| name);
+        if at.is_empty() || !gone.remove(&mut tree, &at, rename) {
+            let what = if at.is_empty() { "a problem at its top level".to_string() } else { format!("`{at}`") };
+            return (problems, Some(format!("the file could not be read past {what}: fix it to see what follows")));
+        }
+        let mut path = String::new();
+        let result = serde_path_to_error::deserialize::<_, Config>(&tree).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        });
+        let Err(e) = result else { return (problems, None) };
+        let path = if path == "." { String::new() } else { gone.original(&path) };
+        let message = e.to_string();
+        if let Some(field) = missing_field(&message) {
+            let full = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            if gone.was_removed(&full) {
+                // Left out by us: leave out what holds it instead, without a word.
+                match enclosing_item(&path) {
+                    Some(item) => {
+                        at = item;
+                        continue;
+                    }
+                    None => {
+                        let note =
+                            format!("the file could not be read past the missing `{full}`: fix it to see what follows");
+                        return (problems, Some(note));
+                    }
+                }
+            }
+        }
+        at = precise_path(&path, &message);
+        if problems.iter().any(|p| p.field == at && p.message == message) || at == first.field {
+            break;
+        }
+        let loc = index.as_ref().and_then(|i| i.locate(&at));
+        problems.push(Problem {
+            line: loc.map(|l| l.0),
+            column: loc.map(|l| l.1),
+            field: at.clone(),
+            message: with_suggestion(message),
+        });
+    }
+    (problems, None)
+}
+
+/// An unknown field inside a backend's settings is reported at the backend (its type decides
+/// the fields): point at the field itself when the mapping holds it.
+fn precise_path(path: &str, message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return path.to_string() };
+    let Some((name, _)) = rest.split_once('`') else { return path.to_string() };
+    if path.ends_with(&format!(".{name}")) || path == name {
+        return path.to_string();
+    }
+    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+}
+
+/// `missing field `x`` → `x`.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split_once('`').map(|(f, _)| f)
+}
+
+/// The list item a path is in: `nodes[1].controllers[0].user` → `nodes[1].controllers[0]`.
+fn enclosing_item(path: &str) -> Option<String> {
+    let end = path.rfind(']')?;
+    Some(path[..=end].to_string())
+}
+
+/// What was left out of the tree, so later paths (counted in the shrunk lists) can be told in
+/// the file's own numbering.
+#[derive(Default)]
+struct Removed {
+    /// Every path left out, in the file's numbering.
+    paths: Vec<String>,
+    /// Per list (its path in the file's numbering): the file's indices of the items left out.
+    items: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+impl Removed {
+    fn was_removed(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p == path)
+    }
+
+    /// A path counted in the shrunk lists, in the file's numbering.
+    fn original(&self, path: &str) -> String {
+        use crate::yaml_index::Segment;
+        let mut out = String::new();
+        for seg in crate::yaml_index::segments(path) {
+            match seg {
+                Segment::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Segment::Index(i) => {
+                    let gone = self.items.get(&out).map(Vec::as_slice).unwrap_or_default();
+                    // The i-th item still there is the file's first index past i + (items gone
+                    // before it).
+                    let mut original = 0;
+                    let mut left = i;
+                    loop {
+                        if !gone.contains(&original) {
+                            if left == 0 {
+                                break;
+                            }
+                            left -= 1;
+                        }
+                        original += 1;
+                    }
+                    out.push_str(&format!("[{original}]"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Leaves out what `path` (in the file's numbering) names; false when it is not there. A
+    /// misspelt key whose nearest known name is not there is renamed to it instead, so what
+    /// follows is read as though the slip were fixed (and a required field is not missed).
+    fn remove(&mut self, tree: &mut serde_json::Value, path: &str, rename_to: Option<&str>) -> bool {
+        use crate::yaml_index::Segment;
+        let segs = crate::yaml_index::segments(path);
+        let Some((last, parents)) = segs.split_last() else { return false };
+        let mut cur = tree;
+        let mut here = String::new();
+        for seg in parents {
+            let next = match seg {
+                Segment::Key(k) => {
+                    if !here.is_empty() {
+                        here.push('.');
+                    }
+                    here.push_str(k);
+                    cur.get_mut(*k)
+                }
+                Segment::Index(i) => {
+                    let shrunk = self.shrunk_index(&here, *i);
+                    here.push_str(&format!("[{i}]"));
+                    shrunk.and_then(|j| cur.get_mut(j))
+                }
+            };
+            match next {
+                Some(n) => cur = n,
+                None => return false,
+            }
+        }
+        let done = match (last, cur) {
+            (Segment::Key(k), serde_json::Value::Object(m)) => match m.remove(*k) {
+                Some(v) => {
+                    if let Some(to) = rename_to.filter(|to| !m.contains_key(*to)) {
+                        m.insert(to.to_string(), v);
+                    }
+                    true
+                }
+                None => false,
+            },
+            (Segment::Index(i), serde_json::Value::Array(a)) => match self.shrunk_index(&here, *i) {
+                Some(j) if j < a.len() => {
+                    a.remove(j);
+                    self.items.entry(here.clone()).or_default().push(*i);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if done {
+            self.paths.push(path.to_string());
+        }
+        done
+    }
+
+    /// Where the file's item `i` of the list at `list` is in the shrunk list.
+    fn shrunk_index(&self, list: &str, i: usize) -> Option<usize> {
+        let gone = self.items.get(list).map(Vec::as_slice).unwrap_or_default();
+        if gone.contains(&i) {
+            return None;
+        }
+        Some(i - gone.iter().filter(|g| **g < i).count())
+    }
+}
+
+/// A message naming an unknown field or variant, with the known name nearest to it when one is
+/// close: "unknown field `poll_intervall`, expected one of ...; did you mean `poll_interval`?".
+fn with_suggestion(message: String) -> String {
+    let unknown = ["unknown field `", "unknown variant `"].iter().find_map(|p| message.strip_prefix(p));
+    let Some((wrong, expected)) = unknown.and_then(|r| r.split_once('`')) else { return message };
+    let Some(i) = expected.find("expected ") else { return message };
+    let known: Vec<&str> = expected[i + "expected ".len()..]
+        .trim_start_matches("one of ")
+        .split([',', ' '])
+        .map(|w| w.trim_matches(|c: char| c == '`' || c == ';' || c == '.'))
+        .filter(|w| !w.is_empty() && *w != "or" && *w != "and")
+        .collect();
+    match nearest(wrong, &known) {
+        Some(best) => format!("{message}; did you mean `{best}`?"),
+        None => message,
+    }
+}
+
+/// The known name closest to `wrong` in edits (Levenshtein), when it is close enough to be a
+/// slip: at most a third of its length, and at least 1 edit allowed.
+fn nearest<'a>(wrong: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (wrong.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(wrong, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// What to change in a config written for an earlier layout.

@@ -49,12 +49,12 @@ impl Index {
     }
 }
 
-enum Segment<'a> {
+pub(crate) enum Segment<'a> {
     Key(&'a str),
     Index(usize),
 }
 
-fn segments(path: &str) -> Vec<Segment<'_>> {
+pub(crate) fn segments(path: &str) -> Vec<Segment<'_>> {
     let mut out = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (key, rest) = match part.find('[') {

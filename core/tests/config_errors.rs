@@ -380,3 +380,100 @@ power_sources:
     assert_eq!(cfg.startup.clock_sync_timeout, None, "the clock gate is off by default");
     assert!(warnings.iter().any(|w| w.contains("power_off_self without shutdown.ups_off")), "{warnings:?}");
 }
+
+/// Issue 17: four mistakes in one file are four problems, each at its line, in file order, with
+/// the nearest known name for a misspelt one; what could not be checked is said.
+#[test]
+fn every_problem_the_parser_allows_is_listed_with_the_nearest_known_name() {
+    let yaml = "host: a\n\
+                daemon:\n  poll_intervall: 2s\n\
+                policy:\n  debounce_polls: three\n\
+                budget:\n  default_shutdown_budget: 5\n\
+                power_sources:\n  - { type: stub_ups, name: u1, poll_timout: 1s }\n\
+                nodes:\n  - { name: n1, address: 10.0.0.1, role: servr, controllers: [] }\n";
+    let (e, s) = err(yaml);
+    let got: Vec<(Option<u64>, &str)> = e.problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(3), "daemon.poll_intervall"),
+            (Some(5), "policy.debounce_polls"),
+            (Some(7), "budget.default_shutdown_budget"),
+            (Some(9), "power_sources[0].poll_timout"),
+            (Some(11), "nodes[0].role"),
+        ],
+        "{s}"
+    );
+    assert!(s.starts_with("/etc/hecate/test.yaml: 5 problems found"), "{s}");
+    assert!(s.contains("unknown field `poll_intervall`") && s.contains("did you mean `poll_interval`?"), "{s}");
+    assert!(s.contains("did you mean `poll_timeout`?"), "{s}");
+    assert!(s.contains("unknown variant `servr`") && s.contains("did you mean `server`?"), "{s}");
+    assert!(s.contains("note: the ranges and the references between sections are checked once the file parses"), "{s}");
+    // Nothing near enough: no guess.
+    let (_, s) = err("host: a\npower_sources: []\ndaemon: { zzzzzz: 1 }\n");
+    assert!(!s.contains("did you mean"), "{s}");
+}
+
+#[test]
+fn a_yaml_syntax_error_stops_the_parser_and_says_so() {
+    let (e, s) = err("host: a\npower_sources:\n  - { type: stub_ups, name: \"u1 }\nnodes: [\n");
+    assert_eq!(e.problems.len(), 1, "{s}");
+    assert!(s.contains("note: this is a YAML syntax error: the parser cannot read past it"), "{s}");
+}
+
+/// The JSON Schema (`hecate config schema`) carries the ranges `validate` checks: every number
+/// in the core's sections has both bounds, a value at each bound passes and one just past it is
+/// refused, naming the field.
+#[test]
+fn the_schema_carries_the_ranges_the_checks_enforce() {
+    let schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
+    let mut checked = 0;
+    for (def, section) in [
+        ("PolicyConfig", "policy"),
+        ("BudgetConfig", "budget"),
+        ("DaemonConfig", "daemon"),
+        ("ShutdownConfig", "shutdown"),
+        ("StartupConfig", "startup"),
+    ] {
+        let props = schema["$defs"][def]["properties"].as_object().unwrap_or_else(|| panic!("no {def} in the schema"));
+        for (name, p) in props {
+            let ty = p["type"].to_string();
+            let integer = ty.contains("integer");
+            if !integer && !ty.contains("number") {
+                continue;
+            }
+            let field = format!("{section}.{name}");
+            let max = p["maximum"].as_f64().unwrap_or_else(|| panic!("{field}: no maximum in the schema: {p}"));
+            let (min, exclusive) = match (p["minimum"].as_f64(), p["exclusiveMinimum"].as_f64()) {
+                (Some(m), None) => (m, false),
+                (None, Some(m)) => (m, true),
+                _ => panic!("{field}: no minimum in the schema: {p}"),
+            };
+            let step = if integer { 1.0 } else { 0.01 };
+            let yaml = |v: f64| {
+                let v = if integer { format!("{}", v as i64) } else { format!("{v}") };
+                format!("host: a\npower_sources:\n  - {{ type: stub_ups, name: u1 }}\n{section}: {{ {name}: {v} }}\n")
+            };
+            let passes = |v: f64| load(&yaml(v)).map(|_| ()).map_err(|e| e.to_string());
+            let refused = |v: f64| match load(&yaml(v)) {
+                Ok(_) => Err(format!("{field} = {v} passes, the schema says it should not")),
+                Err(e) if e.problems.iter().any(|p| p.field == field) => Ok(()),
+                Err(e) => Err(format!("{field} = {v} refused for another reason: {e}")),
+            };
+            passes(max).unwrap_or_else(|e| panic!("{field} = {max} (the schema's maximum) is refused: {e}"));
+            refused(max + step).unwrap();
+            if exclusive {
+                refused(min).unwrap();
+                passes(min + step).unwrap_or_else(|e| panic!("{field} just above {min} is refused: {e}"));
+            } else {
+                passes(min).unwrap_or_else(|e| panic!("{field} = {min} (the schema's minimum) is refused: {e}"));
+                // An unsigned count cannot be written below 0: the parser refuses it anyway.
+                if !(integer && min == 0.0) {
+                    refused(min - step).unwrap();
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "only {checked} numbers checked");
+}

@@ -140,8 +140,8 @@ pub enum ConfigCommand {
         /// machine, whose files are not here.
         #[arg(long)]
         no_build: bool,
-        /// The files.
-        #[arg(required = true)]
+        /// The files (default: the config the other commands read).
+        #[arg(default_value = DEFAULT_CONFIG)]
         files: Vec<PathBuf>,
     },
     /// Print the JSON Schema of the config file, for editors.

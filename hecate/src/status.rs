@@ -278,9 +278,13 @@ impl Snapshot {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let origin = if self.from_daemon { "the daemon's" } else { "a one-off poll: no daemon is running" };
+        let origin = if self.from_daemon {
+            format!("as the daemon saw it at {}", self.updated_at)
+        } else {
+            format!("a one-off poll at {}: no daemon is running", self.updated_at)
+        };
         let since = self.phase_since.as_deref().map(|t| format!(" since {t}")).unwrap_or_default();
-        let _ = writeln!(s, "{}: {}{since} ({origin}, as of {})", self.host, phase_words(self.phase), self.updated_at);
+        let _ = writeln!(s, "{}: {}{since} ({origin})", self.host, phase_words(self.phase));
         if let Some(d) = &self.phase_detail {
             let _ = writeln!(s, "  why: {d}");
         }

@@ -45,7 +45,10 @@ fn without_a_daemon_status_polls_once_and_exits_3() {
     let (code, out) = status(&config);
     assert_eq!(code, Some(3), "{out}");
     assert!(out.starts_with("health: not protected: no daemon is running"), "{out}");
-    assert!(out.contains("one-off poll (no daemon running)") && out.contains("ups sim"), "{out}");
+    assert!(
+        out.contains("(a one-off poll at ") && out.contains(": no daemon is running)") && out.contains("ups sim"),
+        "{out}"
+    );
 }
 
 /// Resumes a stopped daemon whatever happens, so a failed assertion leaves no stopped process.
@@ -72,7 +75,7 @@ impl Drop for Stopped {
 fn a_healthy_daemon_is_0_and_its_stale_status_is_3() {
     let mut d = HecateDaemon::start(hecate(), &format!("host: h\n{SIMULATED}"));
     let out = wait_status(d.config(), 0, "health: ok");
-    assert!(out.contains("(daemon)"), "{out}");
+    assert!(out.contains("(as the daemon saw it at "), "{out}");
 
     // The daemon stops writing (stopped, as a hung process would be) and its status ages.
     let path = d.state_dir().join("status.json");

@@ -3,6 +3,21 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::limits::MAX_COUNT;
+
+// The ranges `validate` checks, which the JSON Schema (`hecate config schema`) carries too: one
+// constant for both.
+/// `runtime_safety_factor`: from, to.
+pub const SAFETY_FACTOR_RANGE: (f64, f64) = (1.0, 10.0);
+/// `slope_memory_pct`: more than 0, at most this.
+pub const SLOPE_MEMORY_MAX: f64 = 100.0;
+/// `slope_min_drop_pct`: from, to.
+pub const SLOPE_MIN_DROP_RANGE: (f64, f64) = (1.0, 100.0);
+/// `peukert_exponent`: from, to.
+pub const PEUKERT_RANGE: (f64, f64) = (1.0, 2.0);
+/// Every count of polls: from 1 to [`MAX_COUNT`].
+pub const MIN_POLLS: u64 = 1;
+
 /// How the shutdown trigger decides. Every field has a default; unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -10,19 +25,23 @@ pub struct PolicyConfig {
     /// Trigger the shutdown when the estimated runtime left falls below this many times the
     /// shutdown budget. The budget is the slowest recent shutdown; the factor covers a shutdown
     /// slower than any before and the error of the runtime estimate. 1.0 to 10.0; default 1.10.
+    #[schemars(range(min = SAFETY_FACTOR_RANGE.0, max = SAFETY_FACTOR_RANGE.1))]
     pub runtime_safety_factor: f64,
     /// Consecutive polls the estimate must stay below the threshold before the shutdown is
     /// triggered, so one bad reading does not shut the cluster down. `LB` and `FSD` are not
     /// debounced. 1 to 1000; default 3.
+    #[schemars(range(min = MIN_POLLS, max = MAX_COUNT))]
     pub debounce_polls: u32,
     /// Consecutive polls with mains back (`OL`) that cancel a pending (not yet triggered) count.
     /// Fewer `OL` polls between on-battery polls (flapping mains) neither cancel nor add to it.
     /// 1 to 1000; default 3.
+    #[schemars(range(min = MIN_POLLS, max = MAX_COUNT))]
     pub mains_back_polls: u32,
     /// Width, in polls, of the running median through which `battery.charge` and `ups.load` are
     /// read. A glitch lasting fewer than half of these polls is ignored; the price is a delay of
     /// half as many polls, which the estimate compensates by projecting the charge along its
     /// slope. An even number acts as the next odd one. 1 to 1000; default 5.
+    #[schemars(range(min = MIN_POLLS, max = MAX_COUNT))]
     pub spike_filter_polls: u32,
     /// Width, in polls, of the running median through which `battery.runtime` is read (each
     /// reading counted down by its age, so the median does not lag). Firmware runtimes scatter by
@@ -30,22 +49,26 @@ pub struct PolicyConfig {
     /// 1.25/√n as much, and 15 brings a ±30 % scatter inside the ±10 % that
     /// `runtime_safety_factor` leaves. The own estimate from the charge slope reacts to a load
     /// step on the next poll, so a slow firmware median costs little. 1 to 1000; default 15.
+    #[schemars(range(min = MIN_POLLS, max = MAX_COUNT))]
     pub runtime_median_polls: u32,
     /// How fast the charge slope forgets old data, in percent of charge consumed since: a point
     /// this many percent ago weighs 1/e of a new one. Longer is steadier (charge is reported in
     /// whole percents), shorter follows a battery whose behaviour changes. More than 0, at most
     /// 100; default 20.
+    #[schemars(range(max = SLOPE_MEMORY_MAX), extend("exclusiveMinimum" = 0))]
     pub slope_memory_pct: f64,
     /// The own estimate from the charge slope is used only once the charge has been seen to fall by
     /// this many percent while on battery (in this outage or a previous one of this process).
     /// Charge is reported in whole percents, so the first steps say little about the slope.
     /// 1 to 100; default 3.
+    #[schemars(range(min = SLOPE_MIN_DROP_RANGE.0, max = SLOPE_MIN_DROP_RANGE.1))]
     pub slope_min_drop_pct: f64,
     /// Peukert's exponent: a battery drains faster than in proportion to its load, as
     /// load^exponent (1.0: in proportion). Used to predict the drain after a load change until
     /// the readings across such a change show that another exponent between 1.0 and 1.5 fits
     /// clearly better (that one is then used, and the reason says so). Between 1.0 and 2.0.
     /// Default 1.0.
+    #[schemars(range(min = PEUKERT_RANGE.0, max = PEUKERT_RANGE.1))]
     pub peukert_exponent: f64,
     /// When the UPS was last seen online and then no data arrives, count down from the last
     /// runtime estimate as though an outage had begun when contact was lost, and trigger when that
@@ -75,9 +98,10 @@ impl PolicyConfig {
     /// Every problem with the settings, as lowercase messages naming the field.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !(1.0..=10.0).contains(&self.runtime_safety_factor) {
+        let (lo, hi) = SAFETY_FACTOR_RANGE;
+        if !(lo..=hi).contains(&self.runtime_safety_factor) {
             problems.push(format!(
-                "runtime_safety_factor must be a number from 1.0 to 10.0, got {}",
+                "runtime_safety_factor must be a number from {lo:.1} to {hi:.1}, got {}",
                 self.runtime_safety_factor
             ));
         }
@@ -87,22 +111,29 @@ impl PolicyConfig {
             ("spike_filter_polls", self.spike_filter_polls),
             ("runtime_median_polls", self.runtime_median_polls),
         ] {
-            if let Some(m) = crate::duration::count_out_of_range(u64::from(n), 1, crate::duration::limits::MAX_COUNT) {
+            if let Some(m) = crate::duration::count_out_of_range(u64::from(n), MIN_POLLS, MAX_COUNT) {
                 problems.push(format!("{field} {m}"));
             }
         }
-        if !(self.slope_memory_pct > 0.0 && self.slope_memory_pct <= 100.0) {
+        if !(self.slope_memory_pct > 0.0 && self.slope_memory_pct <= SLOPE_MEMORY_MAX) {
             problems.push(format!(
-                "slope_memory_pct must be a number more than 0, at most 100, got {}",
+                "slope_memory_pct must be a number more than 0, at most {SLOPE_MEMORY_MAX}, got {}",
                 self.slope_memory_pct
             ));
         }
-        if !(1.0..=100.0).contains(&self.slope_min_drop_pct) {
-            problems
-                .push(format!("slope_min_drop_pct must be a number from 1 to 100, got {}", self.slope_min_drop_pct));
+        let (lo, hi) = SLOPE_MIN_DROP_RANGE;
+        if !(lo..=hi).contains(&self.slope_min_drop_pct) {
+            problems.push(format!(
+                "slope_min_drop_pct must be a number from {lo} to {hi}, got {}",
+                self.slope_min_drop_pct
+            ));
         }
-        if !(1.0..=2.0).contains(&self.peukert_exponent) {
-            problems.push(format!("peukert_exponent must be a number from 1.0 to 2.0, got {}", self.peukert_exponent));
+        let (lo, hi) = PEUKERT_RANGE;
+        if !(lo..=hi).contains(&self.peukert_exponent) {
+            problems.push(format!(
+                "peukert_exponent must be a number from {lo:.1} to {hi:.1}, got {}",
+                self.peukert_exponent
+            ));
         }
         problems
     }
