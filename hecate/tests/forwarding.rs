@@ -578,7 +578,12 @@ fn a_forwarder_cannot_speak_for_another_and_unknown_names_leave_no_trace() {
     let status = std::fs::read_to_string(coord.state_dir().join("status.json")).unwrap();
     let metrics = scrape(metrics_port);
     assert!(!status.contains("mallory") && !metrics.contains("mallory"), "{status}\n{metrics}");
-    assert!(!metrics.contains("forwarder=\"rhea\""), "rhea never triggered:\n{metrics}");
+    // Each listed forwarder's counter exists from the start (at 0, so increase() sees its first).
+    assert_eq!(
+        metric(&metrics, "hecate_forwarded_triggers_total{forwarder=\"rhea\"}"),
+        0.0,
+        "rhea never triggered:\n{metrics}"
+    );
     assert_eq!(metric(&metrics, "hecate_forwarding_refused_total{reason=\"unknown_forwarder\"}"), 1.0, "{metrics}");
     assert!(!coord.log().contains("forged"), "{}", coord.log());
 }
