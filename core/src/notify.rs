@@ -46,6 +46,11 @@ pub enum EventKind {
     ReplaceBattery,
     /// A UPS is overloaded (`OVER`).
     Overload,
+    /// A preflight check of the shutdown or startup path started failing (a node's host key,
+    /// its sudo rule, a BMC password, the cluster's permissions, ...): the path would break.
+    PreflightFailed,
+    /// A preflight check that had failed passes again.
+    PreflightRecovered,
 }
 
 impl EventKind {
@@ -66,7 +71,7 @@ impl EventKind {
     }
 
     /// Every kind, for metrics and documentation.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::OnBattery,
         Self::PowerRestored,
         Self::ShutdownTriggered,
@@ -83,6 +88,8 @@ impl EventKind {
         Self::LowBattery,
         Self::ReplaceBattery,
         Self::Overload,
+        Self::PreflightFailed,
+        Self::PreflightRecovered,
     ];
 
     /// The `snake_case` name, as serialised.
@@ -104,6 +111,8 @@ impl EventKind {
             Self::LowBattery => "low_battery",
             Self::ReplaceBattery => "replace_battery",
             Self::Overload => "overload",
+            Self::PreflightFailed => "preflight_failed",
+            Self::PreflightRecovered => "preflight_recovered",
         }
     }
 }
