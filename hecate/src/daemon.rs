@@ -16,7 +16,7 @@ use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, PlanKind};
 use hecate_core::power::Sample;
 use hecate_core::runtime::Runtime;
-use hecate_core::supervisor::{Effect, Input, Level, LockHolder, RunEnd, RunId, Supervisor};
+use hecate_core::supervisor::{Effect, Input, Level, LockHolder, PreflightOutcome, RunEnd, RunId, Supervisor};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -121,6 +121,8 @@ struct Shell {
     /// one to let go of the run lock.
     run_slot: Arc<tokio::sync::Mutex<()>>,
     clearing: Option<AbortHandle>,
+    /// The preflight running in the background, if one is.
+    preflight: Option<AbortHandle>,
     last_run: Option<serde_json::Value>,
     last_poll: Option<Instant>,
     ready_sent: bool,
@@ -141,6 +143,9 @@ impl Shell {
             rt.power.iter().map(|p| p.name.clone()),
         )
         .with_instance_id(forward::random_hex(4));
+        if cfg.preflight.enabled {
+            sup = sup.with_preflight(cfg.preflight.interval.as_secs_f64());
+        }
         // What earlier outages showed of each battery; a history that cannot be read is no
         // reason not to protect (the loader keeps an unreadable file aside and says so).
         let discharge_path = cfg.state_dir.join(DischargeHistory::FILE_NAME);
@@ -172,6 +177,7 @@ impl Shell {
             runs: Vec::new(),
             run_slot: Arc::default(),
             clearing: None,
+            preflight: None,
             last_run: None,
             last_poll: None,
             ready_sent: false,
@@ -386,6 +392,35 @@ impl Shell {
                     crate::run::power_off_self(&cfg).await;
                 });
             }
+            Effect::RunPreflight => {
+                let (cfg, rt, tx) = (self.cfg.clone(), self.rt.clone(), self.tx.clone());
+                let forwarding = match (&self.link, &cfg.role) {
+                    (Some(link), _) => crate::preflight::Forwarding::Link(link.clone()),
+                    (None, hecate_core::config::Role::Forwarder(_)) => crate::preflight::Forwarding::Unavailable(
+                        "the forwarding key or ca_file could not be read at start (see the log)".into(),
+                    ),
+                    (None, _) => crate::preflight::Forwarding::None,
+                };
+                let task = tokio::spawn(async move {
+                    // A run of another process (a drill, an operator's shutdown) changes what
+                    // would be checked: its failures would be noise.
+                    let outcome = if crate::preflight::run_lock_held(&cfg.state_dir) {
+                        let holder = crate::run::run_lock_holder(&cfg.state_dir)
+                            .map(|(pid, kind)| format!(" (pid {pid}, a {kind})"))
+                            .unwrap_or_default();
+                        PreflightOutcome::NotRun(format!("a run holds the run lock{holder}"))
+                    } else {
+                        PreflightOutcome::Ran(crate::preflight::run_checks(&cfg, &rt, &forwarding).await)
+                    };
+                    let _ = tx.send(Msg::Input(Input::PreflightDone(outcome))).await;
+                });
+                self.preflight = Some(task.abort_handle());
+            }
+            Effect::AbortPreflight => {
+                if let Some(h) = self.preflight.take() {
+                    h.abort();
+                }
+            }
             Effect::Log { level, message } => match level {
                 Level::Debug => tracing::debug!(target: "hecate::lifecycle", "{message}"),
                 Level::Info => tracing::info!(target: "hecate::lifecycle", "{message}"),
@@ -460,6 +495,7 @@ impl Shell {
         }
         self.metrics.set_lifecycle(sup, self.budget.seconds);
         let credentials = crate::status::credential_status(&self.rt);
+        self.metrics.set_preflight(sup.preflight());
         self.metrics.set_credential_expiry(
             credentials.as_ref().and_then(|c| c.what.as_deref()),
             credentials.as_ref().and_then(|c| c.days_left),

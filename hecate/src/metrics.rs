@@ -56,6 +56,11 @@ pub struct Metrics {
     alerts: IntCounterVec,
     alert_active: IntGaugeVec,
     credential_days: GaugeVec,
+    preflight_ok: IntGaugeVec,
+    preflight_at: prometheus::Gauge,
+    preflight_duration: prometheus::Gauge,
+    /// The two gauges above are registered (once a preflight has run).
+    preflight_shown: Arc<std::sync::atomic::AtomicBool>,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -161,7 +166,29 @@ impl Metrics {
              negative once expired",
             &["credential"],
         )?;
+        let preflight_ok = IntGaugeVec::new(
+            Opts::new(
+                "hecate_preflight_ok",
+                "1 while a preflight check of the shutdown and startup path passes, 0 while it fails, as last \
+                 checked (target: node/NAME, ups/NAME, cluster, gitops, coordinator; check: what, such as \
+                 ssh_systemd:sudo); a check that could never be made has no series",
+            ),
+            &["target", "check"],
+        )?;
+        r.register(Box::new(preflight_ok.clone()))?;
+        let preflight_at = prometheus::Gauge::new(
+            "hecate_preflight_last_check_timestamp_seconds",
+            "When the daemon's last preflight ran, Unix time (absent until one has)",
+        )?;
+        let preflight_duration = prometheus::Gauge::new(
+            "hecate_preflight_last_duration_seconds",
+            "How long the daemon's last preflight took",
+        )?;
         Ok(Self {
+            preflight_ok,
+            preflight_at,
+            preflight_duration,
+            preflight_shown: Arc::default(),
             alerts,
             alert_active,
             unavailable,
@@ -276,6 +303,34 @@ impl Metrics {
         self.credential_days.reset();
         if let (Some(what), Some(days)) = (what, days) {
             self.credential_days.with_label_values(&[what]).set(days);
+        }
+    }
+
+    /// Each preflight check's last known state, and when the last preflight ran. The time and
+    /// duration are registered only once a preflight has run, so a scrape before that does not
+    /// show a check made at 1970.
+    pub fn set_preflight(&self, tracker: &hecate_core::preflight::Tracker) {
+        use hecate_core::preflight::CheckStatus;
+        self.preflight_ok.reset();
+        for c in tracker.states() {
+            let ok = match c.status {
+                CheckStatus::Ok => 1,
+                CheckStatus::Failed => 0,
+                CheckStatus::Skipped => continue,
+            };
+            self.preflight_ok.with_label_values(&[&c.target, &c.check]).set(ok);
+        }
+        let Some((at, duration)) = tracker.last() else { return };
+        if let Ok(t) = humantime::parse_rfc3339_weak(at)
+            && let Ok(unix) = t.duration_since(std::time::UNIX_EPOCH)
+        {
+            // registered on first use: the gauges exist only once there is something to say
+            if !self.preflight_shown.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let _ = self.registry.register(Box::new(self.preflight_at.clone()));
+                let _ = self.registry.register(Box::new(self.preflight_duration.clone()));
+            }
+            self.preflight_at.set(unix.as_secs_f64());
+            self.preflight_duration.set(duration);
         }
     }
 

@@ -37,7 +37,7 @@ pub async fn shutdown(args: &RunArgs, reason: &str) -> anyhow::Result<ExitCode> 
 /// Builds what it can; each backend that cannot be built is said on stderr. A run goes on
 /// without it (the steps that need it fail at once, fallbacks go on): a broken SSH key on one
 /// node must not keep the others up.
-fn build_reporting(cfg: &Config) -> Runtime {
+pub(crate) fn build_reporting(cfg: &Config) -> Runtime {
     let rt = Runtime::build_degraded(cfg);
     for b in &rt.unavailable {
         eprintln!("problem: {b}");
@@ -130,6 +130,19 @@ pub fn run_lock_holder(state_dir: &Path) -> Option<(u32, String)> {
 /// be resumed after a crash, not a run that does not happen, and a run that cannot be recorded is
 /// still done. Both are logged.
 pub async fn execute(cfg: &Config, rt: Arc<Runtime>, plan: &Plan, resume: bool, sink: EventSink) -> RunReport {
+    execute_recording(cfg, rt, plan, resume, sink, crate::status::record_run).await
+}
+
+/// [`execute`], recording the finished run with `record` (a drill records its halves as drill
+/// runs).
+pub async fn execute_recording(
+    cfg: &Config,
+    rt: Arc<Runtime>,
+    plan: &Plan,
+    resume: bool,
+    sink: EventSink,
+    record: impl FnOnce(&Config, &RunReport) -> anyhow::Result<()>,
+) -> RunReport {
     let mut journal = match Journal::open(&cfg.state_dir, plan.kind, &plan.reason, resume) {
         Ok(j) => Some(j),
         Err(e) => {
@@ -142,7 +155,7 @@ pub async fn execute(cfg: &Config, rt: Arc<Runtime>, plan: &Plan, resume: bool, 
     }
     let engine = Engine::new(rt, engine_options(cfg), sink);
     let report = engine.execute(plan, journal.as_mut()).await;
-    if let Err(e) = crate::status::record_run(cfg, &report) {
+    if let Err(e) = record(cfg, &report) {
         tracing::error!(error = %format!("{e:#}"), "the run is done but could not be recorded");
     }
     if let Some(j) = journal

@@ -10,6 +10,7 @@
 //! on a machine without the key, and a daemon whose key is missing refuses to start instead of
 //! failing at the moment a shutdown is needed.
 
+pub mod keyscan;
 mod known_hosts;
 mod session;
 

@@ -17,7 +17,7 @@ use super::known_hosts::{self, Verdict};
 const OUTPUT_LIMIT: usize = 16 * 1024;
 
 /// The host key algorithms russh can verify in this build (no `rsa` feature), most preferred first.
-const HOST_KEY_ALGORITHMS: [Algorithm; 4] = [
+pub(super) const HOST_KEY_ALGORITHMS: [Algorithm; 4] = [
     Algorithm::Ed25519,
     Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
     Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
