@@ -46,6 +46,18 @@ pub fn shutdown_plan(cfg: &Config, rt: &Runtime) -> Plan {
     p
 }
 
+/// What the drill leaves out of this config's shutdown plan: its UPS stages, and powering this
+/// host off.
+pub fn left_out(cfg: &Config) -> Vec<String> {
+    let real = plan::shutdown_plan(cfg, &Runtime::unbuilt(cfg), "");
+    let mut left: Vec<String> =
+        real.stages.iter().map(|s| s.name.clone()).filter(|n| LEFT_OUT_STAGES.contains(&n.as_str())).collect();
+    if real.finally.is_some() {
+        left.push("power-off-self".into());
+    }
+    left
+}
+
 /// `Ok` with the power sources as last seen when no outage is in progress; otherwise why a
 /// drill must not run now. The daemon's view when one runs (its phase must be `watching`),
 /// else a one-off read of every source.
@@ -88,13 +100,9 @@ fn record(cfg: &Config, report: &RunReport) -> anyhow::Result<()> {
     let mut rec = RunRecord::from_report(report, &cfg.host, fingerprint);
     rec.kind = RunKind::Drill;
     rec.part = Some(report.kind);
-    if shutdown {
-        let real = plan::shutdown_plan(cfg, &Runtime::unbuilt(cfg), "");
-        let left: Vec<&str> =
-            real.stages.iter().map(|s| s.name.as_str()).filter(|n| LEFT_OUT_STAGES.contains(n)).collect();
-        if !left.is_empty() {
-            rec.extra.insert("left_out".into(), serde_json::json!(left));
-        }
+    let left = left_out(cfg);
+    if shutdown && !left.is_empty() {
+        rec.extra.insert("left_out".into(), serde_json::json!(left));
     }
     let loaded = History::append(&crate::status::runs_path(cfg), rec)?;
     if let Some(w) = loaded.warning {
@@ -117,7 +125,10 @@ pub async fn command(config: &Path, execute: bool) -> anyhow::Result<ExitCode> {
         print!("{}", down_plan.render(&crate::status::expected(&cfg, PlanKind::Shutdown)));
         println!();
         print!("{}", up_plan.render(&crate::status::expected(&cfg, PlanKind::Startup)));
-        println!("\nleft out of the drill's shutdown: {} (and powering this host off)", LEFT_OUT_STAGES.join(", "));
+        let left = left_out(&cfg);
+        if !left.is_empty() {
+            println!("\nleft out of the drill's shutdown: {} (see `hecate drill --help`)", left.join(", "));
+        }
         match &now {
             Ok(snap) => {
                 let (factor, d) = (cfg.policy.runtime_safety_factor, budget_before.seconds);
@@ -201,18 +212,12 @@ pub fn stage_report(
         .filter(|r| fingerprint.is_none() || r.plan.is_none() || r.plan.as_ref() == fingerprint)
         .collect();
     let outcome = serde_json::to_value(report.outcome).ok().and_then(|v| v.as_str().map(str::to_string));
-    let share = |secs: f64| match budget {
-        Some(b) if b.seconds > 0.0 => format!(" ({:.0} % of the budget)", 100.0 * secs / b.seconds),
-        _ => String::new(),
+    let of_budget = |secs: f64| match budget {
+        Some(b) if b.seconds > 0.0 => Some(100.0 * secs / b.seconds),
+        _ => None,
     };
-    let _ = writeln!(
-        s,
-        "\n{}: {:.1} s, {}{}",
-        report.kind,
-        report.duration_s,
-        outcome.unwrap_or_default(),
-        share(report.duration_s)
-    );
+    let share = of_budget(report.duration_s).map(|p| format!(" ({p:.0} % of the budget)")).unwrap_or_default();
+    let _ = writeln!(s, "\n{}: {:.1} s, {}{share}", report.kind, report.duration_s, outcome.unwrap_or_default());
     let totals: Vec<f64> = comparable.iter().map(|r| r.duration_s).collect();
     if let Some(max) = totals.iter().copied().reduce(f64::max) {
         let _ = writeln!(s, "  earlier {}s: up to {max:.1} s in {} run(s)", report.kind, totals.len());
@@ -220,7 +225,8 @@ pub fn stage_report(
         let _ = writeln!(s, "  no earlier successful {} of this plan to compare with", report.kind);
     }
     let width = report.stages.iter().map(|st| st.name.len()).max().unwrap_or(5).max(5);
-    let _ = writeln!(s, "  {:<width$}  {:>9}  {:>16}", "stage", "this run", "earlier (max)");
+    let budget_col = if budget.is_some() { format!("  {:>7}", "budget") } else { String::new() };
+    let _ = writeln!(s, "  {:<width$}  {:>9}{budget_col}  earlier (max, runs)", "stage", "this run");
     for st in &report.stages {
         let before: Vec<f64> = comparable
             .iter()
@@ -230,10 +236,14 @@ pub fn stage_report(
             .iter()
             .copied()
             .reduce(f64::max)
-            .map_or_else(|| "-".to_string(), |m| format!("{m:.1} s ({}x)", before.len()));
+            .map_or_else(|| "-".to_string(), |m| format!("{m:.1} s ({})", before.len()));
+        let pct = match of_budget(st.duration_s) {
+            Some(p) => format!("  {:>7}", format!("{p:.0} %")),
+            None => String::new(),
+        };
         let failed = st.steps.iter().filter(|x| !x.ok).count();
-        let note = if failed > 0 { format!("  {failed} step(s) failed") } else { String::new() };
-        let _ = writeln!(s, "  {:<width$}  {:>7.1} s  {was:>16}{}{note}", st.name, st.duration_s, share(st.duration_s));
+        let note = if failed > 0 { format!("  ({failed} step(s) failed)") } else { String::new() };
+        let _ = writeln!(s, "  {:<width$}  {:>7.1} s{pct}  {was}{note}", st.name, st.duration_s);
     }
     s
 }
