@@ -430,8 +430,8 @@ pub enum Health {
     /// Exit 0: the daemon runs, its status is fresh, every source gives data, every backend was
     /// built, no alert lasts.
     Healthy,
-    /// Exit 1: the daemon runs, but a source has no data, a backend could not be built, or an
-    /// alert lasts (each reason in words).
+    /// Exit 1: the daemon runs, but a source has no data, a backend could not be built, an alert
+    /// lasts, or a preflight check fails (each reason in words).
     Degraded(Vec<String>),
     /// Exit 3: no daemon runs, or its status is stale (why).
     NotRunning(String),

@@ -317,3 +317,168 @@ power_sources: [ {{ type: simulated, name: main-ups }} ]
     assert_eq!(status["phase"], "watching", "{status:#}");
     assert!(!coordinator.log().contains("forwarded by"), "{}", coordinator.log());
 }
+
+/// `GET /metrics`, the text.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else { return String::new() };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of the metric line of `name` carrying every label of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn the_daemon_reports_a_broken_and_a_repaired_host_key_once_each() {
+    let mut nodes = SshNodes::start_named(&[("n1", Ipv4Addr::new(127, 0, 0, 63))]);
+    let kh = nodes.known_hosts();
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let daemon = HecateDaemon::start(
+        hecate(),
+        &format!(
+            "host: preflight-daemon
+daemon: {{ poll_interval: 500ms, metrics_listen: \"127.0.0.1:{port}\" }}
+preflight: {{ interval: 10s, timeout: 10s }}
+power_sources: [ {{ type: simulated, name: ups }} ]
+nodes:
+  - {{ name: n1, address: {addr}, role: server, init: true, controllers: [ {ssh} ] }}
+notifiers: [ {{ type: log }} ]
+",
+            addr = nodes[0].addr(),
+            ssh = ssh(&nodes[0], nodes[0].user(), &kh, ""),
+        ),
+    );
+    let host_key = ["target=\"node/n1\"", "check=\"ssh_systemd:host_key\""];
+    let at = |text: &str| metric(text, "hecate_preflight_last_check_timestamp_seconds", &[]);
+    // waits for the host key's metric to read `want` at a preflight after `after`; returns when that ran
+    let wait_for = |want: f64, after: f64| {
+        wait_until(&format!("hecate_preflight_ok {want} after {after}"), Duration::from_secs(60), || {
+            let text = scrape(port);
+            match (metric(&text, "hecate_preflight_ok", &host_key), at(&text)) {
+                (Some(v), Some(t)) if v == want && t > after => Ok(t),
+                other => Err(format!("{other:?}")),
+            }
+        })
+    };
+    let first = wait_for(1.0, 0.0);
+    let failed_events = || daemon.log().matches("\"kind\":\"preflight_failed\"").count();
+    let recovered_events = || daemon.log().matches("\"kind\":\"preflight_recovered\"").count();
+    assert_eq!((failed_events(), recovered_events()), (0, 0), "a first pass is no news:\n{}", daemon.log());
+
+    // Broken: the node was reinstalled (new host key). Two preflights see it; one event.
+    nodes.by_name_mut("n1").unwrap().change_host_key();
+    let broken = wait_for(0.0, first);
+    let again = wait_for(0.0, broken);
+    assert!(again > broken);
+    assert_eq!(failed_events(), 1, "{}", daemon.log());
+    let line = daemon.log().lines().find(|l| l.contains("\"kind\":\"preflight_failed\"")).unwrap().to_string();
+    assert!(line.contains("node/n1 ssh_systemd:host_key fails") && line.contains("changed"), "{line}");
+    // status says so, and the health check is degraded
+    let status = daemon.status();
+    assert_eq!(status["preflight"]["failing"], 1, "{status:#}");
+    let out = Command::new(hecate()).args(["status", "--config"]).arg(daemon.config()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("preflight: 1 failing") && text.contains("node/n1 ssh_systemd:host_key"), "{text}");
+
+    // Repaired: the operator lists the new key. One recovery.
+    std::fs::write(&kh, nodes[0].known_hosts_line() + "\n").unwrap();
+    let repaired = wait_for(1.0, again);
+    wait_for(1.0, repaired);
+    assert_eq!((failed_events(), recovered_events()), (1, 1), "{}", daemon.log());
+    assert_eq!(daemon.status()["preflight"]["failing"], 0);
+    // and it changed nothing on the node
+    assert_eq!(nodes[0].calls(), Vec::new());
+}
+
+/// `hecate nodes keyscan --config FILE ARGS...`: (exit code, stdout and stderr).
+fn keyscan(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(hecate())
+        .args(["nodes", "keyscan", "--config"])
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap(), text)
+}
+
+/// The SHA-256 fingerprint of a node's host key as OpenSSH's own `ssh-keygen -lf` prints it.
+fn openssh_fingerprint(node: &hecate_test_support::SshNode) -> String {
+    let out = Command::new("ssh-keygen").arg("-lf").arg(node.dir().join("ssh_host_ed25519_key.pub")).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn keyscan_shows_the_fingerprints_and_writes_only_when_told() {
+    let mut nodes =
+        SshNodes::start_named(&[("k1", Ipv4Addr::new(127, 0, 0, 64)), ("k2", Ipv4Addr::new(127, 0, 0, 65))]);
+    let dir = tempfile::tempdir().unwrap();
+    // k1 is listed already; k2 is not
+    let kh = write(dir.path(), "known_hosts", &(nodes[0].known_hosts_line() + "\n"));
+    let node = |n: &hecate_test_support::SshNode, role: &str| {
+        format!(
+            "  - {{ name: {}, address: {}, role: {role}, controllers: [ {} ] }}\n",
+            n.name(),
+            n.addr(),
+            ssh(n, n.user(), &kh, "")
+        )
+    };
+    let config = write(
+        dir.path(),
+        "hecate.yaml",
+        &format!(
+            "host: keyscan\nstate_dir: {}\npower_sources: [ {{ type: simulated, name: ups }} ]\nnodes:\n{}{}",
+            dir.path().join("state").display(),
+            node(&nodes[0], "server"),
+            node(&nodes[1], "agent")
+        ),
+    );
+    let before = std::fs::read_to_string(&kh).unwrap();
+    let (code, out) = keyscan(&config, &[]);
+    println!("{out}");
+    assert_eq!(code, 1, "{out}");
+    for n in nodes.iter() {
+        assert!(out.contains(&openssh_fingerprint(n)), "{}'s fingerprint missing:\n{out}", n.name());
+    }
+    let line_of = |name: &str| out.lines().skip_while(|l| !l.starts_with(name)).nth(1).unwrap_or_default().to_string();
+    assert!(line_of("k1").contains("listed") && !line_of("k1").contains("NOT"), "{out}");
+    assert!(line_of("k2").contains("NOT LISTED"), "{out}");
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), before, "written without --write");
+    // --write asks first; with nobody at a terminal to answer, it writes nothing
+    let (code, out) = keyscan(&config, &["--write"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--yes"), "{out}");
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), before);
+
+    let (code, out) = keyscan(&config, &["--write", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    let (status, _) = check(&preflight(&config).1, "node/k2", "ssh_systemd:host_key");
+    assert_eq!(status, "ok", "the written key is the one the node presents");
+    let (code, out) = keyscan(&config, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("every key is listed"), "{out}");
+
+    // A changed key is shown and never written over the listed one.
+    nodes.by_name_mut("k1").unwrap().change_host_key();
+    let listed = std::fs::read_to_string(&kh).unwrap();
+    let (code, out) = keyscan(&config, &["--write", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(line_of_text(&out, "k1").contains("CHANGED"), "{out}");
+    assert!(out.contains(&openssh_fingerprint(&nodes[0])), "{out}");
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), listed);
+}
+
+fn line_of_text(out: &str, name: &str) -> String {
+    out.lines().skip_while(|l| !l.starts_with(name)).nth(1).unwrap_or_default().to_string()
+}
