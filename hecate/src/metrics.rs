@@ -61,6 +61,8 @@ pub struct Metrics {
     preflight_duration: prometheus::Gauge,
     /// The two gauges above are registered (once a preflight has run).
     preflight_shown: Arc<std::sync::atomic::AtomicBool>,
+    /// The (target, check) series of `hecate_preflight_ok` exported now.
+    preflight_series: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -189,6 +191,7 @@ impl Metrics {
             preflight_at,
             preflight_duration,
             preflight_shown: Arc::default(),
+            preflight_series: Arc::default(),
             alerts,
             alert_active,
             unavailable,
@@ -311,7 +314,9 @@ impl Metrics {
     /// show a check made at 1970.
     pub fn set_preflight(&self, tracker: &hecate_core::preflight::Tracker) {
         use hecate_core::preflight::CheckStatus;
-        self.preflight_ok.reset();
+        // Set in place, and only the series no longer wanted removed: a reset would let a
+        // scrape in between see none, and an alert on a failing check resolve for nothing.
+        let mut now = std::collections::BTreeSet::new();
         for c in tracker.states() {
             let ok = match c.status {
                 CheckStatus::Ok => 1,
@@ -319,6 +324,13 @@ impl Metrics {
                 CheckStatus::Skipped => continue,
             };
             self.preflight_ok.with_label_values(&[&c.target, &c.check]).set(ok);
+            now.insert((c.target.clone(), c.check.clone()));
+        }
+        if let Ok(mut shown) = self.preflight_series.lock() {
+            for (target, check) in shown.difference(&now) {
+                let _ = self.preflight_ok.remove_label_values(&[target, check]);
+            }
+            *shown = now;
         }
         let Some((at, duration)) = tracker.last() else { return };
         if let Ok(t) = humantime::parse_rfc3339_weak(at)
@@ -387,6 +399,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn each_preflight_check_is_a_series_until_it_is_no_longer_checked() {
+        use hecate_core::preflight::{CheckResult, CheckStatus, Report, Tracker};
+        let m = Metrics::new().unwrap();
+        let mut t = Tracker::default();
+        m.set_preflight(&t);
+        assert!(!m.render().contains("hecate_preflight_last_check_timestamp_seconds"), "no time before a run");
+        let result = |check: &str, status| CheckResult {
+            target: "node/n1".into(),
+            check: check.into(),
+            status,
+            message: String::new(),
+        };
+        let report = |results| Report { checked_at: "2026-01-01T00:00:10Z".into(), duration_s: 2.5, results };
+        t.observe(&report(vec![
+            result("ssh_systemd:sudo", CheckStatus::Failed),
+            result("ssh_systemd:login", CheckStatus::Ok),
+            result("simulated:preflight", CheckStatus::Skipped),
+        ]));
+        m.set_preflight(&t);
+        let text = m.render();
+        assert!(text.contains(r#"hecate_preflight_ok{check="ssh_systemd:sudo",target="node/n1"} 0"#), "{text}");
+        assert!(text.contains(r#"hecate_preflight_ok{check="ssh_systemd:login",target="node/n1"} 1"#), "{text}");
+        assert!(!text.contains("simulated:preflight"), "a check never made has no series: {text}");
+        assert!(text.contains("hecate_preflight_last_check_timestamp_seconds 1767225610"), "{text}");
+        assert!(text.contains("hecate_preflight_last_duration_seconds 2.5"), "{text}");
+        t.observe(&report(vec![result("ssh_systemd:login", CheckStatus::Ok)]));
+        m.set_preflight(&t);
+        assert!(!m.render().contains(r#"check="ssh_systemd:sudo""#), "{}", m.render());
+    }
 
     #[test]
     fn the_credential_expiry_is_one_series_and_goes_when_unknown() {
