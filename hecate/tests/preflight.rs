@@ -482,3 +482,42 @@ fn keyscan_shows_the_fingerprints_and_writes_only_when_told() {
 fn line_of_text(out: &str, name: &str) -> String {
     out.lines().skip_while(|l| !l.starts_with(name)).nth(1).unwrap_or_default().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_needs_its_apis_and_the_rights_to_suspend_and_resume() {
+    let server = KubeApiServer::shared();
+    let c = kube_support::client(server).await;
+    kube_support::flux_crds(&c).await;
+    let ns = kube_support::unique("pf");
+    kube_support::namespace(&c, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |kubeconfig: &Path| {
+        write(
+            dir.path(),
+            "flux.yaml",
+            &format!(
+                "host: preflight-flux\nstate_dir: {}\npower_sources: [ {{ type: simulated, name: ups }} ]\n\
+                 cluster: {{ type: kube, kubeconfig: {} }}\n\
+                 gitops: {{ type: flux_gitea, kubeconfig: {}, source: {{ namespace: {ns}, name: flux-system }}, \
+                 namespaces: [ {ns} ] }}\n",
+                dir.path().join("state").display(),
+                server.kubeconfig().display(),
+                kubeconfig.display()
+            ),
+        )
+    };
+    let run = |path: PathBuf| async move { tokio::task::spawn_blocking(move || preflight(&path)).await.unwrap() };
+    let (code, report) = run(config(server.kubeconfig())).await;
+    assert_eq!((code, failures(&report)), (0, Vec::<String>::new()), "{report:#}");
+    assert_eq!(check(&report, "gitops", "flux_gitea:flux_api").0, "ok");
+    let (status, _) = check(&report, "gitops", &format!("flux_gitea:rbac:patch kustomizations in {ns}"));
+    assert_eq!(status, "ok");
+    // The user in no group may do none of it: each permission named.
+    let (code, report) = run(config(server.limited_kubeconfig())).await;
+    assert_eq!(code, 1);
+    let (status, message) = check(&report, "gitops", &format!("flux_gitea:rbac:patch kustomizations in {ns}"));
+    assert_eq!(status, "failed");
+    assert!(message.contains(&format!("may not patch kustomizations in {ns}")), "{message}");
+    let source = format!("flux_gitea:rbac:patch gitrepositories in {ns}");
+    assert_eq!(check(&report, "gitops", &source).0, "failed");
+}
