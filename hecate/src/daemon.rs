@@ -113,6 +113,9 @@ struct Shell {
     sink: EventSink,
     metrics: Metrics,
     budget: hecate_core::budget::Budget,
+    /// When runs.json was last changed as the budget knows it: a run of another process (a
+    /// drill, an operator's shutdown) teaches the budget too.
+    runs_changed: Option<SystemTime>,
     tx: mpsc::Sender<Msg>,
     inbox: mpsc::Receiver<Msg>,
     link: Option<ForwardLink>,
@@ -167,6 +170,7 @@ impl Shell {
             discharge_path,
             t0: Instant::now(),
             sink,
+            runs_changed: runs_modified(&cfg),
             budget: crate::status::budget(&cfg),
             rt,
             sup,
@@ -293,6 +297,12 @@ impl Shell {
         match msg {
             Msg::Polled(samples) => {
                 self.last_poll = Some(Instant::now());
+                let changed = runs_modified(&self.cfg);
+                if changed != self.runs_changed {
+                    self.runs_changed = changed;
+                    self.budget = crate::status::budget(&self.cfg);
+                    tracing::info!(budget = %self.budget, "runs.json changed: the budget is read again");
+                }
                 Some(Input::Poll { samples, budget_s: self.budget.seconds })
             }
             Msg::Input(input) => Some(input),
@@ -311,6 +321,7 @@ impl Shell {
                         let failed = report.failures().count();
                         tracing::info!(kind = %report.kind, outcome = ?report.outcome, duration_s = report.duration_s, failed, "run finished");
                         self.budget = crate::status::budget(&self.cfg);
+                        self.runs_changed = runs_modified(&self.cfg);
                         RunEnd::Finished(report.outcome)
                     }
                     Err(end) => end,
@@ -525,6 +536,11 @@ impl Shell {
             tracing::error!("no poll of the power sources for too long: not telling the watchdog we are alive");
         }
     }
+}
+
+/// When runs.json was last modified (`None` without one).
+fn runs_modified(cfg: &Config) -> Option<SystemTime> {
+    std::fs::metadata(crate::status::runs_path(cfg)).and_then(|m| m.modified()).ok()
 }
 
 /// How long one read of a source may take: a UPS that has not answered in this long has no data.

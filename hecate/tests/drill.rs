@@ -126,3 +126,23 @@ fn a_drill_is_refused_on_battery_and_while_the_daemon_is_not_watching() {
     assert!(out.contains("refusing the drill: the daemon is "), "{out}");
     assert!(daemon.runs_of("drill").is_empty());
 }
+
+#[test]
+fn a_running_daemon_learns_the_budget_a_drill_taught() {
+    let daemon = HecateDaemon::start(hecate(), &body(""));
+    wait_until("the daemon to watch", Duration::from_secs(30), || match daemon.status()["phase"].as_str() {
+        Some("watching") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(daemon.status()["budget"]["source"]["kind"], "default");
+    let (code, out) = run(&["drill", "--execute"], daemon.config());
+    assert_eq!(code, 0, "{out}");
+    let shutdown_s = daemon.runs_of("drill")[0]["duration_s"].as_f64().unwrap();
+    wait_until("the daemon's budget to be the drill's", Duration::from_secs(30), || {
+        let budget = &daemon.status()["budget"];
+        match (budget["source"]["kind"].as_str(), budget["seconds"].as_f64()) {
+            (Some("history"), Some(s)) if (s - shutdown_s).abs() < 1e-6 => Ok(()),
+            _ => Err(format!("{budget}")),
+        }
+    });
+}
