@@ -521,3 +521,36 @@ async fn flux_needs_its_apis_and_the_rights_to_suspend_and_resume() {
     let source = format!("flux_gitea:rbac:patch gitrepositories in {ns}");
     assert_eq!(check(&report, "gitops", &source).0, "failed");
 }
+
+#[test]
+fn a_redfish_bmc_that_refuses_the_credentials_fails_the_login() {
+    use hecate_test_support::{Sushy, SushyOptions};
+    let bmc = Sushy::start_with(&SushyOptions { auth: true, single_system: true, ..SushyOptions::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = write(dir.path(), "wrong.cred", &format!("{}:not-the-password\n", bmc.username()));
+    let config = |credentials: &Path| {
+        write(
+            dir.path(),
+            "redfish.yaml",
+            &format!(
+                "host: preflight-redfish\nstate_dir: {}\npower_sources: [ {{ type: simulated, name: ups }} ]\n\
+                 nodes:\n  - {{ name: n1, address: 10.0.0.1, role: server, init: true, controllers: [ \
+                 {{ type: redfish, endpoint: \"{}\", credentials_file: {} }} ] }}\n",
+                dir.path().join("state").display(),
+                bmc.url(),
+                credentials.display()
+            ),
+        )
+    };
+    let (code, report) = preflight(&config(&bmc.credentials_file()));
+    assert_eq!((code, failures(&report)), (0, Vec::<String>::new()), "{report:#}");
+    assert_eq!(check(&report, "node/n1", "redfish:power_state").1, "the machine is on");
+    let (code, report) = preflight(&config(&wrong));
+    assert_eq!(code, 1);
+    let (status, message) = check(&report, "node/n1", "redfish:login");
+    assert_eq!(status, "failed", "{message}");
+    assert!(message.starts_with("auth:") && message.contains("401"), "{message}");
+    assert!(!message.contains("not-the-password"), "{message}");
+    assert_eq!(check(&report, "node/n1", "redfish:power_state").0, "skipped");
+    assert_eq!(bmc.power_state("node1"), "On");
+}
