@@ -10,6 +10,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use hecate_core::cluster::CredentialExpiry;
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, ErrorKind};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -200,5 +201,142 @@ pub(crate) fn api_error(what: impl Into<String>, e: kube::Error) -> BackendError
             };
             BackendError::with_source(kind, what, e)
         }
+    }
+}
+
+/// One permission a plan needs of the Kubernetes API: `verb` on `resource` (with its
+/// `subresource`) of API `group`, in `namespace` or every namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Permission {
+    pub verb: &'static str,
+    /// The API group; `""` for the core API.
+    pub group: &'static str,
+    pub resource: String,
+    pub subresource: Option<&'static str>,
+    /// `None`: every namespace (or a cluster-scoped resource).
+    pub namespace: Option<String>,
+}
+
+impl Permission {
+    pub(crate) fn new(verb: &'static str, group: &'static str, resource: &str) -> Self {
+        Self { verb, group, resource: resource.to_string(), subresource: None, namespace: None }
+    }
+
+    pub(crate) fn sub(mut self, subresource: &'static str) -> Self {
+        self.subresource = Some(subresource);
+        self
+    }
+
+    pub(crate) fn within(mut self, namespace: Option<&str>) -> Self {
+        self.namespace = namespace.map(str::to_string);
+        self
+    }
+
+    /// `create pods/eviction`, `patch kustomizations in flux-system`: the check's name.
+    pub(crate) fn name(&self) -> String {
+        let sub = self.subresource.map(|s| format!("/{s}")).unwrap_or_default();
+        let ns = self.namespace.as_ref().map(|n| format!(" in {n}")).unwrap_or_default();
+        format!("{} {}{sub}{ns}", self.verb, self.resource)
+    }
+}
+
+impl KubeAccess {
+    /// The API answering, the credentials accepted and not about to expire, and each permission
+    /// granted, asked with one `SelfSubjectAccessReview` each (the API answers whether this
+    /// client may; nothing is changed or stored). The credentials are the review's own: a 401
+    /// to it is a refused token or certificate.
+    pub(crate) async fn preflight(&self, permissions: &[Permission]) -> Vec<Check> {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
+        let mut checks = Vec::new();
+        checks.push(match self.credential_expiry() {
+            Ok(None) => Check::ok("credential_expiry", "the credentials carry no expiry"),
+            Ok(Some(e)) if e.warn(std::time::SystemTime::now()) => {
+                Check::failed("credential_expiry", e.describe(std::time::SystemTime::now()))
+            }
+            Ok(Some(e)) => Check::ok("credential_expiry", e.describe(std::time::SystemTime::now())),
+            Err(e) => Check::failed("credential_expiry", format!("cannot tell when they expire: {}", e.detail())),
+        });
+        let not = |name: String, why: &str| Check::skipped(name, format!("not checked: {why}"));
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                checks.push(Check::failed("api", format!("{}: {}", e.kind, e.detail())));
+                checks.push(not("credentials".into(), "no api"));
+                checks.extend(permissions.iter().map(|p| not(format!("rbac:{}", p.name()), "no api")));
+                return checks;
+            }
+        };
+        match client.apiserver_version().await {
+            Ok(v) => checks.push(Check::ok("api", format!("answers (kubernetes {}.{})", v.major, v.minor))),
+            // An HTTP answer is a server answering; what it refused is the next checks' to say.
+            Err(kube::Error::Api(s)) => checks.push(Check::ok("api", format!("answers ({})", s.code))),
+            Err(e) => {
+                let e = api_error("the api server", e);
+                self.forget_if_unreachable(&e).await;
+                checks.push(Check::failed("api", format!("{}: {}", e.kind, e.detail())));
+                checks.push(not("credentials".into(), "no api"));
+                checks.extend(permissions.iter().map(|p| not(format!("rbac:{}", p.name()), "no api")));
+                return checks;
+            }
+        }
+        let reviews: kube::Api<SelfSubjectAccessReview> = kube::Api::all(client);
+        let mut credentials = None;
+        for p in permissions {
+            let name = format!("rbac:{}", p.name());
+            if let Some(false) = credentials {
+                checks.push(not(name, "the credentials were refused"));
+                continue;
+            }
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some(p.verb.into()),
+                        group: Some(p.group.into()),
+                        resource: Some(p.resource.clone()),
+                        subresource: p.subresource.map(str::to_string),
+                        namespace: p.namespace.clone(),
+                        ..ResourceAttributes::default()
+                    }),
+                    ..SelfSubjectAccessReviewSpec::default()
+                },
+                ..SelfSubjectAccessReview::default()
+            };
+            match reviews.create(&kube::api::PostParams::default(), &review).await {
+                Ok(answer) => {
+                    credentials = Some(true);
+                    let status = answer.status.unwrap_or_default();
+                    let reason = status.reason.filter(|r| !r.is_empty()).map(|r| format!(" ({})", peer_text(&r)));
+                    checks.push(if status.allowed {
+                        Check::ok(name, format!("allowed{}", reason.unwrap_or_default()))
+                    } else {
+                        Check::failed(
+                            name,
+                            format!(
+                                "the credentials may not {}{}: the plans need it",
+                                p.name(),
+                                reason.unwrap_or_else(|| " (no rbac rule grants it)".into())
+                            ),
+                        )
+                    });
+                }
+                Err(e) if status_code(&e) == Some(401) => {
+                    credentials = Some(false);
+                    let e = api_error("the api refused the credentials", e);
+                    checks.push(Check::failed("credentials", e.detail()));
+                    checks.push(not(name, "the credentials were refused"));
+                }
+                Err(e) => {
+                    let e = api_error(format!("cannot ask whether the credentials may {}", p.name()), e);
+                    checks.push(Check::failed(name, format!("{}: {}", e.kind, e.detail())));
+                }
+            }
+        }
+        if credentials != Some(false) {
+            let note = if credentials == Some(true) { "accepted" } else { "not used: no permission to check" };
+            checks.insert(2, Check::ok("credentials", note));
+        }
+        checks
     }
 }

@@ -5,7 +5,8 @@
 //! With fewer than `min_runs` of them the history says too little and the configured
 //! `default_shutdown_budget` is used instead.
 //!
-//! Only runs that say something about the shutdown to come count:
+//! Only runs that say something about the shutdown to come count (a shutdown, or a drill's
+//! shutdown half, which runs the same plan):
 //! - a record whose duration is not a possible one (not a number, negative, zero, longer than
 //!   [`MAX_RUN_SECS`]) is ignored with a warning: a damaged record must not make the budget
 //!   zero or a billion years;
@@ -29,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::limits::{MAX_COUNT, ONE_DAY};
 use crate::duration::{HumanDuration, MAX_RUN_SECS, count_out_of_range};
-use crate::history::{RunKind, RunOutcome, RunRecord};
-use crate::plan::PlanFingerprint;
+use crate::history::{RunOutcome, RunRecord};
+use crate::plan::{PlanFingerprint, PlanKind};
 
 /// How the shutdown budget is derived. Every field has a default; unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -153,7 +154,8 @@ pub fn estimate(runs: &[RunRecord], cfg: &BudgetConfig, plan: Option<&PlanFinger
     let mut not_comparable = 0;
     let mut ignored = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        if r.kind != RunKind::Shutdown || r.outcome != RunOutcome::Success {
+        // A drill's shutdown half is the real shutdown plan: it counts like any shutdown.
+        if r.plan_kind() != Some(PlanKind::Shutdown) || r.outcome != RunOutcome::Success {
             continue;
         }
         if !(r.duration_s.is_finite() && r.duration_s > 0.0 && r.duration_s <= MAX_RUN_SECS) {

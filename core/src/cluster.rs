@@ -222,4 +222,11 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
     fn credential_expiry(&self) -> Result<Option<CredentialExpiry>, BackendError> {
         Ok(None)
     }
+    /// Checks, without changing anything, that the API answers, the credentials are accepted and
+    /// not about to expire, and that they allow what the plans do (`needs`). The default says it
+    /// cannot be checked.
+    async fn preflight(&self, needs: &crate::preflight::ClusterNeeds) -> Vec<crate::preflight::Check> {
+        let _ = needs;
+        crate::preflight::not_checkable("this cluster api backend")
+    }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::budget::BudgetConfig;
 use crate::cluster::{ClusterApiConfig, DrainFallback};
-use crate::duration::limits::{MAX_CONCURRENCY, MIN_TIMEOUT, ONE_DAY, ONE_STEP};
+use crate::duration::limits::{MAX_CONCURRENCY, MIN_TIMEOUT, ONE_DAY, ONE_STEP, ONE_TRY};
 use crate::duration::{HumanDuration, count_out_of_range};
 use crate::gitops::GitOpsConfig;
 use crate::node::{NodeControllerConfig, NodeRole};
@@ -186,6 +186,37 @@ pub struct Config {
     /// How the startup plan is built.
     #[serde(default)]
     pub startup: StartupConfig,
+    /// The daemon's checks of the shutdown and startup path (`hecate preflight` runs them on
+    /// demand).
+    #[serde(default)]
+    pub preflight: PreflightConfig,
+}
+
+/// The daemon's preflight: every `interval`, while it watches (never during a run, nor once the
+/// cluster is shut down), each part of the shutdown and startup path is checked without changing
+/// anything (see `hecate preflight`). A check that starts failing is notified
+/// (`preflight_failed`), and again when it passes (`preflight_recovered`).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreflightConfig {
+    /// Run the checks in the daemon. Default true.
+    pub enabled: bool,
+    /// How often. The first run comes a minute after the daemon starts (or `interval` after,
+    /// if shorter). 10s to 1 day; default 10m.
+    pub interval: HumanDuration,
+    /// The longest one backend's checks may take (a node's SSH login and sudo checks, the
+    /// cluster's permission checks); one that runs out fails. 1s to 10m; default 30s.
+    pub timeout: HumanDuration,
+}
+
+/// The shortest `preflight.interval`: every run logs in to every node and BMC, and asks the API
+/// server a handful of questions; more often only loads them.
+pub const MIN_PREFLIGHT_INTERVAL: HumanDuration = HumanDuration::from_secs(10);
+
+impl Default for PreflightConfig {
+    fn default() -> Self {
+        Self { enabled: true, interval: HumanDuration::from_secs(600), timeout: HumanDuration::from_secs(30) }
+    }
 }
 
 /// The shortest `daemon.poll_interval`: faster polling only loads the UPS's firmware and upsd.
@@ -634,6 +665,8 @@ impl Config {
             range("shutdown.ups_off.hostsync", o.hostsync, HumanDuration::ZERO, ONE_STEP);
         }
         range("startup.step_timeout", u.step_timeout, MIN_TIMEOUT, ONE_STEP);
+        range("preflight.interval", self.preflight.interval, MIN_PREFLIGHT_INTERVAL, ONE_DAY);
+        range("preflight.timeout", self.preflight.timeout, HumanDuration::from_secs(1), ONE_TRY);
         range("startup.controller_timeout", u.controller_timeout, MIN_TIMEOUT, ONE_STEP);
         for (field, value) in [
             ("startup.reachable_timeout", u.reachable_timeout),

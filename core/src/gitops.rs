@@ -61,4 +61,9 @@ pub trait GitOpsBootstrap: Send + Sync + fmt::Debug {
     async fn resume(&self, opts: &ResumeOptions) -> Result<GitOpsReport, BackendError>;
     /// Current state.
     async fn health(&self) -> Result<GitOpsHealth, BackendError>;
+    /// Checks, without changing anything, that suspending and resuming would be allowed. The
+    /// default says it cannot be checked.
+    async fn preflight(&self) -> Vec<crate::preflight::Check> {
+        crate::preflight::not_checkable("this gitops backend")
+    }
 }

@@ -28,6 +28,9 @@ pub enum RunKind {
     Shutdown,
     /// A startup of the cluster.
     Startup,
+    /// One half of a drill (`hecate drill`): a real shutdown or startup in a maintenance window;
+    /// [`RunRecord::part`] says which.
+    Drill,
     /// Any other kind, kept verbatim.
     Other(String),
 }
@@ -37,6 +40,7 @@ impl From<String> for RunKind {
         match s.as_str() {
             "shutdown" => Self::Shutdown,
             "startup" => Self::Startup,
+            "drill" => Self::Drill,
             _ => Self::Other(s),
         }
     }
@@ -53,6 +57,7 @@ impl fmt::Display for RunKind {
         f.write_str(match self {
             Self::Shutdown => "shutdown",
             Self::Startup => "startup",
+            Self::Drill => "drill",
             Self::Other(s) => s,
         })
     }
@@ -137,12 +142,26 @@ pub struct RunRecord {
     /// plan. Absent in records written before Hecate recorded it (see [`crate::budget`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanFingerprint>,
+    /// For a drill: which half it was, `shutdown` or `startup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PlanKind>,
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RunRecord {
+    /// Which plan the run carried out: its kind, or for a drill its part. A drill's shutdown is
+    /// the real shutdown plan, so the budget learns from it as from any shutdown.
+    pub fn plan_kind(&self) -> Option<PlanKind> {
+        match self.kind {
+            RunKind::Shutdown => Some(PlanKind::Shutdown),
+            RunKind::Startup => Some(PlanKind::Startup),
+            RunKind::Drill => self.part,
+            RunKind::Other(_) => None,
+        }
+    }
+
     /// A record with no optional fields.
     pub fn new(kind: RunKind, started_at: SystemTime, duration: Duration, outcome: RunOutcome) -> Self {
         Self {
@@ -153,6 +172,7 @@ impl RunRecord {
             trigger_reason: None,
             stages: Vec::new(),
             plan: None,
+            part: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -204,6 +224,7 @@ impl RunRecord {
                 })
                 .collect(),
             plan,
+            part: None,
             extra,
         }
     }

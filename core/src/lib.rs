@@ -19,6 +19,7 @@ pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod power;
+pub mod preflight;
 pub mod registry;
 pub mod runtime;
 pub mod secret;

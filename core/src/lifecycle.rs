@@ -265,6 +265,8 @@ impl Replay {
             Effect::PowerOffSelf { .. } => self.record(Happening::PoweredOffSelf),
             // The replay keeps no discharge history: each replay starts from what it is given.
             Effect::RecordDischarge { .. } => {}
+            // The replay's supervisor runs no preflight (it is off unless asked for).
+            Effect::RunPreflight | Effect::AbortPreflight => {}
             Effect::Log { level: Level::Warn | Level::Error, message } => self.record(Happening::Logged { message }),
             Effect::Log { .. } => {}
         }

@@ -208,6 +208,14 @@ pub trait NodeController: Send + Sync + fmt::Debug {
     fn capabilities(&self) -> &[Capability];
     /// Runs one operation. Only called for operations whose capability is listed.
     async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError>;
+    /// Checks, without changing anything, that this controller could run `ops` (the operations
+    /// of the shutdown and startup plans it would be asked for: those its capabilities cover):
+    /// reachable, credentials accepted, allowed to run exactly these. The default says it cannot
+    /// be checked, so a backend that has no way to check without acting needs nothing.
+    async fn preflight(&self, ops: &[NodeOp]) -> Vec<crate::preflight::Check> {
+        let _ = ops;
+        crate::preflight::not_checkable(&format!("the {} node controller", self.kind()))
+    }
 }
 
 /// One controller's try at an operation.
@@ -289,6 +297,11 @@ impl ControllerChain {
     /// The node this chain controls.
     pub fn node(&self) -> &NodeInfo {
         &self.node
+    }
+
+    /// The controllers, in fallback order.
+    pub fn controllers(&self) -> &[Box<dyn NodeController>] {
+        &self.controllers
     }
 
     /// Whether any controller offers the capability.

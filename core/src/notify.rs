@@ -49,6 +49,11 @@ pub enum EventKind {
     ReplaceBattery,
     /// A UPS is overloaded (`OVER`).
     Overload,
+    /// A preflight check of the shutdown or startup path started failing (a node's host key,
+    /// its sudo rule, a BMC password, the cluster's permissions, ...): the path would break.
+    PreflightFailed,
+    /// A preflight check that had failed passes again.
+    PreflightRecovered,
 }
 
 impl EventKind {
@@ -69,7 +74,7 @@ impl EventKind {
     }
 
     /// Every kind, for metrics and documentation.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         Self::OnBattery,
         Self::PowerRestored,
         Self::ShutdownTriggered,
@@ -87,6 +92,8 @@ impl EventKind {
         Self::LowBattery,
         Self::ReplaceBattery,
         Self::Overload,
+        Self::PreflightFailed,
+        Self::PreflightRecovered,
     ];
 
     /// The `snake_case` name, as serialised.
@@ -109,6 +116,8 @@ impl EventKind {
             Self::LowBattery => "low_battery",
             Self::ReplaceBattery => "replace_battery",
             Self::Overload => "overload",
+            Self::PreflightFailed => "preflight_failed",
+            Self::PreflightRecovered => "preflight_recovered",
         }
     }
 }

@@ -270,6 +270,13 @@ pub trait PowerSource: Send + Sync + fmt::Debug {
     async fn detach(&mut self) -> Result<String, BackendError> {
         Ok("not attached".into())
     }
+    /// Checks, without changing anything, that the source works as configured (for NUT: logged
+    /// in as the UPS's primary or secondary). Returns a future that owns what it needs: the
+    /// source's lock, which the daemon's poller also takes, is held only while this is called,
+    /// never while the checks run. The default says it cannot be checked.
+    fn preflight(&self) -> crate::preflight::PreflightFuture {
+        Box::pin(std::future::ready(crate::preflight::not_checkable("this power source")))
+    }
 }
 
 /// What a UPS was told to cut its load.

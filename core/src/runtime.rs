@@ -76,6 +76,11 @@ impl Unavailable {
     fn error(&self) -> BackendError {
         BackendError::new(crate::error::ErrorKind::Config, format!("{} is unavailable: {}", self.kind, self.why))
     }
+
+    /// A backend that cannot be built fails its preflight with why.
+    fn preflight_failure(&self) -> Vec<crate::preflight::Check> {
+        vec![crate::preflight::Check::failed("build", format!("cannot be built: {}", self.why))]
+    }
 }
 
 #[async_trait::async_trait]
@@ -88,6 +93,9 @@ impl crate::node::NodeController for Unavailable {
     }
     async fn run(&self, _op: &crate::node::NodeOp) -> Result<crate::node::NodeOpOutput, BackendError> {
         Err(self.error())
+    }
+    async fn preflight(&self, _ops: &[crate::node::NodeOp]) -> Vec<crate::preflight::Check> {
+        self.preflight_failure()
     }
 }
 
@@ -112,6 +120,9 @@ impl ClusterApi for Unavailable {
     ) -> Result<crate::cluster::DrainReport, BackendError> {
         Err(self.error())
     }
+    async fn preflight(&self, _needs: &crate::preflight::ClusterNeeds) -> Vec<crate::preflight::Check> {
+        self.preflight_failure()
+    }
 }
 
 #[async_trait::async_trait]
@@ -124,6 +135,9 @@ impl GitOpsBootstrap for Unavailable {
     }
     async fn health(&self) -> Result<crate::gitops::GitOpsHealth, BackendError> {
         Err(self.error())
+    }
+    async fn preflight(&self) -> Vec<crate::preflight::Check> {
+        self.preflight_failure()
     }
 }
 

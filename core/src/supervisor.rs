@@ -64,6 +64,17 @@
 //! | coordinator, any | peer clear of another outage | nothing (logged): a stale clear never ends a newer outage |
 //! | coordinator, any | peer message from a name not in `role.coordinator.forwarders` | nothing stored (logged); the endpoint refuses such names before this |
 //! | forwarder, any | forward or clear failed | the reason kept as the forwarding problem (status) until one succeeds |
+//! | `watching` | poll: preflight on, none running, its time come ([`PREFLIGHT_FIRST_DELAY_S`] after start, or `preflight.interval` if shorter; then `preflight.interval` after the last one ended) | run the preflight checks in the background |
+//! | any but `watching` | any input, a preflight running | stop it: a run (or an outage) changes what it checks, and its results would only be noise |
+//! | `watching` | preflight done | each check that starts failing notified `preflight_failed` (warn), each that passes again `preflight_recovered` (info), once per change; the next one due `preflight.interval` later |
+//! | `watching` | preflight not run (a run of another process holds the run lock) | nothing (logged); the next one due `preflight.interval` later |
+//! | any | preflight done, none running (one that was stopped) | ignored |
+//!
+//! *Preflight* checks every part of the shutdown and startup path without changing anything (see
+//! [`crate::preflight`]) while the daemon watches: never during a run, nor once the cluster is shut
+//! down (its nodes are off, and every check would fail). The supervisor decides when, and which
+//! results are news; [`Supervisor::preflight`] holds each check's last state for status and
+//! metrics.
 //!
 //! *Outages* (forwarding): a forwarder gives every trigger it forwards a new outage id (this
 //! daemon's random instance id and a counter, so ids never repeat across restarts); a retried
@@ -90,6 +101,7 @@ use crate::notify::EventKind;
 use crate::plan::PlanKind;
 use crate::policy::{Decision, Policy, PolicyConfig};
 use crate::power::{Sample, StatusFlag};
+use crate::preflight::{ChangeKind, Report, Tracker};
 
 /// How long, after a start with an interrupted shutdown in the journal, the supervisor waits for
 /// every power source to answer before it takes the silence as power failing. At boot the UPS
@@ -99,6 +111,11 @@ pub const RECOVERY_DATA_WAIT_S: f64 = 60.0;
 /// An interrupted shutdown whose journal was last written longer ago than this is never resumed:
 /// whatever it stopped may have been started again since, and a new outage gets a fresh plan.
 pub const RESUME_MAX_AGE_S: f64 = 3600.0;
+
+/// The first preflight comes this long after the daemon starts (or `preflight.interval` after, if
+/// shorter): not at once, since a daemon starting at boot would check nodes that are still coming
+/// up, and not a whole interval later, so an operator sees it soon after a restart.
+pub const PREFLIGHT_FIRST_DELAY_S: f64 = 60.0;
 
 /// A battery that needs replacing (`RB`) is notified at most this often while it stays so: a
 /// reminder a day, like upsmon's `RBWARNTIME` (12 h), not an alarm every poll.
@@ -277,6 +294,18 @@ pub enum Input {
     Forwarded(Result<String, String>),
     /// A forwarder's clear was taken by the coordinator or not.
     Cleared(Result<String, String>),
+    /// The preflight asked for by [`Effect::RunPreflight`] has ended.
+    PreflightDone(PreflightOutcome),
+}
+
+/// How a preflight ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreflightOutcome {
+    /// It ran: every check.
+    Ran(Report),
+    /// It did not run (why): another process's run holds the run lock, so the cluster is being
+    /// changed under it.
+    NotRun(String),
 }
 
 /// How important a log line is.
@@ -359,6 +388,11 @@ pub enum Effect {
         /// Why, for the log.
         why: String,
     },
+    /// Run the preflight checks in the background (the answer comes back as
+    /// [`Input::PreflightDone`]).
+    RunPreflight,
+    /// Stop the preflight running in the background: the daemon no longer watches.
+    AbortPreflight,
     /// A line for the log.
     Log {
         /// Level.
@@ -710,6 +744,17 @@ pub struct Supervisor {
     started: bool,
     /// The automatic startup is waiting for the batteries to charge (said once per wait).
     charging: bool,
+    preflight: PreflightSchedule,
+}
+
+/// When the next preflight is due, whether one runs, and what the last ones found.
+#[derive(Debug, Clone, Default)]
+struct PreflightSchedule {
+    /// `preflight.interval`, seconds; `None`: off.
+    interval_s: Option<f64>,
+    next_due: f64,
+    running: bool,
+    tracker: Tracker,
 }
 
 /// Raises one source's alerts: notified, logged, counted.
@@ -836,6 +881,7 @@ impl Supervisor {
             last_start_error: None,
             started: false,
             charging: false,
+            preflight: PreflightSchedule::default(),
         }
     }
 
@@ -845,6 +891,26 @@ impl Supervisor {
     pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = id.into();
         self
+    }
+
+    /// Runs a preflight every `interval_s` seconds while watching, the first
+    /// [`PREFLIGHT_FIRST_DELAY_S`] after time 0 (or `interval_s`, if shorter). Off by default.
+    pub fn with_preflight(mut self, interval_s: f64) -> Self {
+        if interval_s.is_finite() && interval_s > 0.0 {
+            self.preflight.interval_s = Some(interval_s);
+            self.preflight.next_due = interval_s.min(PREFLIGHT_FIRST_DELAY_S);
+        }
+        self
+    }
+
+    /// What the preflights found: each check's last state.
+    pub fn preflight(&self) -> &Tracker {
+        &self.preflight.tracker
+    }
+
+    /// Whether a preflight runs now.
+    pub fn preflight_running(&self) -> bool {
+        self.preflight.running
     }
 
     /// Forwarder: why the last forward or clear failed (the coordinator's reason, such as a clock
@@ -924,7 +990,9 @@ impl Supervisor {
             Input::RunEnded { run, end } => self.on_run_ended(now, run, end, &mut fx),
             Input::Forwarded(result) => self.on_forwarded(now, result, &mut fx),
             Input::Cleared(result) => self.on_cleared(now, result, &mut fx),
+            Input::PreflightDone(outcome) => self.on_preflight_done(now, outcome, &mut fx),
         }
+        self.schedule_preflight(now, &mut fx);
         fx.0
     }
 
@@ -1473,6 +1541,62 @@ impl Supervisor {
                 fx.log(Level::Warn, format!("could not tell the coordinator our mains are back: {why}"));
             }
         }
+    }
+}
+
+impl Supervisor {
+    /// Starts a preflight when one is due while watching; stops one running when the daemon no
+    /// longer watches.
+    fn schedule_preflight(&mut self, now: f64, fx: &mut Fx) {
+        let p = &mut self.preflight;
+        let watching = self.phase == Phase::Watching;
+        if p.running && !watching {
+            p.running = false;
+            fx.log(Level::Debug, format!("preflight stopped: the daemon is {} now", self.phase.kind()));
+            fx.0.push(Effect::AbortPreflight);
+        } else if watching && !p.running && p.interval_s.is_some() && now >= p.next_due {
+            p.running = true;
+            fx.0.push(Effect::RunPreflight);
+        }
+    }
+
+    fn on_preflight_done(&mut self, now: f64, outcome: PreflightOutcome, fx: &mut Fx) {
+        let p = &mut self.preflight;
+        if !std::mem::replace(&mut p.running, false) {
+            fx.log(Level::Debug, "the result of a preflight that was stopped ignored");
+            return;
+        }
+        p.next_due = now + p.interval_s.unwrap_or(f64::INFINITY);
+        let report = match outcome {
+            PreflightOutcome::Ran(report) => report,
+            PreflightOutcome::NotRun(why) => {
+                fx.log(Level::Info, format!("preflight not run: {why}"));
+                return;
+            }
+        };
+        for change in p.tracker.observe(&report) {
+            let what = format!("{} {}", change.target, change.check);
+            let (level, kind, message) = match change.kind {
+                ChangeKind::Failed => {
+                    (Level::Warn, EventKind::PreflightFailed, format!("preflight: {what} fails: {}", change.message))
+                }
+                ChangeKind::Recovered => (
+                    Level::Info,
+                    EventKind::PreflightRecovered,
+                    format!("preflight: {what} passes again: {}", change.message),
+                ),
+            };
+            let mut details = Details::new();
+            details.insert("target".into(), change.target.into());
+            details.insert("check".into(), change.check.into());
+            fx.log(level, message.clone());
+            fx.notify(kind, message, details);
+        }
+        let failing = p.tracker.failing().count();
+        fx.log(
+            Level::Debug,
+            format!("preflight: {} check(s), {failing} failing, in {:.1} s", report.results.len(), report.duration_s),
+        );
     }
 }
 

@@ -8,13 +8,13 @@ use hecate_core::history::{History, RunKind, RunOutcome, RunRecord, StageDuratio
 fn unknown_fields_and_values_survive_a_rewrite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("runs.json");
-    let original = r#"[{"kind": "drill", "started_at": "2026-01-04T02:11:09Z", "duration_s": 212.4,
+    let original = r#"[{"kind": "rehearsal", "started_at": "2026-01-04T02:11:09Z", "duration_s": 212.4,
         "outcome": "aborted", "operator": "kim", "stages": [{"name": "drain", "duration_s": 80.5, "nodes": 3}]}]"#;
     std::fs::write(&path, original).unwrap();
     let loaded = History::load(&path).unwrap();
     assert!(loaded.warning.is_none());
     let r = &loaded.history.runs[0];
-    assert_eq!(r.kind, RunKind::Other("drill".into()));
+    assert_eq!(r.kind, RunKind::Other("rehearsal".into()));
     assert_eq!(r.outcome, RunOutcome::Other("aborted".into()));
     assert_eq!(r.extra["operator"], "kim");
     assert_eq!(r.stages[0].extra["nodes"], 3);

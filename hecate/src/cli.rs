@@ -94,6 +94,34 @@ pub enum Command {
         #[arg(long)]
         lifecycle: bool,
     },
+    /// Check, without changing anything, each part of the shutdown and startup path: node SSH
+    /// (host key, login, sudo for exactly the plans' commands), BMCs, Wake-on-LAN, the
+    /// Kubernetes API and its permissions, NUT logins, a forwarder's coordinator. Exit 0 when
+    /// nothing fails, 1 when something does.
+    Preflight {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rehearse an outage in a maintenance window: the real shutdown, then the startup (a dry
+    /// run unless --execute). Both are recorded as drill runs that teach the shutdown budget, and
+    /// a report compares each stage with the budget and earlier runs.
+    Drill {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Carry the drill out. Without it, both plans are only printed.
+        #[arg(long)]
+        execute: bool,
+    },
+    /// The cluster's nodes.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
     /// Check or describe config files.
     Config {
         #[command(subcommand)]
@@ -127,6 +155,25 @@ pub struct RunArgs {
     /// JSON: the plan (dry run); with --execute, one object per change and the report at the end.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hecate nodes ...`
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Fetch each node's SSH host key (the `ssh_systemd` controllers' addresses and ports) and
+    /// show its fingerprint, with what the known_hosts file says of it; with --write, add the
+    /// keys it lacks (after a prompt, or --yes). A key that changed is shown, never replaced.
+    Keyscan {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Add the keys known_hosts lacks to it.
+        #[arg(long)]
+        write: bool,
+        /// With --write: do not ask.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 /// `hecate config ...`

@@ -42,6 +42,33 @@ pub struct ClusterView {
     pub cluster: BTreeMap<String, Fact>,
 }
 
+/// What a preflight found of each node and of the cluster, under `preflight: CHECK` keys (shown as
+/// lines under each node; a check that was skipped says nothing new and is left out), kept in
+/// `cluster.json`. Failures to write are logged: it is only a view.
+pub fn record_preflight(state_dir: &Path, report: &hecate_core::preflight::Report) {
+    use hecate_core::preflight::CheckStatus;
+    let mut view = ClusterView::load(state_dir);
+    for r in report.results.iter().filter(|r| r.status != CheckStatus::Skipped) {
+        let node = match r.target.strip_prefix("node/") {
+            Some(n) => Some(n),
+            None if r.target == "cluster" || r.target == "gitops" => None,
+            None => continue,
+        };
+        let ok = r.status == CheckStatus::Ok;
+        let fact = Fact {
+            value: if ok { "ok".into() } else { "failing".into() },
+            ok,
+            at: report.checked_at.clone(),
+            source: "preflight".into(),
+            detail: (!ok).then(|| r.message.clone()),
+        };
+        view.observe(node, &format!("preflight: {}", r.check), fact);
+    }
+    if let Err(e) = view.save(state_dir) {
+        tracing::warn!(error = %format!("{e:#}"), "cannot write cluster.json");
+    }
+}
+
 /// The facts shown as columns, in order; others are listed under their node.
 const COLUMNS: [&str; 5] = ["power", "reachable", "k3s", "ready", "cordoned"];
 
@@ -240,5 +267,41 @@ pub fn record(state_dir: &Path, plan: &Plan, report: &RunReport) {
     view.learn_from_run(plan, report);
     if let Err(e) = view.save(state_dir) {
         tracing::warn!(error = %format!("{e:#}"), "cannot write cluster.json (what hecate status shows of the nodes)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hecate_core::preflight::{CheckResult, CheckStatus, Report};
+
+    use super::*;
+
+    #[test]
+    fn a_preflight_adds_its_checks_to_the_nodes_view() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let result = |target: &str, check: &str, status, message: &str| CheckResult {
+            target: target.into(),
+            check: check.into(),
+            status,
+            message: message.into(),
+        };
+        let report = Report {
+            checked_at: "2026-12-01T03:00:00Z".into(),
+            duration_s: 1.0,
+            results: vec![
+                result("node/n1", "ssh_systemd:sudo", CheckStatus::Failed, "sudo refuses systemctl stop k3s"),
+                result("node/n1", "ipmi:login", CheckStatus::Skipped, "not checked"),
+                result("cluster", "kube:api", CheckStatus::Ok, "answers"),
+                result("ups/u", "nut:login", CheckStatus::Ok, "primary"),
+            ],
+        };
+        record_preflight(dir.path(), &report);
+        let view = ClusterView::load(dir.path());
+        let sudo = &view.nodes["n1"]["preflight: ssh_systemd:sudo"];
+        assert!(!sudo.ok && sudo.source == "preflight", "{sudo:?}");
+        assert_eq!(sudo.detail.as_deref(), Some("sudo refuses systemctl stop k3s"));
+        assert!(!view.nodes["n1"].contains_key("preflight: ipmi:login"), "a skipped check says nothing");
+        assert!(view.cluster["preflight: kube:api"].ok);
+        assert_eq!(view.nodes.len(), 1, "a UPS is not a node: {view:?}");
     }
 }

@@ -16,7 +16,7 @@ use hecate_core::notify::{Event, EventKind};
 use hecate_core::plan::{self, PlanKind};
 use hecate_core::power::Sample;
 use hecate_core::runtime::Runtime;
-use hecate_core::supervisor::{Effect, Input, Level, LockHolder, RunEnd, RunId, Supervisor};
+use hecate_core::supervisor::{Effect, Input, Level, LockHolder, PreflightOutcome, RunEnd, RunId, Supervisor};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -116,6 +116,9 @@ struct Shell {
     sink: EventSink,
     metrics: Metrics,
     budget: hecate_core::budget::Budget,
+    /// When runs.json was last changed as the budget knows it: a run of another process (a
+    /// drill, an operator's shutdown) teaches the budget too.
+    runs_changed: Option<SystemTime>,
     tx: mpsc::Sender<Msg>,
     inbox: mpsc::Receiver<Msg>,
     link: Option<ForwardLink>,
@@ -124,6 +127,8 @@ struct Shell {
     /// one to let go of the run lock.
     run_slot: Arc<tokio::sync::Mutex<()>>,
     clearing: Option<AbortHandle>,
+    /// The preflight running in the background, if one is.
+    preflight: Option<AbortHandle>,
     last_run: Option<serde_json::Value>,
     last_poll: Option<Instant>,
     ready_sent: bool,
@@ -144,6 +149,9 @@ impl Shell {
             rt.power.iter().map(|p| p.name.clone()),
         )
         .with_instance_id(forward::random_hex(4));
+        if cfg.preflight.enabled {
+            sup = sup.with_preflight(cfg.preflight.interval.as_secs_f64());
+        }
         // What earlier outages showed of each battery; a history that cannot be read is no
         // reason not to protect (the loader keeps an unreadable file aside and says so).
         let discharge_path = cfg.state_dir.join(DischargeHistory::FILE_NAME);
@@ -165,6 +173,7 @@ impl Shell {
             discharge_path,
             t0: Instant::now(),
             sink,
+            runs_changed: runs_modified(&cfg),
             budget: crate::status::budget(&cfg),
             rt,
             sup,
@@ -175,6 +184,7 @@ impl Shell {
             runs: Vec::new(),
             run_slot: Arc::default(),
             clearing: None,
+            preflight: None,
             last_run: None,
             last_poll: None,
             ready_sent: false,
@@ -292,9 +302,20 @@ impl Shell {
         match msg {
             Msg::Polled(samples) => {
                 self.last_poll = Some(Instant::now());
+                let changed = runs_modified(&self.cfg);
+                if changed != self.runs_changed {
+                    self.runs_changed = changed;
+                    self.budget = crate::status::budget(&self.cfg);
+                    tracing::info!(budget = %self.budget, "runs.json changed: the budget is read again");
+                }
                 Some(Input::Poll { samples, budget_s: self.budget.seconds })
             }
-            Msg::Input(input) => Some(input),
+            Msg::Input(input) => {
+                if let Input::PreflightDone(hecate_core::supervisor::PreflightOutcome::Ran(report)) = &input {
+                    crate::cluster_view::record_preflight(&self.cfg.state_dir, report);
+                }
+                Some(input)
+            }
             Msg::RunDone(run, result) => {
                 self.runs.retain(|(id, _)| *id != run);
                 let end = match result {
@@ -310,6 +331,7 @@ impl Shell {
                         let failed = report.failures().count();
                         tracing::info!(kind = %report.kind, outcome = ?report.outcome, duration_s = report.duration_s, failed, "run finished");
                         self.budget = crate::status::budget(&self.cfg);
+                        self.runs_changed = runs_modified(&self.cfg);
                         RunEnd::Finished(report.outcome)
                     }
                     Err(end) => end,
@@ -394,6 +416,35 @@ impl Shell {
                     crate::run::power_off_self(&cfg).await;
                 });
             }
+            Effect::RunPreflight => {
+                let (cfg, rt, tx) = (self.cfg.clone(), self.rt.clone(), self.tx.clone());
+                let forwarding = match (&self.link, &cfg.role) {
+                    (Some(link), _) => crate::preflight::Forwarding::Link(link.clone()),
+                    (None, hecate_core::config::Role::Forwarder(_)) => crate::preflight::Forwarding::Unavailable(
+                        "the forwarding key or ca_file could not be read at start (see the log)".into(),
+                    ),
+                    (None, _) => crate::preflight::Forwarding::None,
+                };
+                let task = tokio::spawn(async move {
+                    // A run of another process (a drill, an operator's shutdown) changes what
+                    // would be checked: its failures would be noise.
+                    let outcome = if crate::preflight::run_lock_held(&cfg.state_dir) {
+                        let holder = crate::run::run_lock_holder(&cfg.state_dir)
+                            .map(|(pid, kind)| format!(" (pid {pid}, a {kind})"))
+                            .unwrap_or_default();
+                        PreflightOutcome::NotRun(format!("a run holds the run lock{holder}"))
+                    } else {
+                        PreflightOutcome::Ran(crate::preflight::run_checks(&cfg, &rt, &forwarding).await)
+                    };
+                    let _ = tx.send(Msg::Input(Input::PreflightDone(outcome))).await;
+                });
+                self.preflight = Some(task.abort_handle());
+            }
+            Effect::AbortPreflight => {
+                if let Some(h) = self.preflight.take() {
+                    h.abort();
+                }
+            }
             Effect::Log { level, message } => match level {
                 Level::Debug => tracing::debug!(target: "hecate::lifecycle", "{message}"),
                 Level::Info => tracing::info!(target: "hecate::lifecycle", "{message}"),
@@ -468,6 +519,7 @@ impl Shell {
         }
         self.metrics.set_lifecycle(sup, &self.budget);
         let credentials = crate::status::credential_status(&self.rt);
+        self.metrics.set_preflight(sup.preflight());
         self.metrics.set_credential_expiry(
             credentials.as_ref().and_then(|c| c.what.as_deref()),
             credentials.as_ref().and_then(|c| c.days_left),
@@ -506,6 +558,11 @@ impl Shell {
             tracing::error!("no poll of the power sources for too long: not telling the watchdog we are alive");
         }
     }
+}
+
+/// When runs.json was last modified (`None` without one).
+fn runs_modified(cfg: &Config) -> Option<SystemTime> {
+    std::fs::metadata(crate::status::runs_path(cfg)).and_then(|m| m.modified()).ok()
 }
 
 /// How long one read of a source may take: a UPS that has not answered in this long has no data.

@@ -8,6 +8,9 @@
 //! - `POST /v1/clear` (JSON `{"outage": …}`, or `null` for "whichever of mine"): that
 //!   forwarder's mains are back and stable. Until every forwarder that triggered has cleared, the
 //!   coordinator does not start the cluster on its own.
+//! - `POST /v1/check` (JSON `{}`): nothing but the signature checks: a forwarder's preflight
+//!   asks whether the coordinator answers and takes its signature. Nothing is stored but the
+//!   nonce (as for every accepted request), nothing is counted, and the daemon is not told.
 //!
 //! # Signing
 //!
@@ -625,6 +628,7 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/v1/trigger", axum::routing::post(trigger))
         .route("/v1/clear", axum::routing::post(clear))
+        .route("/v1/check", axum::routing::post(check))
         .with_state(shared);
     let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the forwarding endpoint {listen}"))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -660,6 +664,15 @@ async fn clear(
     receive(&shared, peer, "clear", &headers, &body)
 }
 
+async fn check(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    receive(&shared, peer, "check", &headers, &body)
+}
+
 fn answer_refusal(
     shared: &Shared,
     peer: SocketAddr,
@@ -678,6 +691,14 @@ fn receive(shared: &Shared, peer: SocketAddr, what: &str, headers: &HeaderMap, b
         Ok(name) => name,
         Err(r) => return answer_refusal(shared, peer, what, headers, &r),
     };
+    if what == "check" {
+        // Signed and fresh: that is all a check asks. The daemon is not told.
+        if !serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object()) {
+            let r = Refusal::new(RefusalReason::BadBody, "a check's body is a json object");
+            return answer_refusal(shared, peer, what, headers, &r);
+        }
+        return (StatusCode::OK, serde_json::json!({ "ok": true, "forwarder": name }).to_string());
+    }
     let message = match parse_body(what, body) {
         Ok(m) => m,
         Err(why) => return answer_refusal(shared, peer, what, headers, &Refusal::new(RefusalReason::BadBody, why)),
@@ -755,34 +776,48 @@ pub async fn post(
     loop {
         tries += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        let signed = signer.sign(what, body.as_bytes(), SystemTime::now());
-        let mut request = client.post(&url).header("content-type", "application/json").body(body.clone());
-        for (h, v) in signed.headers() {
-            request = request.header(h, v);
-        }
-        let attempt = request.timeout(left.clamp(Duration::from_millis(100), Duration::from_secs(10))).send().await;
-        let why = match attempt {
-            Ok(r) if r.status().is_success() => {
+        let why = match post_once(client, &url, what, signer, &body, left).await {
+            Ok(status) => {
                 return Ok(format!(
-                    "coordinator accepted ({}) after {tries} tr{}",
-                    r.status(),
+                    "coordinator accepted ({status}) after {tries} tr{}",
                     if tries == 1 { "y" } else { "ies" }
                 ));
             }
-            Ok(r) => {
-                let status = r.status();
-                match answer_error(r).await {
-                    Some(e) => format!("coordinator answered {status}: {e}"),
-                    None => format!("coordinator answered {status}"),
-                }
-            }
-            Err(e) => hecate_core::error::error_chain(&e),
+            Err(why) => why,
         };
         tracing::warn!(url, tries, %why, "the coordinator did not accept");
         if Instant::now().checked_add(Duration::from_secs(1)).is_none_or(|t| t >= deadline) {
             return Err(format!("{why} ({tries} tries in {})", humantime::format_duration(timeout)));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One signed `POST` of `body` to `url` (endpoint `what`), within `left` (held between 100 ms and
+/// 10 s). `Ok`: the status of an accepted request; `Err`: why it was not.
+async fn post_once(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    signer: &Signer,
+    body: &str,
+    left: Duration,
+) -> Result<reqwest::StatusCode, String> {
+    let signed = signer.sign(what, body.as_bytes(), SystemTime::now());
+    let mut request = client.post(url).header("content-type", "application/json").body(body.to_string());
+    for (h, v) in signed.headers() {
+        request = request.header(h, v);
+    }
+    match request.timeout(left.clamp(Duration::from_millis(100), Duration::from_secs(10))).send().await {
+        Ok(r) if r.status().is_success() => Ok(r.status()),
+        Ok(r) => {
+            let status = r.status();
+            Err(match answer_error(r).await {
+                Some(e) => format!("coordinator answered {status}: {e}"),
+                None => format!("coordinator answered {status}"),
+            })
+        }
+        Err(e) => Err(hecate_core::error::error_chain(&e)),
     }
 }
 
@@ -816,6 +851,23 @@ impl ForwardLink {
     pub async fn trigger(&self, reason: &str, outage: &OutageId) -> Result<String, String> {
         let body = serde_json::json!({ "outage": outage, "reason": reason });
         post(&self.client, &self.base_url, "trigger", &self.signer, body, self.timeout).await
+    }
+
+    /// The forwarder's preflight: one signed `POST /v1/check` (no retries, at most 10 s): the
+    /// coordinator reached, and accepting this forwarder's name, key and clock. Changes nothing
+    /// there.
+    pub async fn check(&self) -> hecate_core::preflight::Check {
+        let url = endpoint(&self.base_url, "check");
+        match post_once(&self.client, &url, "check", &self.signer, "{}", self.timeout).await {
+            Ok(status) => hecate_core::preflight::Check::ok(
+                "forwarding",
+                format!("{} accepts this forwarder's signed requests ({status})", self.base_url),
+            ),
+            Err(why) => hecate_core::preflight::Check::failed(
+                "forwarding",
+                format!("{why}: a trigger would not be taken, and this host would run its own plan"),
+            ),
+        }
     }
 
     /// Posts the clear (our mains are back and stable) of `outage` (`None`: whichever is on

@@ -5,12 +5,15 @@ pub mod cli;
 pub mod cluster_view;
 pub mod commands;
 pub mod daemon;
+pub mod drill;
 pub mod forward;
 pub mod http;
+pub mod keyscan;
 pub mod lifecycle_replay;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod preflight;
 pub mod progress;
 pub mod run;
 pub mod simulate;
@@ -25,7 +28,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use hecate_core::config::{Config, Warnings};
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, NodesCommand};
 
 /// How long a process about to exit waits for queued notifications. Short: the host may be
 /// losing power, and the log says what was not sent.
@@ -69,6 +72,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             }
             Command::Simulate { trace, runs, config, json, lifecycle: false } => {
                 simulate::run(&trace, runs.as_deref(), config.as_deref(), json)
+            }
+            Command::Preflight { config, json } => preflight::command(&config, json).await,
+            Command::Drill { config, execute } => drill::command(&config, execute).await,
+            Command::Nodes { command: NodesCommand::Keyscan { config, write, yes } } => {
+                keyscan::command(&config, write, yes).await
             }
             Command::Config { command: ConfigCommand::Check { files, no_build } } => {
                 commands::config_check(&files, !no_build)

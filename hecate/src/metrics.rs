@@ -67,6 +67,13 @@ pub struct Metrics {
     last_run_end: GaugeVec,
     last_run_outcome: IntGaugeVec,
     last_run_stage: GaugeVec,
+    preflight_ok: IntGaugeVec,
+    preflight_at: prometheus::Gauge,
+    preflight_duration: prometheus::Gauge,
+    /// The two gauges above are registered (once a preflight has run).
+    preflight_shown: Arc<std::sync::atomic::AtomicBool>,
+    /// The (target, check) series of `hecate_preflight_ok` exported now.
+    preflight_series: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
     /// The supervisor's counters as last exported.
     seen: Arc<Mutex<Counters>>,
 }
@@ -201,6 +208,24 @@ impl Metrics {
         for kind in ["shutdown", "startup"] {
             start_failures.with_label_values(&[kind]).inc_by(0);
         }
+        let preflight_ok = IntGaugeVec::new(
+            Opts::new(
+                "hecate_preflight_ok",
+                "1 while a preflight check of the shutdown and startup path passes, 0 while it fails, as last \
+                 checked (target: node/NAME, ups/NAME, cluster, gitops, coordinator; check: what, such as \
+                 ssh_systemd:sudo); a check that could never be made has no series",
+            ),
+            &["target", "check"],
+        )?;
+        r.register(Box::new(preflight_ok.clone()))?;
+        let preflight_at = prometheus::Gauge::new(
+            "hecate_preflight_last_check_timestamp_seconds",
+            "When the daemon's last preflight ran, Unix time (absent until one has)",
+        )?;
+        let preflight_duration = prometheus::Gauge::new(
+            "hecate_preflight_last_duration_seconds",
+            "How long the daemon's last preflight took",
+        )?;
         Ok(Self {
             input_voltage: gauge(
                 &r,
@@ -225,6 +250,11 @@ impl Metrics {
                 "How long each stage of the last recorded run of each kind took",
                 &["kind", "stage"],
             )?,
+            preflight_ok,
+            preflight_at,
+            preflight_duration,
+            preflight_shown: Arc::default(),
+            preflight_series: Arc::default(),
             alerts,
             alert_active,
             unavailable,
@@ -365,6 +395,43 @@ impl Metrics {
         }
     }
 
+    /// Each preflight check's last known state, and when the last preflight ran. The time and
+    /// duration are registered only once a preflight has run, so a scrape before that does not
+    /// show a check made at 1970.
+    pub fn set_preflight(&self, tracker: &hecate_core::preflight::Tracker) {
+        use hecate_core::preflight::CheckStatus;
+        // Set in place, and only the series no longer wanted removed: a reset would let a
+        // scrape in between see none, and an alert on a failing check resolve for nothing.
+        let mut now = std::collections::BTreeSet::new();
+        for c in tracker.states() {
+            let ok = match c.status {
+                CheckStatus::Ok => 1,
+                CheckStatus::Failed => 0,
+                CheckStatus::Skipped => continue,
+            };
+            self.preflight_ok.with_label_values(&[&c.target, &c.check]).set(ok);
+            now.insert((c.target.clone(), c.check.clone()));
+        }
+        if let Ok(mut shown) = self.preflight_series.lock() {
+            for (target, check) in shown.difference(&now) {
+                let _ = self.preflight_ok.remove_label_values(&[target, check]);
+            }
+            *shown = now;
+        }
+        let Some((at, duration)) = tracker.last() else { return };
+        if let Ok(t) = humantime::parse_rfc3339_weak(at)
+            && let Ok(unix) = t.duration_since(std::time::UNIX_EPOCH)
+        {
+            // registered on first use: the gauges exist only once there is something to say
+            if !self.preflight_shown.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let _ = self.registry.register(Box::new(self.preflight_at.clone()));
+                let _ = self.registry.register(Box::new(self.preflight_duration.clone()));
+            }
+            self.preflight_at.set(unix.as_secs_f64());
+            self.preflight_duration.set(duration);
+        }
+    }
+
     /// A backend that could not be built.
     pub fn backend_unavailable(&self, field: &str) {
         self.unavailable.with_label_values(&[field]).set(1);
@@ -467,6 +534,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn each_preflight_check_is_a_series_until_it_is_no_longer_checked() {
+        use hecate_core::preflight::{CheckResult, CheckStatus, Report, Tracker};
+        let m = Metrics::new().unwrap();
+        let mut t = Tracker::default();
+        m.set_preflight(&t);
+        assert!(!m.render().contains("hecate_preflight_last_check_timestamp_seconds"), "no time before a run");
+        let result = |check: &str, status| CheckResult {
+            target: "node/n1".into(),
+            check: check.into(),
+            status,
+            message: String::new(),
+        };
+        let report = |results| Report { checked_at: "2026-01-01T00:00:10Z".into(), duration_s: 2.5, results };
+        t.observe(&report(vec![
+            result("ssh_systemd:sudo", CheckStatus::Failed),
+            result("ssh_systemd:login", CheckStatus::Ok),
+            result("simulated:preflight", CheckStatus::Skipped),
+        ]));
+        m.set_preflight(&t);
+        let text = m.render();
+        assert!(text.contains(r#"hecate_preflight_ok{check="ssh_systemd:sudo",target="node/n1"} 0"#), "{text}");
+        assert!(text.contains(r#"hecate_preflight_ok{check="ssh_systemd:login",target="node/n1"} 1"#), "{text}");
+        assert!(!text.contains("simulated:preflight"), "a check never made has no series: {text}");
+        assert!(text.contains("hecate_preflight_last_check_timestamp_seconds 1767225610"), "{text}");
+        assert!(text.contains("hecate_preflight_last_duration_seconds 2.5"), "{text}");
+        t.observe(&report(vec![result("ssh_systemd:login", CheckStatus::Ok)]));
+        m.set_preflight(&t);
+        assert!(!m.render().contains(r#"check="ssh_systemd:sudo""#), "{}", m.render());
+    }
 
     #[test]
     fn the_credential_expiry_is_one_series_and_goes_when_unknown() {

@@ -37,7 +37,7 @@ pub async fn shutdown(args: &RunArgs, reason: &str) -> anyhow::Result<ExitCode> 
 /// Builds what it can; each backend that cannot be built is said on stderr. A run goes on
 /// without it (the steps that need it fail at once, fallbacks go on): a broken SSH key on one
 /// node must not keep the others up.
-fn build_reporting(cfg: &Config) -> Runtime {
+pub(crate) fn build_reporting(cfg: &Config) -> Runtime {
     let rt = Runtime::build_degraded(cfg);
     for b in &rt.unavailable {
         eprintln!("problem: {b}");
@@ -64,15 +64,7 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = lock_runs(&cfg.state_dir, plan.kind)?;
-    let progress = Progress::new(Style::choose(args.json));
-    // On a terminal the display is live: the log goes to a file, its warnings above the display.
-    if let Some(mp) = progress.multi() {
-        let log = cfg.state_dir.join(format!("{}.log", plan.kind));
-        match crate::logging::to_file(&log, Some(mp)) {
-            Ok(()) => progress.say(&format!("the log: {}", log.display())),
-            Err(e) => tracing::warn!(error = %e, file = %log.display(), "cannot write the log file; logging here"),
-        }
-    }
+    let progress = live_progress(cfg, &plan.kind.to_string(), args.json);
     progress.begin_run(&format!("{}: {}", plan.kind, plan.reason));
     let report = execute(cfg, rt.clone(), &plan, args.resume, progress.sink()).await;
     // The log stays in its file to the end: what follows (the notifications, a power-off)
@@ -97,6 +89,21 @@ async fn carry_out(cfg: &Config, rt: Arc<Runtime>, plan: Plan, args: &RunArgs) -
         Outcome::Partial => ExitCode::from(2),
         Outcome::Failed => ExitCode::FAILURE,
     })
+}
+
+/// The progress display for a run from the command line. On a terminal it is live, and the log
+/// goes to `STATE_DIR/<log_name>.log` (its warnings above the display); otherwise plain lines, or
+/// JSON with `json`.
+pub fn live_progress(cfg: &Config, log_name: &str, json: bool) -> Arc<Progress> {
+    let progress = Progress::new(Style::choose(json));
+    if let Some(mp) = progress.multi() {
+        let log = cfg.state_dir.join(format!("{log_name}.log"));
+        match crate::logging::to_file(&log, Some(mp)) {
+            Ok(()) => progress.say(&format!("the log: {}", log.display())),
+            Err(e) => tracing::warn!(error = %e, file = %log.display(), "cannot write the log file; logging here"),
+        }
+    }
+    progress
 }
 
 /// Takes the per-state-dir run lock, so two runs never act on the cluster at once. The lock file
@@ -147,6 +154,19 @@ pub fn run_lock_holder(state_dir: &Path) -> Option<(u32, String)> {
 /// be resumed after a crash, not a run that does not happen, and a run that cannot be recorded is
 /// still done. Both are logged.
 pub async fn execute(cfg: &Config, rt: Arc<Runtime>, plan: &Plan, resume: bool, sink: EventSink) -> RunReport {
+    execute_recording(cfg, rt, plan, resume, sink, crate::status::record_run).await
+}
+
+/// [`execute`], recording the finished run with `record` (a drill records its halves as drill
+/// runs).
+pub async fn execute_recording(
+    cfg: &Config,
+    rt: Arc<Runtime>,
+    plan: &Plan,
+    resume: bool,
+    sink: EventSink,
+    record: impl FnOnce(&Config, &RunReport) -> anyhow::Result<()>,
+) -> RunReport {
     let mut journal = match Journal::open(&cfg.state_dir, plan.kind, &plan.reason, resume) {
         Ok(j) => Some(j),
         Err(e) => {
@@ -159,7 +179,7 @@ pub async fn execute(cfg: &Config, rt: Arc<Runtime>, plan: &Plan, resume: bool, 
     }
     let engine = Engine::new(rt, engine_options(cfg), sink);
     let report = engine.execute(plan, journal.as_mut()).await;
-    if let Err(e) = crate::status::record_run(cfg, &report) {
+    if let Err(e) = record(cfg, &report) {
         tracing::error!(error = %format!("{e:#}"), "the run is done but could not be recorded");
     }
     crate::cluster_view::record(&cfg.state_dir, plan, &report);

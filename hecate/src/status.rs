@@ -51,13 +51,12 @@ pub fn budget(cfg: &Config) -> Budget {
 /// of the recent successful runs of that kind.
 pub fn expected(cfg: &Config, kind: PlanKind) -> hecate_core::plan::Expected {
     let runs = History::load(&runs_path(cfg)).map(|l| l.history.runs).unwrap_or_default();
-    let want = match kind {
-        PlanKind::Shutdown => RunKind::Shutdown,
-        PlanKind::Startup => RunKind::Startup,
-    };
+    // a drill's halves are the real plans
     let recent: Vec<&RunRecord> = runs
         .iter()
-        .filter(|r| r.kind == want && r.outcome == RunOutcome::Success && is_physical_duration(r.duration_s))
+        .filter(|r| {
+            r.plan_kind() == Some(kind) && r.outcome == RunOutcome::Success && is_physical_duration(r.duration_s)
+        })
         .rev()
         .take(cfg.budget.window)
         .collect();
@@ -153,6 +152,10 @@ pub struct Snapshot {
     /// When the cluster API's credentials (the kubeconfig's client certificate or token) expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_credentials: Option<CredentialStatus>,
+    /// The daemon's preflight: when it last ran and each check's last known state (absent with
+    /// `preflight.enabled: false`, and in a one-off poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::preflight::PreflightStatus>,
 }
 
 /// When the cluster API's credentials expire, as `hecate status` shows it.
@@ -264,6 +267,7 @@ impl Snapshot {
             }),
             forwarding_problem: sup.forwarding_problem().map(sink_text),
             kube_credentials: credential_status(rt),
+            preflight: crate::preflight::PreflightStatus::of(cfg, sup.preflight()),
         }
     }
 
@@ -349,6 +353,9 @@ impl Snapshot {
             if !src.alerts.is_empty() {
                 let _ = writeln!(s, "  alerts: {}", src.alerts.join(", "));
             }
+        }
+        if let Some(p) = &self.preflight {
+            let _ = write!(s, "\n{}", crate::preflight::render_status(p, false));
         }
         // status.json may have been written by an older daemon: nothing in it reaches the
         // terminal raw.
@@ -534,8 +541,8 @@ pub enum Health {
     /// Exit 0: the daemon runs, its status is fresh, every source gives data, every backend was
     /// built, no alert lasts.
     Healthy,
-    /// Exit 1: the daemon runs, but a source has no data, a backend could not be built, or an
-    /// alert lasts (each reason in words).
+    /// Exit 1: the daemon runs, but a source has no data, a backend could not be built, an alert
+    /// lasts, or a preflight check fails (each reason in words).
     Degraded(Vec<String>),
     /// Exit 3: no daemon runs, or its status is stale (why).
     NotRunning(String),
@@ -575,6 +582,9 @@ impl Health {
         if snap.sources.is_empty() {
             why.push("no power source is watched".into());
         }
+        // A shutdown path that would break is worth the health check's attention now, not at
+        // the outage.
+        why.extend(snap.preflight.iter().flat_map(crate::preflight::failing_lines));
         if why.is_empty() { Health::Healthy } else { Health::Degraded(why) }
     }
 }
@@ -624,7 +634,7 @@ pub async fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
 const LAST_RUNS: usize = 5;
 
 /// What the state dir says about a daemon.
-enum DaemonView {
+pub(crate) enum DaemonView {
     /// A daemon holds the lock and its snapshot is fresh.
     Fresh(Snapshot),
     /// A daemon holds the lock, but its snapshot is older than [`stale_after`].
@@ -634,7 +644,7 @@ enum DaemonView {
 }
 
 /// The daemon's snapshot, if a daemon holds the state dir's lock, and whether it is fresh.
-fn daemon_snapshot(cfg: &Config, now: SystemTime) -> DaemonView {
+pub(crate) fn daemon_snapshot(cfg: &Config, now: SystemTime) -> DaemonView {
     let lock_path = cfg.state_dir.join("daemon.lock");
     let no_daemon = || DaemonView::Absent(format!("no daemon is running (nothing holds {})", lock_path.display()));
     let Ok(lock) = std::fs::File::open(&lock_path) else {
@@ -668,7 +678,7 @@ fn daemon_snapshot(cfg: &Config, now: SystemTime) -> DaemonView {
     }
 }
 
-async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
+pub(crate) async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
     let rt = Runtime::build_degraded(cfg);
     let budget = budget(cfg);
     let mut sources = Vec::new();
@@ -712,6 +722,7 @@ async fn one_off(cfg: &Config) -> anyhow::Result<Snapshot> {
         power_off_self_at: None,
         forwarding_problem: None,
         kube_credentials: credential_status(&rt),
+        preflight: None,
     })
 }
 
@@ -747,6 +758,7 @@ mod tests {
             power_off_self_at: None,
             forwarding_problem: Some("the coordinator answered 401: \u{1b}[2Jskew".into()),
             kube_credentials: None,
+            preflight: None,
         };
         let out = snap.render();
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");

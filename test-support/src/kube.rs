@@ -32,6 +32,7 @@ pub struct KubeApiServer {
     port: u16,
     token: String,
     kubeconfig: PathBuf,
+    limited_kubeconfig: PathBuf,
 }
 
 /// Spawns `command` from a thread that never ends, so `--pdeathsig` (which follows the thread
@@ -126,19 +127,24 @@ impl KubeApiServer {
             panic!("kube-apiserver peer: {why} (logs in {})", dir.display());
         }
 
-        let kubeconfig = base.join("kubeconfig");
         let ca = dir.join("ca.crt");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    \
-                 certificate-authority: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: hecate\n\
-                 current-context: test\nusers:\n- name: hecate\n  user:\n    token: {token}\n",
-                ca.display()
-            ),
-        )
-        .expect("cannot write the kubeconfig");
-        KubeApiServer { child: Mutex::new(child), dir: base, port, token, kubeconfig }
+        let write_kubeconfig = |name: &str, token: &str| {
+            let path = base.join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    \
+                     certificate-authority: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: hecate\n\
+                     current-context: test\nusers:\n- name: hecate\n  user:\n    token: {token}\n",
+                    ca.display()
+                ),
+            )
+            .expect("cannot write the kubeconfig");
+            path
+        };
+        let kubeconfig = write_kubeconfig("kubeconfig", &token);
+        let limited_kubeconfig = write_kubeconfig("kubeconfig-limited", &format!("{token}-limited"));
+        KubeApiServer { child: Mutex::new(child), dir: base, port, token, kubeconfig, limited_kubeconfig }
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -154,6 +160,16 @@ impl KubeApiServer {
     /// A kubeconfig for this server: its CA, the token, context `test`.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The user of [`KubeApiServer::limited_kubeconfig`]: in no group, so it may do only what a
+    /// test grants it with RBAC (a `ClusterRoleBinding` to this user).
+    pub const LIMITED_USER: &'static str = "hecate-limited";
+
+    /// A kubeconfig like [`KubeApiServer::kubeconfig`] for [`KubeApiServer::LIMITED_USER`]'s
+    /// token instead of the admin's.
+    pub fn limited_kubeconfig(&self) -> &Path {
+        &self.limited_kubeconfig
     }
 
     /// The CA that signed the serving certificate.

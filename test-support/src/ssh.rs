@@ -25,6 +25,10 @@ const SSHD: &str = "/usr/sbin/sshd";
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 const SUDOERS: &str = "/etc/sudoers.d/hecate-test";
 const TEST_USER: &str = "hecate";
+/// The second test user, whose sudoers rule is the one Hecate ships for real nodes
+/// (`packaging/sudoers.d/hecate-node`) on the shims' paths.
+const PKG_USER: &str = "hecate-pkg";
+const PKG_SUDOERS: &str = "/etc/sudoers.d/hecate-test-pkg";
 /// The project's copies that setup.sh installs; a mismatch means the setup is stale.
 const SHIM_SOURCE: &str = include_str!("../../tests/peers/ssh/shim.sh");
 const SUDO_ROOT_SOURCE: &str = include_str!("../../tests/peers/ssh/sudo-root.sh");
@@ -158,6 +162,19 @@ impl SshNode {
     /// The unprivileged test user: `hecate` (may `sudo -n` only the shims).
     pub fn user(&self) -> &'static str {
         TEST_USER
+    }
+
+    /// A user whose only sudo rule is the one Hecate ships for real nodes
+    /// (`packaging/sudoers.d/hecate-node`, installed by setup.sh with the shims' paths): exactly
+    /// `systemctl start --no-block|stop|is-active` of `k3s` and `k3s-agent`, `systemctl
+    /// poweroff` and `hecate-k3s-stop`. Panics with [`SETUP_HINT`] when that rule is not installed.
+    pub fn packaged_rule_user(&self) -> &'static str {
+        let rule = std::fs::read_to_string(PKG_SUDOERS).unwrap_or_default();
+        assert!(
+            rule.contains(&format!("{PKG_USER} ALL")),
+            "{PKG_SUDOERS} is missing or stale (tests/peers/ssh/setup.sh makes it): {SETUP_HINT}"
+        );
+        PKG_USER
     }
 
     /// The client private key (root-only, 0600) accepted for `hecate` and root on every node.
@@ -303,7 +320,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
-AllowUsers root {TEST_USER}
+AllowUsers root {TEST_USER} {PKG_USER}
 UsePAM no
 UseDNS no
 PrintMotd no

@@ -21,6 +21,7 @@ use hecate_core::cluster::{
 };
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_DAY, ONE_TRY};
+use hecate_core::preflight::{Check, ClusterNeeds};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -30,7 +31,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::kube_access::{KubeAccess, api_error, default_kubeconfig, status_code};
+use crate::kube_access::{KubeAccess, Permission, api_error, default_kubeconfig, status_code};
 
 /// The `kube` cluster API backend.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -311,6 +312,26 @@ impl ClusterApi for KubeCluster {
 
     fn credential_expiry(&self) -> Result<Option<CredentialExpiry>, BackendError> {
         self.access.credential_expiry()
+    }
+
+    /// The API, the credentials, and the permissions cordon, uncordon, readiness and the drain
+    /// use: nodes read and patched; pods listed, read and evicted (and deleted, with
+    /// `drain_fallback: delete`) in every namespace.
+    async fn preflight(&self, needs: &ClusterNeeds) -> Vec<Check> {
+        let mut permissions = vec![
+            Permission::new("get", "", "nodes"),
+            Permission::new("list", "", "nodes"),
+            Permission::new("patch", "", "nodes"),
+        ];
+        if needs.drain {
+            permissions.push(Permission::new("list", "", "pods"));
+            permissions.push(Permission::new("get", "", "pods"));
+            permissions.push(Permission::new("create", "", "pods").sub("eviction"));
+        }
+        if needs.delete_pods {
+            permissions.push(Permission::new("delete", "", "pods"));
+        }
+        self.access.preflight(&permissions).await
     }
 
     async fn cordon(&self, node: &str) -> Result<Cordoned, BackendError> {

@@ -88,6 +88,11 @@ impl ClusterApi for SimulatedCluster {
         self.require_api()
     }
 
+    /// The simulated API answers while a simulated server runs k3s; it grants everything.
+    async fn preflight(&self, _needs: &hecate_core::preflight::ClusterNeeds) -> Vec<hecate_core::preflight::Check> {
+        vec![hecate_core::preflight::Check::from_result("api", self.require_api().map(|()| "answers".to_string()))]
+    }
+
     async fn nodes(&self) -> Result<Vec<ClusterNode>, BackendError> {
         self.require_api()?;
         let now = Instant::now();

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MAX_COUNT, MIN_TIMEOUT, ONE_DAY, ONE_TRY};
 use hecate_core::gitops::{GitOpsBootstrap, GitOpsConfig, GitOpsHealth, GitOpsReport, ResumeOptions};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::kube_access::{KubeAccess, api_error, default_kubeconfig, status_code};
+use crate::kube_access::{KubeAccess, Permission, api_error, default_kubeconfig, status_code};
 
 /// Set on the objects Hecate suspended; its value is when.
 pub const SUSPENDED_BY_HECATE: &str = "hecate.dev/suspended-at";
@@ -739,6 +740,55 @@ impl GitOpsBootstrap for FluxGitea {
             report.actions.push(format!("left alone (suspended by the operator): {}", report.left_alone.join(", ")));
         }
         Ok(report)
+    }
+
+    /// The API, the credentials, Flux's APIs, and the permissions suspend and resume use:
+    /// Kustomizations (and HelmReleases, where that API exists) listed and patched in the
+    /// configured namespaces, the GitRepository read and patched, and the Gitea fallback's
+    /// workloads patched.
+    async fn preflight(&self) -> Vec<Check> {
+        let namespaces: Vec<Option<&str>> = if self.cfg.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.cfg.namespaces.iter().map(|n| Some(n.as_str())).collect()
+        };
+        let mut permissions = Vec::new();
+        let mut flux = Check::ok("flux_api", "GitRepository and Kustomization are served");
+        let helm = match self.client().await {
+            Ok(client) => match self.kinds(&client).await {
+                Ok(kinds) => kinds.helm_release.is_some(),
+                Err(e) => {
+                    flux = Check::failed("flux_api", format!("{}: {}", e.kind, e.detail()));
+                    false
+                }
+            },
+            // the access checks below say why
+            Err(_) => false,
+        };
+        for (group, plural) in std::iter::once(("kustomize.toolkit.fluxcd.io", "kustomizations"))
+            .chain(helm.then_some(("helm.toolkit.fluxcd.io", "helmreleases")))
+        {
+            for ns in &namespaces {
+                permissions.push(Permission::new("list", group, plural).within(*ns));
+                permissions.push(Permission::new("patch", group, plural).within(*ns));
+            }
+        }
+        let src = Some(self.cfg.source.namespace.as_str());
+        permissions.push(Permission::new("get", "source.toolkit.fluxcd.io", "gitrepositories").within(src));
+        permissions.push(Permission::new("patch", "source.toolkit.fluxcd.io", "gitrepositories").within(src));
+        for w in self.cfg.gitea.iter().flat_map(|g| &g.workloads) {
+            let plural = match w.kind {
+                WorkloadKind::Deployment => "deployments",
+                WorkloadKind::Statefulset => "statefulsets",
+            };
+            let p = Permission::new("patch", "apps", plural).within(Some(&w.namespace));
+            if !permissions.contains(&p) {
+                permissions.push(p);
+            }
+        }
+        let mut checks = self.access.preflight(&permissions).await;
+        checks.push(flux);
+        checks
     }
 
     async fn health(&self) -> Result<GitOpsHealth, BackendError> {

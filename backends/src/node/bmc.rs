@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::ONE_DAY;
 use hecate_core::node::{Capability, PowerState};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, ErrorKind};
 
 /// What a BMC controller can do. `Probe` is left out on purpose: the startup plan probes a node
@@ -195,6 +196,44 @@ async fn wait_for(driver: &dyn PowerDriver, want: PowerState, within: Duration, 
             return last;
         }
         tokio::time::sleep(poll.min(left)).await;
+    }
+}
+
+/// A BMC's preflight: one read of the power state, which needs the BMC reached and the
+/// credentials accepted, and changes nothing. `bmc` names it in messages.
+pub(crate) async fn preflight(driver: &dyn PowerDriver, bmc: &str) -> Vec<Check> {
+    let not = |name: &str, why: &str| Check::skipped(name, format!("not checked: {why}"));
+    match driver.read().await {
+        Ok(p) => vec![
+            Check::ok("reachable", format!("{bmc} answers")),
+            Check::ok("login", format!("{bmc} accepts the credentials")),
+            Check::ok("power_state", format!("the machine is {}", power_word(p))),
+        ],
+        Err(e) => {
+            let failed = |name: &str| Check::failed(name, format!("{}: {}", e.kind, e.detail()));
+            match e.kind {
+                ErrorKind::Unreachable | ErrorKind::Timeout => {
+                    vec![failed("reachable"), not("login", "not reached"), not("power_state", "not reached")]
+                }
+                ErrorKind::Auth => {
+                    vec![
+                        Check::ok("reachable", format!("{bmc} answers")),
+                        failed("login"),
+                        not("power_state", "no login"),
+                    ]
+                }
+                _ => vec![Check::ok("reachable", format!("{bmc} answers")), failed("power_state")],
+            }
+        }
+    }
+}
+
+fn power_word(p: BmcPower) -> &'static str {
+    match p {
+        BmcPower::On => "on",
+        BmcPower::Off => "off",
+        BmcPower::PoweringOn => "powering on",
+        BmcPower::PoweringOff => "powering off",
     }
 }
 

@@ -290,6 +290,9 @@ impl NodeController for IpmiNode {
             other => Err(BackendError::unsupported(format!("ipmi cannot {other}"))),
         }
     }
+    async fn preflight(&self, _ops: &[NodeOp]) -> Vec<hecate_core::preflight::Check> {
+        bmc::preflight(self, &format!("the ipmi bmc at {}", self.target)).await
+    }
 }
 
 /// `Chassis Power is on|off` → the state.

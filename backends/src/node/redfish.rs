@@ -490,6 +490,9 @@ impl NodeController for RedfishNode {
             other => Err(BackendError::unsupported(format!("redfish cannot {other}"))),
         }
     }
+    async fn preflight(&self, _ops: &[NodeOp]) -> Vec<hecate_core::preflight::Check> {
+        bmc::preflight(self, &format!("the redfish bmc at {}", self.base.origin().ascii_serialization())).await
+    }
 }
 
 /// Installs rustls's ring provider unless the process has one: building an HTTPS client panics

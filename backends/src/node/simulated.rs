@@ -10,6 +10,7 @@ use hecate_core::duration::limits::{ONE_DAY, ONE_STEP};
 use hecate_core::node::{
     Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput, NodeRole, PowerState,
 };
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +166,34 @@ impl NodeController for SimulatedNode {
             // a simulated clock is always right
             NodeOp::ClockSynced => NodeOpOutput::ClockSynced(true),
         })
+    }
+
+    /// Whether the machine answers (when an operation needs its OS), and which operations the
+    /// config makes fail (`fail:`): a real controller's preflight finds the same things.
+    async fn preflight(&self, ops: &[NodeOp]) -> Vec<Check> {
+        if self.cfg.unreachable {
+            return vec![Check::failed("reachable", format!("simulated node {} does not answer", self.node))];
+        }
+        let mut checks = Vec::new();
+        let up = self.world.machines().get(&self.node).is_some_and(|m| m.reachable(Instant::now()));
+        checks.push(if up {
+            Check::ok("reachable", "the simulated machine answers")
+        } else {
+            Check::failed("reachable", format!("{} is powered off or still booting", self.node))
+        });
+        let mut failing: Vec<String> = Vec::new();
+        for op in ops.iter().filter(|op| self.cfg.fail.contains(&op.capability())) {
+            let what = op.capability().to_string();
+            if !failing.contains(&what) {
+                failing.push(what);
+            }
+        }
+        checks.push(if failing.is_empty() {
+            Check::ok("operations", format!("{} operation(s) would run", ops.len()))
+        } else {
+            Check::failed("operations", format!("fails as configured (`fail:`): {}", failing.join(", ")))
+        });
+        checks
     }
 }
 

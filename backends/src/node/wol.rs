@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use async_trait::async_trait;
 use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +119,64 @@ impl WolNode {
     }
 }
 
+/// One IPv4 route of the kernel's main table, as `/proc/net/route` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    iface: String,
+    destination: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
+    prefix: u32,
+}
+
+/// The routes of a `/proc/net/route` text that are up. Its addresses are hexadecimal numbers in
+/// the kernel's byte order, so their little-endian bytes are the address.
+fn parse_routes(text: &str) -> Vec<Route> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, gw, flags, mask) =
+                (f.first()?, hex(f.get(1)?)?, hex(f.get(2)?)?, hex(f.get(3)?)?, hex(f.get(7)?)?);
+            (flags & RTF_UP != 0).then(|| Route {
+                iface: (*iface).to_string(),
+                destination: Ipv4Addr::from(dest.to_le_bytes()),
+                gateway: (flags & RTF_GATEWAY != 0).then(|| Ipv4Addr::from(gw.to_le_bytes())),
+                prefix: u32::from_le_bytes(mask.to_be_bytes()).count_ones(),
+            })
+        })
+        .collect()
+}
+
+/// Where a magic packet to `target` leaves, or why it would not reach the nodes' network: the
+/// longest-prefix route for it. The limited broadcast (255.255.255.255) leaves on the default
+/// route's interface; a subnet's broadcast address needs an interface on that subnet (a route
+/// through a gateway would send it to a router, which does not forward broadcasts).
+fn wol_route(routes: &[Route], target: Ipv4Addr) -> Result<&Route, String> {
+    let t = u32::from(target);
+    let best = routes
+        .iter()
+        .filter(|r| {
+            let mask = if r.prefix == 0 { 0 } else { u32::MAX << (32 - r.prefix.min(32)) };
+            t & mask == u32::from(r.destination) & mask
+        })
+        .max_by_key(|r| r.prefix);
+    match best {
+        None if target.is_broadcast() => {
+            Err("no default route: the limited broadcast 255.255.255.255 has no interface to leave on".into())
+        }
+        None => Err(format!("no interface faces {target}: the magic packet has no route")),
+        Some(r) if target.is_broadcast() => Ok(r),
+        Some(Route { gateway: Some(gw), iface, .. }) => Err(format!(
+            "{target} is reached only through the gateway {gw} on {iface}: no interface is on that subnet, and a \
+             router does not forward the broadcast"
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
 #[async_trait]
 impl NodeController for WolNode {
     fn kind(&self) -> &str {
@@ -133,6 +192,41 @@ impl NodeController for WolNode {
             NodeOp::PowerOn => self.wake().await.map(|()| NodeOpOutput::Done),
             other => Err(BackendError::unsupported(format!("wake-on-lan cannot {other}"))),
         }
+    }
+
+    /// The interface the magic packet would leave on: present, up, on the broadcast address's
+    /// subnet. Sends nothing (the kernel's routing table and the interface's state are read).
+    async fn preflight(&self, _ops: &[NodeOp]) -> Vec<Check> {
+        let target = match self.target.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => {
+                return vec![Check::failed("interface", "wake-on-lan needs an ipv4 broadcast address")];
+            }
+        };
+        let table = match tokio::fs::read_to_string("/proc/net/route").await {
+            Ok(t) => t,
+            Err(e) => return vec![Check::failed("interface", format!("cannot read /proc/net/route: {e}"))],
+        };
+        let routes = parse_routes(&table);
+        let route = match wol_route(&routes, target) {
+            Ok(r) => r,
+            Err(why) => return vec![Check::failed("interface", why)],
+        };
+        // `unknown` is what loopback and many virtual interfaces report while they work
+        let state = tokio::fs::read_to_string(format!("/sys/class/net/{}/operstate", route.iface)).await;
+        let state = state.as_deref().map(str::trim).unwrap_or("unknown");
+        let check = if matches!(state, "up" | "unknown") {
+            Check::ok(
+                "interface",
+                format!(
+                    "the magic packet to {} leaves on {} ({}/{})",
+                    self.target, route.iface, route.destination, route.prefix
+                ),
+            )
+        } else {
+            Check::failed("interface", format!("{} (the interface for {target}) is {state}", route.iface))
+        };
+        vec![check]
     }
 }
 
@@ -161,6 +255,29 @@ mod tests {
         assert_eq!(&p[..6], &[0xff; 6]);
         assert!(p[6..].chunks(6).all(|c| c == mac));
         assert_eq!(p[6..].chunks(6).count(), 16);
+    }
+
+    #[test]
+    fn routes_and_where_a_magic_packet_leaves() {
+        // as this machine's kernel prints it: a default route through 192.0.2.1 and 192.0.2.0/24 on
+        // eth0, plus a down route and a garbled line
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     eth1\t00000A0A\t00000000\t0000\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                     junk\n";
+        let routes = parse_routes(table);
+        assert_eq!(routes.len(), 2, "{routes:?}");
+        assert_eq!(routes[0].gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!((routes[1].destination, routes[1].prefix), (Ipv4Addr::new(192, 0, 2, 0), 24));
+        let on_subnet = wol_route(&routes, Ipv4Addr::new(192, 0, 2, 255)).expect("eth0's subnet");
+        assert_eq!((on_subnet.iface.as_str(), on_subnet.prefix), ("eth0", 24));
+        assert_eq!(wol_route(&routes, Ipv4Addr::BROADCAST).expect("default route").prefix, 0);
+        let via_router = wol_route(&routes, Ipv4Addr::new(10, 10, 0, 255)).expect_err("only through a gateway");
+        assert!(via_router.contains("only through the gateway 192.0.2.1 on eth0"), "{via_router}");
+        let alone = parse_routes(&table.lines().take(1).chain(table.lines().skip(2)).collect::<Vec<_>>().join("\n"));
+        assert!(wol_route(&alone, Ipv4Addr::BROADCAST).expect_err("no default").contains("no default route"));
+        assert!(wol_route(&alone, Ipv4Addr::new(10, 10, 0, 255)).expect_err("no route").contains("no interface faces"));
     }
 
     #[test]

@@ -194,6 +194,8 @@ impl Ntfy {
             EventKind::LowBattery => "rotating_light",
             EventKind::ReplaceBattery | EventKind::StepFellBack => "wrench",
             EventKind::Overload => "zap",
+            EventKind::PreflightFailed => "stethoscope",
+            EventKind::PreflightRecovered => "white_check_mark",
         }
     }
 }

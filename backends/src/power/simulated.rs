@@ -279,6 +279,16 @@ impl PowerSource for SimulatedUps {
             other => Err(BackendError::unsupported(format!("simulated ups does not know instant command {other}"))),
         }
     }
+
+    /// A simulated UPS takes no login: its telemetry link is what can fail.
+    fn preflight(&self) -> hecate_core::preflight::PreflightFuture {
+        let check = if self.link {
+            hecate_core::preflight::Check::ok("link", "the simulated telemetry link is up")
+        } else {
+            hecate_core::preflight::Check::failed("link", "the simulated telemetry link is down")
+        };
+        Box::pin(std::future::ready(vec![check]))
+    }
 }
 
 /// A simulated UPS replaying a recorded trace in real time (times `speed`).

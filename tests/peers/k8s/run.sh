@@ -30,7 +30,8 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nke
 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext 2>/dev/null
 openssl genrsa -out sa.key 2048 2>/dev/null
 openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-printf '%s,hecate,1000,"system:masters"\n' "$TOKEN" >tokens.csv
+# The admin token, and a second user in no group (every right it has, a test grants with RBAC).
+printf '%s,hecate,1000,"system:masters"\n%s-limited,hecate-limited,1001\n' "$TOKEN" "$TOKEN" >tokens.csv
 
 etcd --name hecate-test --data-dir "$DIR/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" \

@@ -11,11 +11,16 @@
 #                                                    timedatectl hecate-k3s-stop
 #   /var/lib/hecate-test/ssh/shim-root/sudo          fake sudo for root sessions
 #   /etc/sudoers.d/hecate-test                       hecate may run exactly those shims via sudo -n
+#   /etc/sudoers.d/hecate-test-pkg                   hecate-pkg may run what the shipped rule
+#                                                    (packaging/sudoers.d/hecate-node) allows, on the shims
 # The directory is named by SSH_SETUP_DIR in test-support/src/ssh.rs: keep both in step.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
 DIR=/var/lib/hecate-test/ssh
 SUDOERS=/etc/sudoers.d/hecate-test
+PKG_USER=hecate-pkg
+PKG_SUDOERS=/etc/sudoers.d/hecate-test-pkg
 SHIMS=(systemctl shutdown poweroff reboot halt timedatectl hecate-k3s-stop)
 
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (creates user 'hecate' and $SUDOERS)" >&2; exit 1; }
@@ -40,8 +45,20 @@ if getent passwd hecate >/dev/null; then
 else
   useradd -M -U -d "$DIR/home" -s /bin/bash -c "Hecate test user" hecate
 fi
+# A second user whose only rule is the one Hecate ships for real nodes, its command paths
+# replaced by the shims': the preflight tests check the plans' commands against exactly that rule.
+if getent passwd "$PKG_USER" >/dev/null; then
+  home=$(getent passwd "$PKG_USER" | cut -d: -f6)
+  if [ "$home" != "$DIR/home" ]; then
+    echo "$0: a user '$PKG_USER' exists with home $home, not $DIR/home: it was not made by this script; refusing to change it" >&2
+    exit 1
+  fi
+else
+  useradd -M -U -d "$DIR/home" -s /bin/bash -c "Hecate test user (shipped sudoers rule)" "$PKG_USER"
+fi
 # a locked ('!') account cannot log in even with a key when sshd runs with UsePAM no
 usermod -p '*' hecate
+usermod -p '*' "$PKG_USER"
 install -d -o hecate -g hecate -m 0755 "$DIR/home"
 
 # named hecate-shim since the hooks came: an older checkout on the same machine still finds its
@@ -63,6 +80,25 @@ EOS
 # check before it lands: a broken file in sudoers.d breaks sudo for everyone
 visudo -cq -f "$tmp"
 install -m 0440 -o root -g root "$tmp" "$SUDOERS"
+
+# The shipped rule for $PKG_USER: its user, its alias names (aliases are global to sudo: a node's
+# own hecate-node must not clash) and its command paths changed, nothing else.
+{
+  echo "# Hecate tests (tests/peers/ssh/setup.sh): packaging/sudoers.d/hecate-node for $PKG_USER, on the shims."
+  echo "Defaults:$PKG_USER secure_path=\"$DIR/shim:/usr/sbin:/usr/bin:/sbin:/bin\""
+  echo "Defaults:$PKG_USER env_keep += \"HECATE_NODE HECATE_NODE_DIR\""
+  echo "Defaults:$PKG_USER !use_pty"
+  sed -e '/^#/d' \
+      -e "s|/usr/bin/systemctl|$DIR/shim/systemctl|g" \
+      -e "s|/usr/local/sbin/hecate-k3s-stop|$DIR/shim/hecate-k3s-stop|g" \
+      -e "s|HECATE_|HECATE_TEST_PKG_|g" \
+      -e "s|^Defaults:hecate |Defaults:$PKG_USER |" \
+      -e "s|^hecate ALL|$PKG_USER ALL|" \
+      "$ROOT/packaging/sudoers.d/hecate-node"
+} > "$tmp"
+grep -q "^$PKG_USER ALL" "$tmp" || { echo "$0: packaging/sudoers.d/hecate-node has no 'hecate ALL' line to adapt" >&2; exit 1; }
+visudo -cq -f "$tmp"
+install -m 0440 -o root -g root "$tmp" "$PKG_SUDOERS"
 visudo -cq
 
 date -u +%Y-%m-%dT%H:%M:%SZ > "$DIR/setup-done"

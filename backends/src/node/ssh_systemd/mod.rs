@@ -10,6 +10,7 @@
 //! on a machine without the key, and a daemon whose key is missing refuses to start instead of
 //! failing at the moment a shutdown is needed.
 
+pub mod keyscan;
 mod known_hosts;
 mod session;
 
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_STEP, ONE_TRY};
 use hecate_core::node::{Capability, NodeController, NodeControllerConfig, NodeInfo, NodeOp, NodeOpOutput};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -414,6 +416,87 @@ impl SshSystemd {
     }
 }
 
+/// A command an operation runs on the node: its text (without `sudo -n`) and whether it runs
+/// through sudo. The one place both [`SshSystemd::run`] and the preflight take it from, so the
+/// preflight checks exactly what a run would send.
+struct RemoteCommand {
+    line: String,
+    privileged: bool,
+}
+
+impl SshSystemd {
+    /// The command `op` runs on the node; `None` for an operation this controller cannot do.
+    fn remote_command(&self, op: &NodeOp) -> Result<Option<RemoteCommand>, BackendError> {
+        let (line, privileged) = match op {
+            NodeOp::Probe => ("true".to_string(), false),
+            NodeOp::StartUnit(unit) => (format!("systemctl start {}", checked(unit)?), true),
+            NodeOp::StartUnitNoBlock(unit) => (format!("systemctl start --no-block {}", checked(unit)?), true),
+            NodeOp::StopUnit(unit) => (format!("systemctl stop {}", checked(unit)?), true),
+            NodeOp::StopK3s { unit, grace_s } => match &self.k3s_stop_command {
+                Some(stop) => (format!("{stop} {} {grace_s}", checked(unit)?), true),
+                None => (format!("systemctl stop {}", checked(unit)?), true),
+            },
+            // reading a unit's state needs no privileges
+            NodeOp::UnitActive(unit) => (format!("systemctl is-active {}", checked(unit)?), false),
+            // systemd-timesyncd's (or chrony's, through timedated) view; needs no privileges
+            NodeOp::ClockSynced => ("timedatectl show -p NTPSynchronized --value".to_string(), false),
+            NodeOp::PowerOff => (self.poweroff_command.clone(), true),
+            NodeOp::PowerOn | NodeOp::PowerState | NodeOp::ForceOff => return Ok(None),
+        };
+        Ok(Some(RemoteCommand { line, privileged }))
+    }
+
+    /// The command line `op` sends: through `sudo -n` when privileged and `sudo` is on.
+    fn command_line(&self, op: &NodeOp) -> Result<String, BackendError> {
+        match self.remote_command(op)? {
+            Some(c) if c.privileged => Ok(self.privileged(&c.line)),
+            Some(c) => Ok(c.line),
+            None => {
+                Err(BackendError::unsupported(format!("ssh_systemd cannot do {op}: that needs a bmc or wake-on-lan")))
+            }
+        }
+    }
+
+    /// Whether sudo lets the login user run each command without a password (`sudo -n -l
+    /// COMMAND`, which runs nothing: sudo answers whether its policy allows the command with
+    /// these arguments). `Ok` lists them; `Err` names each one refused and why.
+    async fn sudo_allows(&self, conn: &Connection, commands: &[String]) -> Result<String, String> {
+        let mut refused = Vec::new();
+        for command in commands {
+            let probe = format!("sudo -n -l {command}");
+            let answer = tokio::time::timeout(self.command_timeout, session::exec(conn, &probe)).await;
+            let why = match answer {
+                Ok(Ok(exit)) if exit.status == Some(0) => continue,
+                // sudo says nothing for a command its policy does not allow
+                Ok(Ok(exit)) if exit.status == Some(1) && exit.last_line().is_none() => "not allowed".to_string(),
+                Ok(Ok(exit)) => {
+                    let how = exit.status.map_or_else(|| "no exit status".to_string(), |c| format!("status {c}"));
+                    format!("{how}: {}", exit.last_line().unwrap_or_default())
+                }
+                Ok(Err(ExecError::Open(e) | ExecError::Lost(e))) => format!("could not ask sudo: {e}"),
+                Ok(Err(ExecError::Refused)) => "could not ask sudo: the node refused to run it".to_string(),
+                Err(_) => {
+                    format!("sudo did not answer within {}", humantime::format_duration(self.command_timeout))
+                }
+            };
+            refused.push(format!("`{command}` ({why})"));
+        }
+        if refused.is_empty() {
+            Ok(format!("sudo -n allows {}", commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")))
+        } else {
+            Err(format!(
+                "sudo -n refuses user {} {}: the plan runs these as root (see packaging/sudoers.d/hecate-node)",
+                self.target.user,
+                refused.join(", ")
+            ))
+        }
+    }
+}
+
+fn checked(unit: &str) -> Result<&str, BackendError> {
+    check_unit(unit).map(|()| unit)
+}
+
 fn check_unit(unit: &str) -> Result<(), BackendError> {
     if valid_unit_name(unit) {
         Ok(())
@@ -436,62 +519,41 @@ impl NodeController for SshSystemd {
     }
 
     async fn run(&self, op: &NodeOp) -> Result<NodeOpOutput, BackendError> {
+        let command = self.command_line(op)?;
         match op {
-            NodeOp::Probe => self.must_succeed("true").await,
-            NodeOp::StartUnit(unit) => {
-                check_unit(unit)?;
-                self.must_succeed(&self.privileged(&format!("systemctl start {unit}"))).await
-            }
-            NodeOp::StartUnitNoBlock(unit) => {
-                check_unit(unit)?;
-                self.must_succeed(&self.privileged(&format!("systemctl start --no-block {unit}"))).await
-            }
-            NodeOp::StopUnit(unit) => {
-                check_unit(unit)?;
-                self.must_succeed(&self.privileged(&format!("systemctl stop {unit}"))).await
-            }
-            NodeOp::StopK3s { unit, grace_s } => {
-                check_unit(unit)?;
-                let Some(stop) = &self.k3s_stop_command else {
-                    return self.must_succeed(&self.privileged(&format!("systemctl stop {unit}"))).await;
-                };
+            NodeOp::StopK3s { grace_s, .. } if self.k3s_stop_command.is_some() => {
                 // The command waits up to the grace for the containers: give it that on top.
                 let extra = Duration::from_secs((*grace_s).min(ONE_STEP.as_secs()));
-                self.must_succeed_within(&self.privileged(&format!("{stop} {unit} {grace_s}")), extra).await
+                self.must_succeed_within(&command, extra).await
             }
-            NodeOp::UnitActive(unit) => {
-                check_unit(unit)?;
-                // reading a unit's state needs no privileges
-                let command = format!("systemctl is-active {unit}");
-                match self.run_command(&command, false).await? {
-                    Some(exit) if exit.status == Some(0) => Ok(NodeOpOutput::Active(true)),
-                    // systemd's "program is not running" (inactive, failed, ...)
-                    Some(exit) if exit.status == Some(3) => Ok(NodeOpOutput::Active(false)),
-                    Some(exit) => Err(self.failed(&command, &exit)),
-                    None => unreachable!("losses are errors unless tolerated"),
-                }
-            }
-            NodeOp::ClockSynced => {
-                // systemd-timesyncd's (or chrony's, through timedated) view; needs no privileges
-                let command = "timedatectl show -p NTPSynchronized --value";
-                match self.run_command(command, false).await? {
-                    Some(exit) if exit.status == Some(0) => {
-                        let out = String::from_utf8_lossy(&exit.stdout);
-                        match out.trim() {
-                            "yes" => Ok(NodeOpOutput::ClockSynced(true)),
-                            "no" => Ok(NodeOpOutput::ClockSynced(false)),
-                            _ => Err(BackendError::new(
-                                ErrorKind::Protocol,
-                                format!("`{command}` on node {} answered neither yes nor no", self.target.node),
-                            )),
-                        }
+            NodeOp::Probe
+            | NodeOp::StartUnit(_)
+            | NodeOp::StartUnitNoBlock(_)
+            | NodeOp::StopUnit(_)
+            | NodeOp::StopK3s { .. } => self.must_succeed(&command).await,
+            NodeOp::UnitActive(_) => match self.run_command(&command, false).await? {
+                Some(exit) if exit.status == Some(0) => Ok(NodeOpOutput::Active(true)),
+                // systemd's "program is not running" (inactive, failed, ...)
+                Some(exit) if exit.status == Some(3) => Ok(NodeOpOutput::Active(false)),
+                Some(exit) => Err(self.failed(&command, &exit)),
+                None => unreachable!("losses are errors unless tolerated"),
+            },
+            NodeOp::ClockSynced => match self.run_command(&command, false).await? {
+                Some(exit) if exit.status == Some(0) => {
+                    let out = String::from_utf8_lossy(&exit.stdout);
+                    match out.trim() {
+                        "yes" => Ok(NodeOpOutput::ClockSynced(true)),
+                        "no" => Ok(NodeOpOutput::ClockSynced(false)),
+                        _ => Err(BackendError::new(
+                            ErrorKind::Protocol,
+                            format!("`{command}` on node {} answered neither yes nor no", self.target.node),
+                        )),
                     }
-                    Some(exit) => Err(self.failed(command, &exit)),
-                    None => unreachable!("losses are errors unless tolerated"),
                 }
-            }
+                Some(exit) => Err(self.failed(&command, &exit)),
+                None => unreachable!("losses are errors unless tolerated"),
+            },
             NodeOp::PowerOff => {
-                let command = self.privileged(&self.poweroff_command);
                 let outcome = self.run_command(&command, true).await?;
                 // the node is going down: never reuse this connection
                 *self.conn.lock().await = None;
@@ -506,10 +568,67 @@ impl NodeController for SshSystemd {
                     Some(exit) => Err(self.failed(&command, &exit)),
                 }
             }
-            NodeOp::PowerOn | NodeOp::PowerState | NodeOp::ForceOff => {
-                Err(BackendError::unsupported(format!("ssh_systemd cannot do {op}: that needs a bmc or wake-on-lan")))
-            }
+            NodeOp::PowerOn | NodeOp::PowerState | NodeOp::ForceOff => unreachable!("command_line refused it"),
         }
+    }
+
+    /// On a connection of its own (never the one runs share, and never recording a host key):
+    /// the node reached, its host key as known_hosts lists it, the login accepted, and with
+    /// `sudo`, `sudo -n -l` allowing each privileged command `ops` send, exactly as sent.
+    async fn preflight(&self, ops: &[NodeOp]) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let (conn, host_key) = match session::probe(&self.target).await {
+            Ok(c) => c,
+            Err((stage, e)) => {
+                let failed = Check::failed("", format!("{}: {}", e.kind, e.detail()));
+                let not_reached = |name: &str| Check::skipped(name, "not checked: the node was not reached");
+                let stages = match stage {
+                    session::Stage::Reach => {
+                        [Check { name: "reachable".into(), ..failed }, not_reached("host_key"), not_reached("login")]
+                    }
+                    session::Stage::HostKey => [
+                        Check::ok("reachable", "ssh answers"),
+                        Check { name: "host_key".into(), ..failed },
+                        Check::skipped("login", "not checked: the host key was refused"),
+                    ],
+                    session::Stage::Login => [
+                        Check::ok("reachable", "ssh answers"),
+                        Check::ok("host_key", "as known_hosts lists it"),
+                        Check { name: "login".into(), ..failed },
+                    ],
+                };
+                checks.extend(stages);
+                if self.sudo {
+                    checks.push(Check::skipped("sudo", "not checked: no login"));
+                }
+                return checks;
+            }
+        };
+        checks.push(Check::ok("reachable", format!("ssh answers at {}", self.target.host)));
+        checks.push(Check::ok("host_key", host_key));
+        checks.push(Check::ok("login", format!("user {} logged in with its key", self.target.user)));
+        if self.sudo {
+            let mut commands = Vec::new();
+            let mut problems = Vec::new();
+            for op in ops {
+                match self.remote_command(op) {
+                    Ok(Some(c)) if c.privileged && !commands.contains(&c.line) => commands.push(c.line),
+                    Ok(_) => {}
+                    Err(e) => problems.push(e.detail()),
+                }
+            }
+            let check = match (problems.is_empty(), commands.is_empty()) {
+                (false, _) => Check::failed("sudo", problems.join("; ")),
+                (true, true) => Check::ok("sudo", "the plans run nothing here through sudo"),
+                (true, false) => match self.sudo_allows(&conn, &commands).await {
+                    Ok(note) => Check::ok("sudo", note),
+                    Err(why) => Check::failed("sudo", why),
+                },
+            };
+            checks.push(check);
+        }
+        let _ = conn.disconnect(russh::Disconnect::ByApplication, "preflight done", "").await;
+        checks
     }
 }
 

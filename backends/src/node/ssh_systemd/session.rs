@@ -17,7 +17,7 @@ use super::known_hosts::{self, Verdict};
 const OUTPUT_LIMIT: usize = 16 * 1024;
 
 /// The host key algorithms russh can verify in this build (no `rsa` feature), most preferred first.
-const HOST_KEY_ALGORITHMS: [Algorithm; 4] = [
+pub(super) const HOST_KEY_ALGORITHMS: [Algorithm; 4] = [
     Algorithm::Ed25519,
     Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
     Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
@@ -68,6 +68,11 @@ pub type Connection = client::Handle<HostKeyCheck>;
 #[derive(Debug)]
 pub struct HostKeyCheck {
     target: Arc<Target>,
+    /// Record a key known_hosts does not list yet (with `accept_new_host_keys`); a preflight
+    /// never does: it changes nothing.
+    record_new: bool,
+    /// What was decided about the key, in words, for a preflight's report.
+    verdict: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Why the handshake stopped: russh's own error, or our refusal of the host key (kept apart so
@@ -92,7 +97,9 @@ impl client::Handler for HostKeyCheck {
     async fn check_server_key(&mut self, server_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         match server_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => {
-                self.target.verify_host_key(key).map(|()| true).map_err(HandshakeError::HostKey)
+                let note = self.target.verify_host_key(key, self.record_new).map_err(HandshakeError::HostKey)?;
+                *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
+                Ok(true)
             }
             // never offered (no `host_key_certificates`); refuse rather than trust blindly
             PublicKeyOrCertificate::Certificate(_) => Err(HandshakeError::HostKey(BackendError::new(
@@ -108,7 +115,8 @@ impl Target {
         known_hosts::host_name(&self.host, self.port)
     }
 
-    fn verify_host_key(&self, key: &PublicKey) -> Result<(), BackendError> {
+    /// Judges the key against known_hosts: `Ok` with what was found, in words.
+    fn verify_host_key(&self, key: &PublicKey, record_new: bool) -> Result<String, BackendError> {
         let file = self.known_hosts.display();
         let entries = known_hosts::entries_for(&self.known_hosts, &self.host, self.port).map_err(|e| {
             BackendError::with_source(ErrorKind::Config, format!("cannot read known_hosts file {file}"), e)
@@ -117,7 +125,7 @@ impl Target {
         let alg = key.algorithm();
         let name = self.host_name();
         match known_hosts::judge(&entries, key) {
-            Verdict::Known => Ok(()),
+            Verdict::Known => Ok(format!("{alg} {fp} as listed in {file}")),
             Verdict::Revoked(line) => Err(BackendError::new(
                 ErrorKind::Auth,
                 format!(
@@ -141,6 +149,10 @@ impl Target {
                     ),
                 ))
             }
+            Verdict::Unknown if self.accept_new_host_keys && !record_new => Ok(format!(
+                "{alg} {fp} is not in {file}; it would be trusted and recorded at the first connection \
+                 (accept_new_host_keys): confirm it and add it now (hecate nodes keyscan --write)"
+            )),
             Verdict::Unknown if self.accept_new_host_keys => {
                 known_hosts::learn(&self.known_hosts, &self.host, self.port, key).map_err(|e| {
                     BackendError::with_source(
@@ -151,7 +163,7 @@ impl Target {
                 })?;
                 tracing::warn!(node = %self.node, host = %name, key = %format!("{alg} {fp}"), file = %file,
                     "trusting a new host key on first use and recording it (accept_new_host_keys)");
-                Ok(())
+                Ok(format!("{alg} {fp} recorded in {file} on first use"))
             }
             Verdict::Unknown => Err(BackendError::new(
                 ErrorKind::Auth,
@@ -167,23 +179,57 @@ impl Target {
 
 /// Opens a connection and authenticates, all within the connect timeout.
 pub async fn connect(target: &Arc<Target>) -> Result<Connection, BackendError> {
+    staged(target, target.accept_new_host_keys).await.map(|(c, _)| c).map_err(|(_, e)| e)
+}
+
+/// How far a connection got before it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The node was not reached, or did not speak SSH.
+    Reach,
+    /// Its host key was refused.
+    HostKey,
+    /// It refused the login.
+    Login,
+}
+
+/// A connection for a preflight: as [`connect`], but a key known_hosts does not list is never
+/// recorded, and a failure says at which stage it happened. `Ok` carries what was found about
+/// the host key.
+pub async fn probe(target: &Arc<Target>) -> Result<(Connection, String), (Stage, BackendError)> {
+    staged(target, false).await
+}
+
+async fn staged(target: &Arc<Target>, record_new: bool) -> Result<(Connection, String), (Stage, BackendError)> {
     let t = target.clone();
     let limit = target.connect_timeout;
-    match tokio::time::timeout(limit, connect_inner(t)).await {
-        Ok(r) => r,
-        Err(_) => Err(BackendError::new(
-            ErrorKind::Timeout,
-            format!(
-                "no ssh session with node {} ({}) within {} (connect_timeout)",
-                target.node,
-                target.host_name(),
-                humantime::format_duration(limit)
+    let verdict = Arc::new(std::sync::Mutex::new(None));
+    match tokio::time::timeout(limit, connect_inner(t, record_new, verdict.clone())).await {
+        Ok(r) => {
+            let conn = r?;
+            let note = verdict.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+            Ok((conn, note))
+        }
+        Err(_) => Err((
+            Stage::Reach,
+            BackendError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no ssh session with node {} ({}) within {} (connect_timeout)",
+                    target.node,
+                    target.host_name(),
+                    humantime::format_duration(limit)
+                ),
             ),
         )),
     }
 }
 
-async fn connect_inner(target: Arc<Target>) -> Result<Connection, BackendError> {
+async fn connect_inner(
+    target: Arc<Target>,
+    record_new: bool,
+    verdict: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<Connection, (Stage, BackendError)> {
     let name = target.host_name();
     // Read here only to order the algorithms; the key itself is judged in check_server_key.
     let entries = known_hosts::entries_for(&target.known_hosts, &target.host, target.port).unwrap_or_default();
@@ -199,30 +245,36 @@ async fn connect_inner(target: Arc<Target>) -> Result<Connection, BackendError> 
         ..client::Config::default()
     };
     let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| {
-        BackendError::with_source(
+        let e = BackendError::with_source(
             ErrorKind::Unreachable,
             format!("cannot connect to node {} at {name}", target.node),
             e,
-        )
+        );
+        (Stage::Reach, e)
     })?;
-    let handler = HostKeyCheck { target: target.clone() };
+    let handler = HostKeyCheck { target: target.clone(), record_new, verdict };
     let mut handle = client::connect_stream(Arc::new(config), stream, handler).await.map_err(|e| match e {
-        HandshakeError::HostKey(e) => e,
-        HandshakeError::Ssh(e) => ssh_error(e, &format!("ssh handshake with node {} at {name} failed", target.node)),
+        HandshakeError::HostKey(e) => (Stage::HostKey, e),
+        HandshakeError::Ssh(e) => {
+            (Stage::Reach, ssh_error(e, &format!("ssh handshake with node {} at {name} failed", target.node)))
+        }
     })?;
     let auth = handle
         .authenticate_publickey(target.user.clone(), PrivateKeyWithHashAlg::new(target.key.clone(), None))
         .await
-        .map_err(|e| ssh_error(e, &format!("ssh authentication with node {} failed", target.node)))?;
+        .map_err(|e| (Stage::Login, ssh_error(e, &format!("ssh authentication with node {} failed", target.node))))?;
     if !auth.success() {
-        return Err(BackendError::new(
-            ErrorKind::Auth,
-            format!(
-                "node {} ({name}) refused user {} with the key of {} ({})",
-                target.node,
-                target.user,
-                target.identity_file.display(),
-                known_hosts::fingerprint(target.key.public_key())
+        return Err((
+            Stage::Login,
+            BackendError::new(
+                ErrorKind::Auth,
+                format!(
+                    "node {} ({name}) refused user {} with the key of {} ({})",
+                    target.node,
+                    target.user,
+                    target.identity_file.display(),
+                    known_hosts::fingerprint(target.key.public_key())
+                ),
             ),
         ));
     }

@@ -22,6 +22,7 @@ use hecate_core::duration::limits::{MIN_TIMEOUT, ONE_TRY};
 use hecate_core::power::{
     Attachment, KillPower, OtherClients, PowerReading, PowerSource, PowerSourceConfig, StatusFlag, UpsStatus,
 };
+use hecate_core::preflight::{Check, PreflightFuture};
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -910,5 +911,57 @@ impl PowerSource for NutUps {
             }
             _ => Ok("not logged in".into()),
         }
+    }
+
+    /// Whether this host counts among the UPS's clients as configured (`login`): from the kept
+    /// connection when there is one (the daemon's), otherwise on a connection of its own that
+    /// asks upsd's access check `PRIMARY` for a primary (it logs nothing in), or logs in and
+    /// out again for a secondary (upsd has no other check of that right).
+    fn preflight(&self) -> PreflightFuture {
+        let name = "login";
+        let ready = |c: Check| -> PreflightFuture { Box::pin(std::future::ready(vec![c])) };
+        let attachment = self.attachment;
+        if attachment == Attachment::None {
+            return ready(Check::skipped(name, "login: none: hecate only reads this ups"));
+        }
+        if self.detached {
+            return ready(Check::skipped(name, "logged out after the shutdown, until the ups is back on mains"));
+        }
+        if self.conn.as_ref().is_some_and(|c| !c.is_broken()) {
+            let problem = || self.login_problem.clone().unwrap_or_else(|| "not logged in".into());
+            return ready(match (self.logged_in, attachment, self.primary_granted) {
+                (true, Attachment::Primary, true) => {
+                    Check::ok(name, format!("logged in to {} at {} as its primary", self.ups, self.peer))
+                }
+                (true, Attachment::Secondary, _) => {
+                    Check::ok(name, format!("logged in to {} at {} as a secondary", self.ups, self.peer))
+                }
+                _ => Check::failed(name, problem()),
+            });
+        }
+        let Some(credentials) = self.credentials.as_ref() else {
+            return ready(Check::failed(name, format!("login: {attachment} needs `username` and `password_file`")));
+        };
+        let (host, port, timeout, tls) = (self.host.clone(), self.port, self.timeout, self.tls.clone());
+        let (user, password, ups, peer) =
+            (credentials.username.clone(), credentials.password.clone(), self.ups.clone(), self.peer.clone());
+        Box::pin(async move {
+            let checked = async {
+                let mut client = NutClient::connect(&host, port, timeout).await?;
+                if let Some(tls) = &tls {
+                    client = client.start_tls(tls).await?;
+                }
+                client.authenticate(&user, &password).await?;
+                if attachment == Attachment::Primary {
+                    let word = client.primary(&ups).await?;
+                    Ok(format!("upsd at {peer} grants {user} {word} of {ups} (checked without logging in)"))
+                } else {
+                    client.login(&ups).await?;
+                    client.logout().await?;
+                    Ok(format!("upsd at {peer} lets {user} log in to {ups} (logged in and out again)"))
+                }
+            };
+            vec![Check::from_result(name, checked.await)]
+        })
     }
 }
