@@ -1,6 +1,7 @@
-//! The Debian package, built by `scripts/build-deb` as CI builds it: from this test's own binary
-//! (the debug build: a release build would cost CI minutes, and nothing checked here depends on
-//! the optimisation), packed with gzip (xz takes twenty seconds on a debug binary).
+//! The Debian package, built by `scripts/build-deb`: from this test's own binary (the debug
+//! build), or from the binary `HECATE_TEST_DEB_BINARY` names, which is how CI checks the release
+//! build it packages (`scripts/test` with `CI` set); packed with gzip (xz takes twenty seconds on a
+//! debug binary).
 //!
 //! Checked: the control data and the files (`dpkg-deb --info`, `--contents`), `lintian` with no
 //! errors, and dpkg installing it into a root of the test's own with its own dpkg database. The
@@ -76,9 +77,18 @@ fn require_tools() {
     }
 }
 
+/// The binary to package: `HECATE_TEST_DEB_BINARY` (CI's release build), else this test's own.
+fn binary() -> PathBuf {
+    match std::env::var_os("HECATE_TEST_DEB_BINARY") {
+        Some(path) => std::fs::canonicalize(&path)
+            .unwrap_or_else(|e| panic!("HECATE_TEST_DEB_BINARY={}: {e}", Path::new(&path).display())),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_hecate")),
+    }
+}
+
 /// The version the binary reports (`hecate X`), which the package takes by default.
 fn binary_version() -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_hecate")).arg("--version").output().unwrap();
+    let o = Command::new(binary()).arg("--version").output().unwrap();
     let out = String::from_utf8(o.stdout).unwrap();
     out.trim().strip_prefix("hecate ").unwrap().to_owned()
 }
@@ -89,7 +99,7 @@ fn build_deb(out: &Path, version: Option<&str>) -> PathBuf {
     let mut c = Command::new("bash");
     c.arg(repo().join("scripts/build-deb"))
         .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_hecate"))
+        .arg(binary())
         .arg("--out")
         .arg(out)
         .args(["--compression", "gzip"])
@@ -255,8 +265,7 @@ fn the_package_holds_the_binary_units_conffile_node_files_completions_and_man_pa
             "{inside} is not {source}"
         );
     }
-    let help =
-        String::from_utf8(Command::new(env!("CARGO_BIN_EXE_hecate")).arg("--help").output().unwrap().stdout).unwrap();
+    let help = String::from_utf8(Command::new(binary()).arg("--help").output().unwrap().stdout).unwrap();
     let subcommands: Vec<&str> = help
         .lines()
         .skip_while(|l| !l.starts_with("Commands:"))
