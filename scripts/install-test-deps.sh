@@ -23,6 +23,9 @@ PACKAGES+=(etcd-server curl util-linux)
 # faketime (libfaketime): a forwarder daemon whose clock is off, for the signed-forwarding window
 # (hecate/tests/forwarding.rs)
 PACKAGES+=(faketime)
+# The Debian package (scripts/build-deb, hecate/tests/deb_package.rs): dpkg-shlibdeps (dpkg-dev),
+# strip (binutils), lintian to check it, init-system-helpers (deb-systemd-helper) for its scripts
+PACKAGES+=(dpkg-dev binutils lintian init-system-helpers)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

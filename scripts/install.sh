@@ -4,12 +4,18 @@
 # "unchanged", and a run that changes nothing says "nothing to change".
 #
 #   scripts/install.sh [--root DIR] [--binary PATH]
+#   /usr/lib/hecate/install.sh --package [--root DIR]    (what the Debian package's postinst runs)
 #
 #   --binary PATH   the hecate binary to install (or HECATE_BINARY=PATH); without it, this
 #                   checkout is built with `cargo build --release --locked -p hecate`
 #   --root DIR      install under DIR instead of /: no packages, no systemctl, no udevadm;
 #                   enablement is the symlinks in DIR/etc/systemd/system/*.wants/ (what
 #                   `systemctl --root` manages)
+#   --package       the host setup after the Debian package's files are in place: the directories,
+#                   NUT (the same rules as below, only when the nut-server package is installed) and
+#                   the config check with /usr/bin/hecate. The binary, config (a conffile), units and
+#                   shared files are the package's; enabling and restarting hecate.service is the
+#                   postinst's (deb-systemd-helper); no apt. Built by scripts/build-deb.
 #
 # What it installs (paths below the root):
 #   /usr/local/bin/hecate                 atomically (temp file + rename); the one it replaces is
@@ -69,12 +75,14 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 
 ROOT=""
 BINARY=${HECATE_BINARY:-}
+PACKAGE=0
 while (($#)); do
   case $1 in
     --root) (($# >= 2)) || die "--root needs a directory"; ROOT=$2; shift 2 ;;
     --root=*) ROOT=${1#--root=}; shift ;;
     --binary) (($# >= 2)) || die "--binary needs a path"; BINARY=$2; shift 2 ;;
     --binary=*) BINARY=${1#--binary=}; shift ;;
+    --package) PACKAGE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -87,6 +95,10 @@ if [ -n "$ROOT" ]; then
 fi
 REAL=1            # installing into the running system
 [ -z "$ROOT" ] || REAL=0
+if ((PACKAGE)); then
+  [ -z "$BINARY" ] || die "--package installs no binary: the package has put /usr/bin/hecate in place"
+  SKIP_APT_REASON="--package: the package's dependencies are dpkg's"
+fi
 
 ENABLE_BOOTSTRAP=${HECATE_ENABLE_BOOTSTRAP:-auto}
 ENABLE_UPDATE=${HECATE_ENABLE_UPDATE:-auto}
@@ -312,6 +324,12 @@ case $MANAGE_NUT in
   *)
     if ((foreign)) && ((${#NUT_UPSES[@]})); then NUT_MODE=keep; else NUT_MODE=manage; fi ;;
 esac
+# The package cannot install nut-server as the installer does (it is a Recommends): without it,
+# /etc/nut is another package's directory to be, and nothing is written there.
+if ((PACKAGE)) && [ "$NUT_MODE" != skip ] &&
+  [ "$(dpkg-query --root="${ROOT:-/}" -W -f='${db:Status-Status}' nut-server 2>/dev/null)" != installed ]; then
+  NUT_MODE=absent
+fi
 if [ "$NUT_MODE" = manage ] && ((foreign)); then
   if ((${#NUT_UPSES[@]})); then
     echo "nut: HECATE_MANAGE_NUT=1: replacing the NUT setup in /etc/nut (UPS: ${NUT_UPSES[*]}); its files are kept as FILE.hecate-backup-$STAMP"
@@ -326,7 +344,9 @@ fi
 PACKAGES=(openssh-client ipmitool nut-client git ca-certificates)
 [ "$NUT_MODE" != manage ] || PACKAGES+=(nut-server)
 
-if ! ((REAL)); then
+if ((PACKAGE)); then
+  echo "packages: skipped (--package: the package's dependencies are dpkg's)"
+elif ! ((REAL)); then
   echo "packages: skipped (--root)"
 elif ((SKIP_APT)); then
   echo "packages: skipped (HECATE_SKIP_APT=1)"
@@ -353,7 +373,12 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 2. the binary
 
-if [ -z "$BINARY" ]; then
+BINARY_CHANGED=0
+if ((PACKAGE)); then
+  # dpkg has put it in place
+  BIN=/usr/bin/hecate
+  BINARY=$ROOT$BIN
+elif [ -z "$BINARY" ]; then
   if ! command -v cargo >/dev/null && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
     PATH="${HOME:-/root}/.cargo/bin:$PATH"
   fi
@@ -369,15 +394,16 @@ version=$("$BINARY" --version 2>/dev/null) || die "$BINARY --version failed: is 
 [[ $version == hecate* ]] || die "$BINARY --version says '$version', not hecate"
 echo "binary: $version ($BINARY)"
 
-BIN=/usr/local/bin/hecate
-ensure_dir /usr/local/bin 0755
-BINARY_CHANGED=0
-if [ -f "$ROOT$BIN" ] && ! cmp -s -- "$BINARY" "$ROOT$BIN"; then
-  put_file "$ROOT$BIN" "$BIN.previous" 0755
+if ! ((PACKAGE)); then
+  BIN=/usr/local/bin/hecate
+  ensure_dir /usr/local/bin 0755
+  if [ -f "$ROOT$BIN" ] && ! cmp -s -- "$BINARY" "$ROOT$BIN"; then
+    put_file "$ROOT$BIN" "$BIN.previous" 0755
+  fi
+  before=$CHANGES
+  put_file "$BINARY" "$BIN" 0755
+  ((CHANGES == before)) || BINARY_CHANGED=1
 fi
-before=$CHANGES
-put_file "$BINARY" "$BIN" 0755
-((CHANGES == before)) || BINARY_CHANGED=1
 
 # ---------------------------------------------------------------------------------------------
 # 3. directories and the config (installed once, never overwritten)
@@ -386,7 +412,14 @@ ensure_dir /etc/hecate 0750
 ensure_dir /var/lib/hecate 0750
 
 CONFIG=/etc/hecate/hecate.yaml
-if [ -e "$ROOT$CONFIG" ] || [ -L "$ROOT$CONFIG" ]; then
+if ((PACKAGE)); then
+  # a conffile: dpkg installs it, and keeps an edited one on upgrades
+  if [ -e "$ROOT$CONFIG" ]; then
+    unchanged "$CONFIG (the package's conffile: never overwritten once edited)"
+  else
+    warn "$CONFIG is missing (deleted?): dpkg -i --force-confmiss on the package brings it back"
+  fi
+elif [ -e "$ROOT$CONFIG" ] || [ -L "$ROOT$CONFIG" ]; then
   unchanged "$CONFIG (exists: never overwritten)"
 else
   src=$(stage hecate.yaml)
@@ -405,6 +438,10 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 4. units, the self-update script, the node sudoers rule and stop script
 
+UNITS_CHANGED=0
+if ((PACKAGE)); then
+  echo "units and shared files: the package's (enabled by its postinst with deb-systemd-helper)"
+else
 UNITS=(hecate.service hecate-bootstrap.service hecate-update.service hecate-update.timer)
 before=$CHANGES
 for u in "${UNITS[@]}"; do
@@ -421,8 +458,8 @@ put_file "$REPO/packaging/node/hecate-k3s-stop" /usr/local/share/hecate/node/hec
 set_enabled hecate.service multi-user.target 1
 set_enabled hecate-bootstrap.service multi-user.target "$ENABLE_BOOTSTRAP"
 set_enabled hecate-update.timer timers.target "$ENABLE_UPDATE"
-UNITS_CHANGED=0
 ((CHANGES == before)) || UNITS_CHANGED=1
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 5. NUT: upsd serving one USB UPS (on loopback, or also to other machines), a monitor user for
@@ -433,6 +470,9 @@ NUT_CHANGED=0
 UDEV_CHANGED=0
 if [ "$NUT_MODE" = skip ]; then
   echo "nut: skipped (HECATE_MANAGE_NUT=0): /etc/nut, the udev rule and /etc/hecate/nut.pass are left alone"
+elif [ "$NUT_MODE" = absent ]; then
+  echo "nut: the nut-server package is not installed: /etc/nut is left alone. For a UPS on this host:"
+  echo "     apt install nut-server && dpkg-reconfigure hecate   (sets NUT up as the installer would)"
 else
   users=$ROOT/etc/nut/upsd.users
   # The password: from the environment, else the one already configured for this user, else the
@@ -631,14 +671,19 @@ if ((REAL)); then
       echo "systemd: daemon-reload"
     fi
     if ((NUT_CHANGED)); then
-      # the driver instances come from ups.conf; upsd re-reads its files on start
-      if systemctl restart nut-driver-enumerator.service nut-server.service; then
+      # the driver instances come from ups.conf; upsd re-reads its files on start. From a
+      # package's script, through deb-systemd-invoke, which asks policy-rc.d first.
+      restart=(systemctl restart)
+      ((PACKAGE)) && restart=(deb-systemd-invoke restart)
+      if "${restart[@]}" nut-driver-enumerator.service nut-server.service; then
         echo "nut: restarted nut-driver-enumerator and nut-server"
       else
         warn "NUT did not restart cleanly (UPS not plugged in?): see journalctl -u nut-server -u 'nut-driver@*'"
       fi
     fi
-    if systemctl --quiet is-active hecate.service; then
+    if ((PACKAGE)); then
+      : # the postinst enables and restarts hecate.service
+    elif systemctl --quiet is-active hecate.service; then
       if ((BINARY_CHANGED || UNITS_CHANGED)); then
         if [ -e /var/lib/hecate/run.lock ] && ! flock -n /var/lib/hecate/run.lock true; then
           warn "a startup or shutdown is running: hecate.service was NOT restarted; restart it when the run is over"

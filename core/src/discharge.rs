@@ -210,7 +210,7 @@ impl ChargeCurve {
                     continue;
                 }
                 // the load over the interval is the one at its end (the policy's smoothed load)
-                let dx = (b.load_pct / 100.0).max(0.0).powf(exponent) * (b.t_s - a.t_s);
+                let dx = crate::math::powf((b.load_pct / 100.0).max(0.0), exponent) * (b.t_s - a.t_s);
                 let per_pct = dx / dc;
                 if !(per_pct.is_finite() && per_pct > 0.0) {
                     continue;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod gitops;
 pub mod history;
 pub mod lifecycle;
+pub mod math;
 pub mod node;
 pub mod notify;
 pub mod plan;

@@ -49,7 +49,7 @@ impl Battery {
     }
 
     fn rate(&self) -> f64 {
-        (self.load / 100.0).powf(self.peukert) / self.full_s
+        hecate_core::math::powf(self.load / 100.0, self.peukert) / self.full_s
     }
 
     /// True seconds left at the present load.
@@ -59,14 +59,14 @@ impl Battery {
 
     fn drain(&mut self, dt: f64) {
         self.soc = (self.soc - self.rate() * dt).max(0.0);
-        self.surface *= (-dt / 15.0).exp();
+        self.surface *= hecate_core::math::exp(-dt / 15.0);
     }
 
     fn gauge_pct(&self) -> f64 {
         let s = self.soc.clamp(0.0, 1.0);
         let pct = match self.gauge {
             Gauge::Linear => (100.0 * s).round(),
-            Gauge::Knee(p) => (100.0 * (1.0 - (1.0 - s).powf(p))).round(),
+            Gauge::Knee(p) => (100.0 * (1.0 - hecate_core::math::powf(1.0 - s, p))).round(),
             Gauge::Tens => (10.0 * s).floor() * 10.0,
         };
         (pct + self.surface).round().min(100.0)

@@ -1,8 +1,13 @@
 //! Benchmark (not a test): detection latency from a `upsrw` change to the trigger, the daemon's
-//! RSS and CPU at 1 s polling over a minute, and `hecate simulate` over the trace corpus.
+//! RSS and CPU at 1 s polling over a minute beside NUT's own `upsmon` watching the same upsd the
+//! same way, and `hecate simulate` over both trace corpora.
 //!
 //! Run as root with the test peers installed: `cargo bench -p hecate --bench ups_protection`.
-//! `HECATE_BENCH_SECONDS` shortens the RSS/CPU window (default 60).
+//! `HECATE_BENCH_SECONDS` shortens the RSS/CPU window (default 60); `HECATE_TRACES_DIR` and
+//! `HECATE_PHYSICS_TRACES_DIR` name the corpora (default ../shared/traces, traces-physics).
+//! `HECATE_BENCH_ONLY=footprint` measures only the RSS and CPU (for trying release profiles);
+//! `HECATE_BENCH_INSPECT=PROGRAM` runs `PROGRAM PID` on the daemon before it is stopped (to read
+//! its /proc/PID/pagemap, say).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hecate_test_support::Upsd;
+use hecate_test_support::{Upsd, Upsmon, UpsmonRole};
 
 fn daemon(ups: &Upsd, dir: &Path, poll: &str) -> Child {
     let yaml = format!(
@@ -85,63 +90,139 @@ fn proc_rss_kb(pid: u32) -> (u64, u64, u64, u64) {
     (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:"))
 }
 
-fn proc_cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+/// CPU time the process has used, in ns: the scheduler's own count (/proc/PID/schedstat), not the
+/// 10 ms ticks of /proc/PID/stat, which are too coarse for a process using 0.05 % of a CPU.
+fn proc_cpu_ns(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    s.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// RSS, peak RSS, anonymous and file-backed RSS (MiB), CPU (%).
-fn rss_cpu(seconds: u64) -> (f64, f64, f64, f64, f64) {
+/// (Pss, private) in kB: the share of the RSS that is the process's own.
+fn proc_pss_kb(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let field = |name: &str| -> u64 {
+        s.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum()
+    };
+    (field("Pss:"), field("Private_Clean:") + field("Private_Dirty:"))
+}
+
+/// Resident kB per mapped file (and "[anon]" for the rest), the largest first: where the RSS is.
+fn rss_by_mapping(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in s.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            let path = line.split_whitespace().nth(5).unwrap_or("[anon]");
+            current = Path::new(path).file_name().map_or(path.to_string(), |f| f.to_string_lossy().into_owned());
+        } else if first == "Rss:" {
+            *by.entry(current.clone()).or_default() += words.next().and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    v.sort_by_key(|(_, kb)| std::cmp::Reverse(*kb));
+    v.iter().map(|(name, kb)| format!("{name} {kb} kB")).collect::<Vec<_>>().join(", ")
+}
+
+/// One process's memory and CPU over the window.
+struct Footprint {
+    /// VmRSS, VmHWM, RssAnon, RssFile, Pss, private (kB)
+    kb: [u64; 6],
+    cpu_pct: f64,
+}
+
+impl Footprint {
+    fn line(&self, what: &str, secs: u64) -> String {
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        let [rss, hwm, anon, file, pss, private] = self.kb;
+        format!(
+            "{what} at 1 s polling over {secs} s: RSS {:.1} MiB (peak {:.1} MiB; own memory {:.1} MiB, \
+             mapped from files {:.1} MiB; Pss {:.1} MiB, private {:.1} MiB), CPU {:.3} %",
+            mib(rss),
+            mib(hwm),
+            mib(anon),
+            mib(file),
+            mib(pss),
+            mib(private),
+            self.cpu_pct
+        )
+    }
+}
+
+/// Hecate's daemon and NUT's upsmon, each polling the same real upsd every second, measured over
+/// the same window: RSS as the kernel counts it, CPU time over wall time.
+fn rss_cpu(seconds: u64) -> (Footprint, Footprint) {
     let ups = Upsd::start("atlasups");
     let dir = tempfile::tempdir().unwrap();
     let mut child = daemon(&ups, dir.path(), "1s");
     wait_state(dir.path(), "online", Duration::from_secs(30)).expect("daemon never saw online");
-    let pid = child.id();
-    let c0 = proc_cpu_ticks(pid);
+    // upsmon as a NAS would run it: POLLFREQ 1 (the helper's), a secondary of the same UPS
+    let upsmon = Upsmon::start(&ups, ups.secondary_user(), ups.secondary_password(), UpsmonRole::Secondary, 15);
+    let pids = [child.id(), upsmon.pid()];
+    let c0 = pids.map(proc_cpu_ns);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let c1 = proc_cpu_ticks(pid);
+    let c1 = pids.map(proc_cpu_ns);
     let wall = t0.elapsed().as_secs_f64();
-    let (rss, hwm, anon, file) = proc_rss_kb(pid);
+    let measure = |i: usize| {
+        let (rss, hwm, anon, file) = proc_rss_kb(pids[i]);
+        let (pss, private) = proc_pss_kb(pids[i]);
+        Footprint { kb: [rss, hwm, anon, file, pss, private], cpu_pct: (c1[i] - c0[i]) as f64 / 1e9 / wall * 100.0 }
+    };
+    let (hecate, nut) = (measure(0), measure(1));
+    println!("hecate daemon's resident memory by mapping: {}", rss_by_mapping(pids[0]));
+    // HECATE_BENCH_INSPECT=PROGRAM: run PROGRAM PID while the daemon still runs (e.g. a pagemap reader).
+    if let Some(program) = std::env::var_os("HECATE_BENCH_INSPECT") {
+        let _ = Command::new(program).arg(pids[0].to_string()).status();
+    }
     let _ = child.kill();
     let _ = child.wait();
-    // /proc ticks are USER_HZ, 100 on Linux.
-    let cpu_pct = (c1 - c0) as f64 / 100.0 / wall * 100.0;
-    let mib = |kb: u64| kb as f64 / 1024.0;
-    (mib(rss), mib(hwm), mib(anon), mib(file), cpu_pct)
+    (hecate, nut)
 }
 
-fn traces_dir() -> PathBuf {
-    std::env::var_os("HECATE_TRACES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
+/// The two trace corpora, as scripts/score-traces takes them.
+fn trace_dirs() -> [PathBuf; 2] {
+    let dir = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(default))
+    };
+    [dir("HECATE_TRACES_DIR", "shared/traces"), dir("HECATE_PHYSICS_TRACES_DIR", "shared/traces-physics")]
 }
 
+/// `hecate simulate` over every trace of both corpora, one whole process per corpus as
+/// scripts/score-traces runs it: the best of 5 of the total, and the number of traces.
 fn simulate_time() -> (f64, usize) {
-    let dir = traces_dir();
-    let n = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "csv"))
-        .count();
+    let dirs = trace_dirs();
+    let n: usize = dirs
+        .iter()
+        .map(|dir| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "csv"))
+                .count()
+        })
+        .sum();
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t0 = Instant::now();
-        let o = Command::new(env!("CARGO_BIN_EXE_hecate"))
-            .args([
-                "simulate",
-                "--trace",
-                dir.to_str().unwrap(),
-                "--runs",
-                dir.join("runs.json").to_str().unwrap(),
-                "--json",
-            ])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(o.status.success());
+        for dir in &dirs {
+            let o = Command::new(env!("CARGO_BIN_EXE_hecate"))
+                .args([
+                    "simulate",
+                    "--trace",
+                    dir.to_str().unwrap(),
+                    "--runs",
+                    dir.join("runs.json").to_str().unwrap(),
+                    "--json",
+                ])
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
         best = best.min(t0.elapsed().as_secs_f64());
     }
     (best, n)
@@ -149,8 +230,19 @@ fn simulate_time() -> (f64, usize) {
 
 fn main() {
     hecate_test_support::require_root();
+    // HECATE_BENCH_ONLY=footprint: the RSS/CPU part alone (profile experiments).
+    if std::env::var("HECATE_BENCH_ONLY").as_deref() != Ok("footprint") {
+        latency_and_simulate();
+    }
+    let secs = std::env::var("HECATE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let (hecate, upsmon) = rss_cpu(secs);
+    println!("{}", hecate.line("hecate daemon", secs));
+    println!("{}", upsmon.line("NUT upsmon", secs));
+}
+
+fn latency_and_simulate() {
     let (sim_s, n) = simulate_time();
-    println!("simulate: {n} traces in {:.3} s (best of 5, whole process)", sim_s);
+    println!("simulate: {n} traces of both corpora in {:.3} s (best of 5, one whole process per corpus)", sim_s);
     for poll in [1.0, 2.0] {
         let runs: Vec<f64> = (0..3).map(|_| detection(poll)).collect();
         let max = runs.iter().copied().fold(0.0, f64::max);
@@ -160,10 +252,4 @@ fn main() {
             poll * 4.0
         );
     }
-    let secs = std::env::var("HECATE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let (rss, hwm, anon, file, cpu) = rss_cpu(secs);
-    println!(
-        "daemon at 1 s polling over {secs} s: RSS {rss:.1} MiB (peak {hwm:.1} MiB; own memory {anon:.1} MiB, \
-         code pages from the page cache {file:.1} MiB), CPU {cpu:.3} %"
-    );
 }

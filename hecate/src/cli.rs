@@ -138,6 +138,13 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages, hecate(1) and one per subcommand, into a directory (for packaging:
+    /// scripts/build-deb).
+    #[command(hide = true)]
+    Manpages {
+        /// The directory, created if missing.
+        dir: PathBuf,
+    },
 }
 
 /// Arguments shared by `startup` and `shutdown`.

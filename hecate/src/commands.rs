@@ -1,6 +1,6 @@
-//! The small commands: `config check`, `config schema`, `backends`, `completions`.
+//! The small commands: `config check`, `config schema`, `backends`, `completions`, `manpages`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::CommandFactory;
@@ -95,5 +95,15 @@ pub fn backends(json: bool) -> anyhow::Result<ExitCode> {
 /// `hecate completions SHELL`.
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     clap_complete::generate(shell, &mut Cli::command(), "hecate", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hecate manpages DIR`: hecate.1 and hecate-SUBCOMMAND.1 (hidden ones left out), rendered from
+/// the same definition the command line is parsed with, so they cannot drift from it.
+pub fn manpages(dir: &Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
     Ok(ExitCode::SUCCESS)
 }

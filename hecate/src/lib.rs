@@ -84,6 +84,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Command::Config { command: ConfigCommand::Schema } => commands::config_schema(),
             Command::Backends { json } => commands::backends(json),
             Command::Completions { shell } => commands::completions(shell),
+            Command::Manpages { dir } => commands::manpages(&dir),
         }
     });
     match result {

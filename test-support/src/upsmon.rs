@@ -133,6 +133,11 @@ impl Upsmon {
         log_tail(&self.dir.path().join("upsmon.log"))
     }
 
+    /// Its process id (upsmon itself: `unshare` and `sh` exec it), for the benchmark's RSS and CPU.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     /// The dir holding its config and recordings.
     pub fn dir(&self) -> &Path {
         self.dir.path()

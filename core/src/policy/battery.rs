@@ -426,7 +426,7 @@ impl BatteryModel {
         let load = (load_pct / 100.0).max(0.0);
         let before = run.x[chosen];
         for (x, p) in run.x.iter_mut().zip(exponents) {
-            *x += load.powf(p) * dt;
+            *x += crate::math::powf(load, p) * dt;
         }
         // forget by the charge consumed since, so the fit follows the battery as it is now
         if let Some(k) = slope {
@@ -565,8 +565,8 @@ impl BatteryModel {
 
     fn add_point(&mut self, x: &[f64; N], v: f64) {
         let e = self.consumed - self.consumed_ref;
-        let w = (e / self.memory_pct).exp();
-        let w_recent = (e * RECENT_MEMORY_DIVISOR / self.memory_pct).exp();
+        let w = crate::math::exp(e / self.memory_pct);
+        let w_recent = crate::math::exp(e * RECENT_MEMORY_DIVISOR / self.memory_pct);
         let Some(seg) = self.segments.back_mut() else { return };
         for i in 0..N {
             let xl = seg.local_x(x, i);
@@ -586,8 +586,8 @@ impl BatteryModel {
         if e * RECENT_MEMORY_DIVISOR / self.memory_pct < MAX_WEIGHT_EXPONENT {
             return;
         }
-        let f = (-e / self.memory_pct).exp();
-        let f_recent = (-e * RECENT_MEMORY_DIVISOR / self.memory_pct).exp();
+        let f = crate::math::exp(-e / self.memory_pct);
+        let f_recent = crate::math::exp(-e * RECENT_MEMORY_DIVISOR / self.memory_pct);
         for seg in &mut self.segments {
             seg.steady.iter_mut().for_each(|m| m.scale(f));
             seg.recent.iter_mut().for_each(|m| m.scale(f_recent));
@@ -631,7 +631,7 @@ impl BatteryModel {
             return None;
         }
         let k = self.pooled(self.chosen, false).slope()?;
-        let ell = (load_pct / 100.0).max(0.0).powf(self.exponents[self.chosen]);
+        let ell = crate::math::powf((load_pct / 100.0).max(0.0), self.exponents[self.chosen]);
         let rate = k.abs() * ell / X_UNIT_S;
         (rate > 0.0).then(|| (charge / rate).max(0.0))
     }
@@ -725,7 +725,7 @@ impl BatteryModel {
         let hi = hi.min(reading + quantum - since_reading).max(lo);
         let charge = fitted.filter(|c| c.is_finite()).unwrap_or((lo + hi) / 2.0).clamp(lo, hi);
 
-        let ell = (load_pct / 100.0).max(0.0).powf(p);
+        let ell = crate::math::powf((load_pct / 100.0).max(0.0), p);
         let history = self.history_agreement(run, i, quantum);
         let runtime = |c: f64| {
             let live = drain.lasts(c);
@@ -788,7 +788,7 @@ impl BatteryModel {
             if w[0].charge_pct - last.charge_pct > HISTORY_SPAN_PCT {
                 break;
             }
-            x += (w[1].load_pct / 100.0).max(0.0).powf(p) * (w[1].t_s - w[0].t_s);
+            x += crate::math::powf((w[1].load_pct / 100.0).max(0.0), p) * (w[1].t_s - w[0].t_s);
             start = &w[0];
         }
         let span = start.charge_pct - last.charge_pct;

@@ -99,7 +99,7 @@ impl LoadFilter {
         let quantum = if self.quantum.is_finite() { self.quantum } else { 0.0 };
         let next = match self.average {
             Some((avg, last_t)) if (m - avg).abs() <= (LOAD_STEP_FRACTION * avg).max(LOAD_STEP_QUANTA * quantum) => {
-                let f = (-(t - last_t).max(0.0) / LOAD_AVERAGE_S).exp();
+                let f = crate::math::exp(-(t - last_t).max(0.0) / LOAD_AVERAGE_S);
                 avg * f + m * (1.0 - f)
             }
             _ => m,
