@@ -31,23 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use hecate_test_support::{SETUP_HINT, require_root};
-
-/// The installer's knobs, which the postinst reads from the environment: only a test's own count.
-const KNOBS: &[&str] = &[
-    "HECATE_ENABLE_BOOTSTRAP",
-    "HECATE_MANAGE_NUT",
-    "HECATE_NUT_UPS_NAME",
-    "HECATE_NUT_VENDOR_ID",
-    "HECATE_NUT_PRODUCT_ID",
-    "HECATE_NUT_MONITOR_USER",
-    "HECATE_NUT_MONITOR_PASSWORD",
-    "HECATE_NUT_OFFDELAY",
-    "HECATE_NUT_ONDELAY",
-    "HECATE_NUT_LISTEN",
-    "HECATE_NUT_SECONDARIES_FILE",
-    "HECATE_DEB_MAINTAINER",
-];
+use hecate_test_support::{SCRIPT_KNOBS, SETUP_HINT, require_root};
 
 /// What would start or reload something on the running system.
 const SHIMS: [&str; 5] = ["systemctl", "deb-systemd-invoke", "invoke-rc.d", "service", "udevadm"];
@@ -107,7 +91,7 @@ fn build_deb(out: &Path, version: Option<&str>) -> PathBuf {
     if let Some(v) = version {
         c.args(["--version", v]);
     }
-    for k in KNOBS {
+    for k in SCRIPT_KNOBS {
         c.env_remove(k);
     }
     let o = c.output().unwrap();
@@ -342,7 +326,7 @@ impl DpkgRoot {
             .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.shims.path().display()))
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null());
-        for k in KNOBS {
+        for k in SCRIPT_KNOBS {
             c.env_remove(k);
         }
         for (k, v) in env {

@@ -16,29 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hecate_test_support::{SETUP_HINT, free_port, require_root};
-
-/// Every knob the scripts read: removed from the environment so that only a test's own count.
-const KNOBS: &[&str] = &[
-    "HECATE_BINARY",
-    "HECATE_ENABLE_BOOTSTRAP",
-    "HECATE_ENABLE_UPDATE",
-    "HECATE_MANAGE_NUT",
-    "HECATE_NUT_UPS_NAME",
-    "HECATE_NUT_VENDOR_ID",
-    "HECATE_NUT_PRODUCT_ID",
-    "HECATE_NUT_MONITOR_USER",
-    "HECATE_NUT_MONITOR_PASSWORD",
-    "HECATE_NUT_OFFDELAY",
-    "HECATE_NUT_ONDELAY",
-    "HECATE_NUT_LISTEN",
-    "HECATE_NUT_SECONDARIES_FILE",
-    "HECATE_SKIP_APT",
-    "HECATE_SRC_DIR",
-    "HECATE_UPDATE_REMOTE",
-    "HECATE_UPDATE_BRANCH",
-    "CARGO_TARGET_DIR",
-];
+use hecate_test_support::{SCRIPT_KNOBS, SETUP_HINT, free_port, require_root};
 
 const UNITS: [&str; 4] = ["hecate.service", "hecate-bootstrap.service", "hecate-update.service", "hecate-update.timer"];
 const NUT_FILES: [&str; 4] = ["etc/nut/nut.conf", "etc/nut/ups.conf", "etc/nut/upsd.conf", "etc/nut/upsd.users"];
@@ -64,7 +42,7 @@ fn install(root: &Path, env: &[(&str, &str)]) -> Output {
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_hecate"))
         .stdin(Stdio::null());
-    for k in KNOBS {
+    for k in SCRIPT_KNOBS {
         c.env_remove(k);
     }
     c.env("HECATE_SKIP_APT", "1");
@@ -775,7 +753,7 @@ impl Updater {
     fn run(&self) -> Output {
         let mut c = Command::new("bash");
         c.arg(repo().join("scripts/self-update.sh")).arg("--root").arg(&self.root).stdin(Stdio::null());
-        for k in KNOBS {
+        for k in SCRIPT_KNOBS {
             c.env_remove(k);
         }
         let path = format!("{}:{}", self.bin_dir.display(), std::env::var("PATH").unwrap_or_default());

@@ -48,6 +48,31 @@ pub use upsmon::{Upsmon, UpsmonRole, unix_now};
 pub const SETUP_HINT: &str = "these tests need root and the peers installed: run ./scripts/test as root \
      (or, to set up only, scripts/install-test-deps.sh as root)";
 
+/// Every environment variable scripts/install.sh, its self-update and scripts/build-deb read (the
+/// package's postinst runs the installer): tests that run them remove these all, so that only a
+/// test's own settings count, never the developer's shell.
+pub const SCRIPT_KNOBS: &[&str] = &[
+    "HECATE_BINARY",
+    "HECATE_ENABLE_BOOTSTRAP",
+    "HECATE_ENABLE_UPDATE",
+    "HECATE_MANAGE_NUT",
+    "HECATE_NUT_UPS_NAME",
+    "HECATE_NUT_VENDOR_ID",
+    "HECATE_NUT_PRODUCT_ID",
+    "HECATE_NUT_MONITOR_USER",
+    "HECATE_NUT_MONITOR_PASSWORD",
+    "HECATE_NUT_OFFDELAY",
+    "HECATE_NUT_ONDELAY",
+    "HECATE_NUT_LISTEN",
+    "HECATE_NUT_SECONDARIES_FILE",
+    "HECATE_SKIP_APT",
+    "HECATE_SRC_DIR",
+    "HECATE_UPDATE_REMOTE",
+    "HECATE_UPDATE_BRANCH",
+    "HECATE_DEB_MAINTAINER",
+    "CARGO_TARGET_DIR",
+];
+
 /// Ports the real services use; [`free_port`] never returns them.
 pub const RESERVED_PORTS: [u16; 4] = [22, 623, 3493, 9560];
 
