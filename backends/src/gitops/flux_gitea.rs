@@ -122,6 +122,7 @@ pub struct Workload {
     pub name: String,
     /// Scale to at least this many replicas. 1 to 1000; default 1.
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub replicas: i32,
 }
 

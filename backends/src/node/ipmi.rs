@@ -46,6 +46,7 @@ pub struct IpmiConfig {
     pub host: String,
     /// The BMC's UDP port.
     #[serde(default = "default_port")]
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// The BMC user; chassis control needs operator or administrator privilege.
     pub username: String,
@@ -59,6 +60,7 @@ pub struct IpmiConfig {
     /// The RMCP+ cipher suite (`ipmitool -C`): 3 (HMAC-SHA1, AES-128; offered by nearly every BMC,
     /// and the one OpenIPMI's simulator answers) or 17 (HMAC-SHA256, AES-128; newer BMCs).
     #[serde(default = "default_cipher_suite")]
+    #[schemars(range(max = 17))]
     pub cipher_suite: u8,
     /// Time limit of each ipmitool run (a BMC that does not answer is given up on after it). 1ms
     /// to 10m; default 10s.

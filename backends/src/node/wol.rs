@@ -29,6 +29,7 @@ pub struct WolConfig {
     pub broadcast: Ipv4Addr,
     /// The UDP port: 9 (discard, the usual one) or 7; cards accept the packet on any port.
     #[serde(default = "default_port")]
+    #[schemars(range(min = 1))]
     pub port: u16,
 }
 

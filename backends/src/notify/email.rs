@@ -30,6 +30,7 @@ pub struct EmailConfig {
     pub server: String,
     /// The server's port; by default 465 with `tls: tls`, 587 with `starttls`, 25 with `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     /// How the connection is protected: `tls` (implicit TLS, "smtps"), `starttls` (plain, then
     /// upgraded; refused if the server cannot) or `none` (only for a relay on this host).

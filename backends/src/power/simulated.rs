@@ -23,18 +23,22 @@ pub struct SimulatedUpsConfig {
     /// Time to recharge from empty on mains. 1s to 1 day; default 1h.
     #[serde(default = "default_recharge")]
     pub recharge_time: HumanDuration,
-    /// Load in percent at the start.
+    /// Load in percent at the start. More than 0, at most 200.
     #[serde(default = "default_load")]
+    #[schemars(range(max = 200.0), extend("exclusiveMinimum" = 0.0))]
     pub load: f64,
-    /// Charge in percent at the start.
+    /// Charge in percent at the start. 0 to 100.
     #[serde(default = "default_charge")]
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub initial_charge: f64,
-    /// The UPS raises `LB` below this charge (percent).
+    /// The UPS raises `LB` below this charge (percent). 0 to 100.
     #[serde(default = "default_low")]
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub low_battery_charge: f64,
     /// Factor on the reported `battery.runtime`: above 1 models optimistic firmware (aged cells).
     /// More than 0, at most 10; default 1.
     #[serde(default = "one")]
+    #[schemars(range(max = 10.0), extend("exclusiveMinimum" = 0.0))]
     pub firmware_optimism: f64,
     /// Events, by time since the source started.
     #[serde(default)]
@@ -47,6 +51,7 @@ pub struct SimulatedUpsConfig {
     /// Trace seconds per real second when replaying (10 plays a 20-minute outage in 2 minutes).
     /// More than 0, at most 10000; default 1.
     #[serde(default = "one")]
+    #[schemars(range(max = 10_000.0), extend("exclusiveMinimum" = 0.0))]
     pub speed: f64,
 }
 
@@ -58,8 +63,9 @@ pub struct ScriptStep {
     pub at: HumanDuration,
     /// What happens.
     pub event: SimEvent,
-    /// The new load in percent, for `event: load`.
+    /// The new load in percent, for `event: load`. More than 0, at most 200.
     #[serde(default)]
+    #[schemars(range(max = 200.0), extend("exclusiveMinimum" = 0.0))]
     pub percent: Option<f64>,
 }
 
@@ -115,8 +121,10 @@ impl PowerSourceConfig for SimulatedUpsConfig {
         if !(self.firmware_optimism > 0.0 && self.firmware_optimism <= 10.0) {
             p.push(format!("`firmware_optimism` must be more than 0 and at most 10, got {}", self.firmware_optimism));
         }
-        if !(0.0..=100.0).contains(&self.initial_charge) {
-            p.push(format!("initial_charge {} is not a percentage", self.initial_charge));
+        for (field, v) in [("initial_charge", self.initial_charge), ("low_battery_charge", self.low_battery_charge)] {
+            if !(0.0..=100.0).contains(&v) {
+                p.push(format!("`{field}` must be from 0 to 100 percent, got {v}"));
+            }
         }
         if !(self.load > 0.0 && self.load <= 200.0) {
             p.push(format!("load {} must be in (0, 200] percent", self.load));

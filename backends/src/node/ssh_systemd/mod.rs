@@ -47,6 +47,7 @@ pub struct SshSystemdConfig {
     pub known_hosts: PathBuf,
     /// The SSH port.
     #[serde(default = "default_port")]
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// Trust a host key known_hosts does not list yet, and append it there (trust on first use).
     /// A key that differs from the listed one is refused even so.
