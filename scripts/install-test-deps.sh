@@ -26,6 +26,9 @@ PACKAGES+=(faketime)
 # The Debian package (scripts/build-deb, hecate/tests/deb_package.rs): dpkg-shlibdeps (dpkg-dev),
 # strip (binutils), lintian to check it, init-system-helpers (deb-systemd-helper) for its scripts
 PACKAGES+=(dpkg-dev binutils lintian init-system-helpers)
+# A real SMTP server for the email notifier (aiosmtpd, run by Debian's /usr/bin/python3:
+# test-support/src/smtp.rs)
+PACKAGES+=(python3-aiosmtpd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,6 +1,6 @@
-//! `email` against a fake SMTP sink on loopback: login with the password from its file, sender,
-//! recipients, subject and body; a refused login is an auth error; STARTTLS required means no
-//! mail goes out in the clear to a server that cannot do it.
+//! `email` against a real SMTP server on loopback (aiosmtpd, Debian's `python3-aiosmtpd`): login
+//! with the password from its file, sender, recipients, subject and body; a refused login is an
+//! auth error; STARTTLS required means no mail goes out in the clear to a server that cannot do it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,9 +8,10 @@ mod notify_support;
 
 use hecate_core::ErrorKind;
 use hecate_core::notify::EventKind;
-use notify_support::{FakeSmtpSink, build, event, parse};
+use hecate_test_support::Smtpd;
+use notify_support::{build, event, parse};
 
-fn config(sink: &FakeSmtpSink, password_file: &str, extra: &str) -> String {
+fn config(sink: &Smtpd, password_file: &str, extra: &str) -> String {
     format!(
         "type: email
 server: 127.0.0.1
@@ -22,24 +23,24 @@ from: 'Hecate <hecate@example.org>'
 to: [ops@example.org, 'On Call <oncall@example.org>']
 timeout: 5s
 {extra}",
-        sink.addr.port()
+        sink.addr().port()
     )
 }
 
 #[tokio::test]
 async fn mails_the_event_after_logging_in() {
-    let mut sink = FakeSmtpSink::start(Some("pa ss")).await;
+    let mut sink = Smtpd::start(Some("pa ss"));
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("smtp.pass");
     std::fs::write(&pw, "pa ss\n").unwrap();
     let n = build(&config(&sink, pw.to_str().unwrap(), ""));
     let ev = event(EventKind::ShutdownTriggered);
     n.notify(&ev).await.unwrap();
-    let mail = sink.next().await;
+    let mail = sink.wait_mail();
     assert_eq!(mail.login, Some(("hecate".into(), "pa ss".into())));
     assert_eq!(mail.ehlo, "titan-db", "EHLO names this host");
-    assert_eq!(mail.from, "<hecate@example.org>");
-    assert_eq!(mail.to, vec!["<ops@example.org>", "<oncall@example.org>"]);
+    assert_eq!(mail.from, "hecate@example.org");
+    assert_eq!(mail.to, vec!["ops@example.org", "oncall@example.org"]);
     let data = mail.data;
     assert!(data.contains("Subject: [hecate] titan-db: shutdown triggered: shutdown started"), "{data}");
     assert!(data.contains("From: Hecate <hecate@example.org>"), "{data}");
@@ -50,31 +51,31 @@ async fn mails_the_event_after_logging_in() {
 
 #[tokio::test]
 async fn a_refused_login_is_an_auth_error() {
-    let mut sink = FakeSmtpSink::start(Some("right")).await;
+    let mut sink = Smtpd::start(Some("right"));
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("smtp.pass");
     std::fs::write(&pw, "wrong").unwrap();
     let n = build(&config(&sink, pw.to_str().unwrap(), ""));
     let e = n.notify(&event(EventKind::OnBattery)).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{}", hecate_core::error::error_chain(&e));
-    assert!(sink.try_next().is_none());
+    assert!(sink.new_mail().is_none());
 }
 
 #[tokio::test]
 async fn starttls_required_sends_nothing_to_a_server_without_it() {
-    let mut sink = FakeSmtpSink::start(None).await;
+    let mut sink = Smtpd::start(None);
     let n = build(&format!(
         "type: email\nserver: 127.0.0.1\nport: {}\ntls: starttls\nfrom: a@example.org\nto: [b@example.org]\ntimeout: 5s\n",
-        sink.addr.port()
+        sink.addr().port()
     ));
     let e = n.notify(&event(EventKind::OnBattery)).await.unwrap_err();
     assert_ne!(e.kind, ErrorKind::Config, "{e}");
-    assert!(sink.try_next().is_none(), "a mail went out unencrypted");
+    assert!(sink.new_mail().is_none(), "a mail went out unencrypted");
 }
 
 #[tokio::test]
 async fn a_missing_password_file_is_a_config_error() {
-    let sink = FakeSmtpSink::start(None).await;
+    let sink = Smtpd::start(None);
     let n = build(&config(&sink, "/nonexistent/smtp.pass", ""));
     assert_eq!(n.notify(&event(EventKind::OnBattery)).await.unwrap_err().kind, ErrorKind::Config);
 }
