@@ -118,3 +118,38 @@ fn validation() {
     let json = serde_json::to_value(&cfg).unwrap();
     assert_eq!((json["name"].as_str(), json["timeout"].as_str()), (Some("command"), Some("10s")));
 }
+
+/// The preflight finds the program as the spawn would (a path as it is, a bare name on the
+/// PATH) and fails a missing or non-executable one; it never runs it.
+#[tokio::test]
+async fn preflight_finds_the_program_without_running_it() {
+    use hecate_core::preflight::CheckStatus;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let prog = script(dir.path(), "page", &format!("#!/bin/sh\ntouch {}\n", marker.display()));
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = |argv: &[&str], extra: &str| {
+        let n = build(&yaml(argv, extra));
+        async move { n.preflight().await }
+    };
+    let checks = status(&[prog.to_str().unwrap(), "--team", "ops"], "").await;
+    assert_eq!((checks[0].name.as_str(), checks[0].status), ("program", CheckStatus::Ok), "{checks:?}");
+    // relative to the working directory, as the child starts it
+    let checks = status(&["./page"], &format!("working_dir: {}\n", dir.path().display())).await;
+    assert_eq!(checks[0].status, CheckStatus::Ok, "{checks:?}");
+    let checks = status(&["sh", "-c", "true"], "").await;
+    assert_eq!(checks[0].status, CheckStatus::Ok, "{checks:?}");
+    assert!(!marker.exists(), "the preflight ran the program");
+
+    let checks = status(&["/nonexistent/page"], "").await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.contains("/nonexistent/page"), "{checks:?}");
+    let checks = status(&["hecate-no-such-program"], "").await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.contains("not an executable file on the PATH"), "{checks:?}");
+    let plain = script(dir.path(), "plain", "#!/bin/sh\n");
+    let checks = status(&[plain.to_str().unwrap()], "").await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.contains("is not an executable file"), "{checks:?}");
+}

@@ -99,3 +99,31 @@ fn validation_and_debug() {
     assert_eq!(json["tls"], "starttls");
     assert_eq!(json["subject_prefix"], "[hecate]");
 }
+
+/// The preflight connects, logs in and quits without a mail; a refused password fails it as an
+/// auth error (the password never shown), and so does a server that is gone.
+#[tokio::test]
+async fn preflight_logs_in_without_sending_and_names_a_refused_login() {
+    use hecate_core::preflight::CheckStatus;
+    let mut sink = Smtpd::start(Some("right"));
+    let dir = tempfile::tempdir().unwrap();
+    let (right, wrong) = (dir.path().join("right.pass"), dir.path().join("wrong.pass"));
+    std::fs::write(&right, "right\n").unwrap();
+    std::fs::write(&wrong, "wr0ng-pass\n").unwrap();
+
+    let checks = build(&config(&sink, right.to_str().unwrap(), "")).preflight().await;
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!((checks[0].name.as_str(), checks[0].status), ("smtp", CheckStatus::Ok), "{checks:?}");
+    assert!(checks[0].message.contains("accepts the login of hecate"), "{checks:?}");
+
+    let checks = build(&config(&sink, wrong.to_str().unwrap(), "")).preflight().await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.starts_with("auth:"), "{checks:?}");
+    assert!(!checks[0].message.contains("wr0ng-pass"), "the password is shown: {checks:?}");
+    assert!(sink.new_mail().is_none(), "the preflight sent a mail");
+
+    let n = build(&config(&sink, right.to_str().unwrap(), ""));
+    drop(sink);
+    let checks = n.preflight().await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+}

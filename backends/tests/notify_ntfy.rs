@@ -76,3 +76,39 @@ fn config_defaults_validation_and_debug() {
     .to_string();
     assert!(err.contains("loud"), "{err}");
 }
+
+/// The preflight asks `GET /v1/health` with the token. The receiver answers as ntfy does
+/// (a stand-in: no ntfy server is packaged for Debian or PyPI): ntfy authenticates every request
+/// before it routes it (`maybeAuthenticate` in its `server/server.go`), so a token it does not
+/// know gets 401 `{"code":40101,...}` on the health path too, and a known one `{"healthy":true}`.
+#[tokio::test]
+async fn preflight_asks_the_health_path_with_the_token_and_names_a_refused_one() {
+    use hecate_core::preflight::CheckStatus;
+    let mut rx = HttpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tk_abc123\n").unwrap();
+    let n = build(&format!("type: ntfy\nserver: {}\ntopic: t\ntoken_file: {}\n", rx.url("/"), token.display()));
+
+    rx.answer_next_with(200, "{\"healthy\":true}\n");
+    let checks = n.preflight().await;
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!((checks[0].name.as_str(), checks[0].status), ("server", CheckStatus::Ok), "{checks:?}");
+    assert!(checks[0].message.contains("accepts the token"), "{checks:?}");
+    let req = rx.next().await;
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("GET", "/v1/health"));
+    assert_eq!(req.header("authorization"), Some("Bearer tk_abc123"));
+
+    rx.answer_next_with(401, "{\"code\":40101,\"http\":401,\"error\":\"unauthorized\"}\n");
+    let checks = n.preflight().await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.starts_with("auth:"), "{checks:?}");
+    assert!(!checks[0].message.contains("tk_abc123"), "the token is shown: {checks:?}");
+
+    // something else at that address: not ntfy
+    rx.answer_next_with(200, "<html>hello</html>");
+    let checks = n.preflight().await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.contains("does not say it is healthy"), "{checks:?}");
+    assert!(rx.received().iter().all(|r| r.method != "POST"), "the preflight published");
+}

@@ -139,3 +139,34 @@ fn defaults() {
     assert_eq!(json["timeout"], "10s");
     assert_eq!(json["retry_for"], "2m");
 }
+
+/// The preflight sends `HEAD` with the configured headers and passes on any answer (many webhook
+/// endpoints answer only `POST`); an unreachable receiver fails it. Nothing is posted.
+#[tokio::test]
+async fn preflight_sends_head_with_the_headers_and_fails_when_unreachable() {
+    use hecate_core::preflight::CheckStatus;
+    let mut rx = HttpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(&dir, "s3cret-token\n");
+    let yaml =
+        |url: String| format!("type: webhook\nname: ops\nurl: {url}\nheaders:\n  X-Token: {{ value_file: {token} }}\n");
+    let n = build(&yaml(rx.url("/hooks/x")));
+    rx.answer_next(&[405]);
+    let checks = n.preflight().await;
+    assert_eq!((checks[0].name.as_str(), checks[0].status), ("reachable", CheckStatus::Ok), "{checks:?}");
+    assert!(checks[0].message.contains("405"), "{checks:?}");
+    let req = rx.next().await;
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("HEAD", "/hooks/x"));
+    assert_eq!(req.header("x-token"), Some("s3cret-token"));
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let n = build(&yaml(format!("http://{closed}/hooks/x")));
+    let checks = n.preflight().await;
+    assert_eq!(checks[0].status, CheckStatus::Failed, "{checks:?}");
+    assert!(checks[0].message.starts_with("unreachable:"), "{checks:?}");
+    assert!(!checks[0].message.contains("s3cret"), "{checks:?}");
+    assert!(rx.received().is_empty());
+}

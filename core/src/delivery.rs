@@ -156,6 +156,11 @@ impl Delivery {
         self.lanes.iter().map(|l| l.notifier.name().to_string()).collect()
     }
 
+    /// The notifiers themselves, in config order (for their preflight).
+    pub fn notifiers(&self) -> Vec<Arc<dyn Notifier>> {
+        self.lanes.iter().map(|l| l.notifier.clone()).collect()
+    }
+
     /// The number of notifiers.
     pub fn len(&self) -> usize {
         self.lanes.len()

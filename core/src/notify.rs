@@ -226,4 +226,9 @@ pub trait Notifier: Send + Sync + fmt::Debug {
     fn policy(&self) -> DeliveryPolicy {
         DeliveryPolicy::default()
     }
+    /// Checks, without sending anything, that an event could be delivered today: the server
+    /// answers and accepts the credentials, the program exists. The default: not checkable.
+    async fn preflight(&self) -> Vec<crate::preflight::Check> {
+        crate::preflight::not_checkable("this notifier")
+    }
 }

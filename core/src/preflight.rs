@@ -2,14 +2,15 @@
 //! path would work today: a node's SSH host key and login and the `sudo` rule for exactly the
 //! commands the plans run, a BMC's credentials and power state, the Wake-on-LAN interface, the
 //! Kubernetes API, its credentials and the permissions the plans need, each NUT login, a
-//! forwarder's coordinator. The worst UPS failure is a shutdown path that broke silently months
-//! before the outage (a rotated key, an edited sudoers file, a changed BMC password, an expired
-//! certificate); the daemon runs these checks every `preflight.interval` and `hecate preflight`
-//! on demand.
+//! forwarder's coordinator, and whether each notifier could deliver (without sending anything).
+//! The worst UPS failure is a shutdown path that broke silently months before the outage (a
+//! rotated key, an edited sudoers file, a changed BMC password, an expired certificate); the
+//! daemon runs these checks every `preflight.interval` and `hecate preflight` on demand.
 //!
 //! A backend checks itself through its trait's `preflight` method, whose default says "not
 //! checkable", so a third-party backend needs nothing. [`run`] asks every backend of a runtime
-//! and names each answer by target (`node/NAME`, `ups/NAME`, `cluster`, `gitops`) and check
+//! and names each answer by target (`node/NAME`, `ups/NAME`, `cluster`, `gitops`,
+//! `notifier/NAME`) and check
 //! (a node controller's are prefixed with its type: `ssh_systemd:sudo`). [`Tracker`] is pure: it
 //! turns successive reports into the state of each (target, check) and the changes worth an event
 //! (`preflight_failed`, `preflight_recovered`); the supervisor holds one.
@@ -336,8 +337,22 @@ pub async fn run(cfg: &Config, rt: &Runtime, opts: &Options) -> Vec<CheckResult>
             .map(|c| CheckResult::new("gitops", format!("{kind}:{}", c.name), c))
             .collect()
     };
-    let (nodes, power, cluster, gitops): (Vec<Vec<CheckResult>>, Vec<Vec<CheckResult>>, Vec<_>, Vec<_>) =
-        tokio::join!(nodes, power, cluster, gitops);
+    let notifiers = join_all(rt.notifiers.notifiers().into_iter().map(|n| async move {
+        let target = format!("notifier/{}", n.name());
+        bounded(timeout, n.preflight())
+            .await
+            .into_iter()
+            .map(|c| CheckResult::new(target.clone(), c.name.clone(), c))
+            .collect::<Vec<_>>()
+    }));
+    type PerBackend = Vec<Vec<CheckResult>>;
+    let (nodes, power, cluster, gitops, notifiers): (
+        PerBackend,
+        PerBackend,
+        Vec<CheckResult>,
+        Vec<CheckResult>,
+        PerBackend,
+    ) = tokio::join!(nodes, power, cluster, gitops, notifiers);
     let mut out: Vec<CheckResult> = power.into_iter().flatten().collect();
     // Sources left out of the runtime because they could not be built.
     for b in rt.unavailable.iter().filter(|b| b.field.starts_with("power_sources[")) {
@@ -349,6 +364,12 @@ pub async fn run(cfg: &Config, rt: &Runtime, opts: &Options) -> Vec<CheckResult>
     out.extend(nodes.into_iter().flatten());
     out.extend(cluster);
     out.extend(gitops);
+    out.extend(notifiers.into_iter().flatten());
+    // Notifiers left out because they could not be built (a password file gone, say).
+    // Named by their place in the config: a name is known only to a notifier that was built.
+    for b in rt.unavailable.iter().filter(|b| b.field.starts_with("notifiers[")) {
+        out.push(CheckResult::new(format!("notifier/{}", b.field), "build", Check::failed("build", b.to_string())));
+    }
     out
 }
 

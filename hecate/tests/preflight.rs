@@ -554,3 +554,57 @@ fn a_redfish_bmc_that_refuses_the_credentials_fails_the_login() {
     assert_eq!(check(&report, "node/n1", "redfish:power_state").0, "skipped");
     assert_eq!(bmc.power_state("node1"), "On");
 }
+
+/// Notifiers are checked too, without a notification going out: an SMTP login against a real
+/// server (aiosmtpd) that a rotated password breaks, a program that is gone, a password file
+/// that is gone, the log notifier.
+#[test]
+fn notifiers_are_checked_without_sending_and_a_broken_one_fails_the_preflight() {
+    use hecate_test_support::Smtpd;
+    let mut smtp = Smtpd::start(Some("right"));
+    let dir = tempfile::tempdir().unwrap();
+    let pass = write(dir.path(), "smtp.pass", "right\n");
+    let page = write(dir.path(), "page", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&page, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = |program: &Path| {
+        write(
+            dir.path(),
+            "notifiers.yaml",
+            &format!(
+                "host: preflight-notifiers\nstate_dir: {}\npower_sources: [ {{ type: simulated, name: ups }} ]\n\
+                 notifiers:\n  - {{ type: log }}\n  - {{ type: command, name: pager, argv: [\"{}\"] }}\n  \
+                 - {{ type: email, name: mail, server: 127.0.0.1, port: {}, tls: none, username: hecate, \
+                 password_file: {}, from: hecate@example.org, to: [ops@example.org] }}\n",
+                dir.path().join("state").display(),
+                program.display(),
+                smtp.addr().port(),
+                pass.display()
+            ),
+        )
+    };
+    let cfg = config(&page);
+    let (code, report) = preflight(&cfg);
+    assert_eq!((code, failures(&report)), (0, Vec::<String>::new()), "{report:#}");
+    assert_eq!(check(&report, "notifier/log", "log").0, "ok");
+    assert_eq!(check(&report, "notifier/pager", "program").0, "ok");
+    let (status, message) = check(&report, "notifier/mail", "smtp");
+    assert_eq!(status, "ok", "{message}");
+
+    // the password rotated on the server's side; the program removed
+    std::fs::write(&pass, "stale\n").unwrap();
+    let (code, report) = preflight(&config(&dir.path().join("gone")));
+    assert_eq!(code, 1, "{report:#}");
+    let (status, message) = check(&report, "notifier/mail", "smtp");
+    assert_eq!(status, "failed", "{message}");
+    assert!(message.starts_with("auth:") && !message.contains("stale"), "{message}");
+    assert_eq!(check(&report, "notifier/pager", "program").0, "failed");
+
+    // a password file that is gone: the email notifier reads it at each send, so it still
+    // builds; the check says what is missing
+    std::fs::remove_file(&pass).unwrap();
+    let (_, report) = preflight(&cfg);
+    let (status, message) = check(&report, "notifier/mail", "smtp");
+    assert_eq!(status, "failed", "{message}");
+    assert!(message.contains("smtp.pass"), "{message}");
+    assert!(smtp.new_mail().is_none(), "a preflight sent a mail");
+}

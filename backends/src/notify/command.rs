@@ -3,12 +3,13 @@
 //! nothing in an event can be interpreted as shell syntax.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::notify::{DeliveryPolicy, Event, EventKind, Notifier, NotifierConfig};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -155,6 +156,33 @@ impl CommandNotifier {
     }
 }
 
+/// Where `program` would be run from, as the spawn finds it: a path with a `/` as it is (below
+/// `working_dir` when relative, since the child changes there before it starts the program), a
+/// bare name on the `PATH`; and whether that is an executable file.
+fn find_program(program: &str, working_dir: Option<&Path>) -> Result<String, BackendError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let path = match working_dir {
+            Some(dir) if Path::new(program).is_relative() => dir.join(program),
+            _ => PathBuf::from(program),
+        };
+        return match path.metadata() {
+            Err(e) => Err(BackendError::with_source(ErrorKind::Config, format!("{} cannot be run", path.display()), e)),
+            Ok(_) if !executable(&path) => {
+                Err(BackendError::new(ErrorKind::Config, format!("{} is not an executable file", path.display())))
+            }
+            Ok(_) => Ok(format!("{} is an executable file", path.display())),
+        };
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .map(|p| format!("{program} is {}", p.display()))
+        .ok_or_else(|| BackendError::new(ErrorKind::Config, format!("{program} is not an executable file on the PATH")))
+}
+
 /// Reads a pipe to its end, keeping the first [`OUTPUT_KEPT`] bytes; reading on past them keeps
 /// a chatty program from blocking on a full pipe.
 async fn read_limited<R: tokio::io::AsyncRead + Unpin>(r: Option<&mut R>) -> String {
@@ -188,6 +216,11 @@ impl Notifier for CommandNotifier {
                 format!("{} still running after {}: killed", self.argv[0], humantime::format_duration(self.timeout)),
             )),
         }
+    }
+
+    /// The program is there and executable; it is not run (that would send a notification).
+    async fn preflight(&self) -> Vec<Check> {
+        vec![Check::from_result("program", find_program(&self.argv[0], self.working_dir.as_deref()))]
     }
 
     fn policy(&self) -> DeliveryPolicy {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::notify::{DeliveryPolicy, Event, EventKind, Notifier, NotifierConfig};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
@@ -229,7 +230,7 @@ impl Email {
     }
 }
 
-fn smtp_error(e: lettre::transport::smtp::Error) -> BackendError {
+fn smtp_error(what: &str, e: lettre::transport::smtp::Error) -> BackendError {
     let code = e.status().map(|c| c.to_string());
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
@@ -240,7 +241,7 @@ fn smtp_error(e: lettre::transport::smtp::Error) -> BackendError {
     } else {
         ErrorKind::Unreachable
     };
-    BackendError::with_source(kind, "smtp delivery failed", e)
+    BackendError::with_source(kind, what.to_string(), e)
 }
 
 #[async_trait]
@@ -251,8 +252,24 @@ impl Notifier for Email {
 
     async fn notify(&self, event: &Event) -> Result<(), BackendError> {
         let message = self.message(event)?;
-        self.transport()?.send(message).await.map_err(smtp_error)?;
+        self.transport()?.send(message).await.map_err(|e| smtp_error("smtp delivery failed", e))?;
         Ok(())
+    }
+
+    /// Connects as a send would (TLS as configured, EHLO, the login), says `NOOP` and quits:
+    /// no mail. Whether the server would accept the sender and recipients is not asked.
+    async fn preflight(&self) -> Vec<Check> {
+        let result = async {
+            let usable = self.transport()?.test_connection().await.map_err(|e| smtp_error("smtp check failed", e))?;
+            let who = format!("{}:{}", self.server, self.port);
+            match (usable, &self.login) {
+                (true, Some((user, _))) => Ok(format!("{who} accepts the login of {user}")),
+                (true, None) => Ok(format!("{who} answers")),
+                (false, _) => Err(BackendError::new(ErrorKind::Protocol, format!("{who} did not answer NOOP"))),
+            }
+        }
+        .await;
+        vec![Check::from_result("smtp", result)]
     }
 
     fn policy(&self) -> DeliveryPolicy {

@@ -46,4 +46,8 @@ impl Notifier for LogNotifier {
         tracing::info!(target: "hecate::event", "{line}");
         Ok(())
     }
+
+    async fn preflight(&self) -> Vec<hecate_core::preflight::Check> {
+        vec![hecate_core::preflight::Check::ok("log", "events go to Hecate's own log")]
+    }
 }

@@ -110,8 +110,7 @@ pub(crate) fn http_status_error(what: &str, status: reqwest::StatusCode, body: &
         401 | 403 => ErrorKind::Auth,
         _ => ErrorKind::Protocol,
     };
-    let body = body.trim();
-    let body: String = body.chars().take(200).collect();
+    let body = hecate_core::text::clean(body.trim(), 200);
     let tail = if body.is_empty() { String::new() } else { format!(": {body}") };
     BackendError::new(kind, format!("{what} answered {status}{tail}"))
 }

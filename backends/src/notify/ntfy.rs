@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::notify::{DeliveryPolicy, Event, EventKind, Notifier, NotifierConfig};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,16 @@ struct Publish<'a> {
 }
 
 impl Ntfy {
+    /// `Bearer TOKEN` from `token_file`, read at each use (a rotated token is picked up).
+    fn authorization(&self) -> Result<Option<HeaderValue>, BackendError> {
+        let Some(file) = &self.token_file else { return Ok(None) };
+        let token = super::read_secret(file, "token_file")?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| BackendError::new(ErrorKind::Config, "the token in token_file has invalid characters"))?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+
     fn priority(&self, kind: EventKind) -> Priority {
         self.priorities.get(&kind).copied().unwrap_or_else(|| Priority::for_kind(kind))
     }
@@ -221,11 +232,7 @@ impl Notifier for Ntfy {
             .post(self.server.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
-        if let Some(file) = &self.token_file {
-            let token = super::read_secret(file, "token_file")?;
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| BackendError::new(ErrorKind::Config, "the token in token_file has invalid characters"))?;
-            value.set_sensitive(true);
+        if let Some(value) = self.authorization()? {
             req = req.header(AUTHORIZATION, value);
         }
         let resp = req.send().await.map_err(|e| super::http_error("ntfy", e))?;
@@ -235,6 +242,46 @@ impl Notifier for Ntfy {
         }
         let text = resp.text().await.unwrap_or_default();
         Err(super::http_status_error("ntfy", status, &text))
+    }
+
+    /// `GET /v1/health` with the token: ntfy authenticates every request before it routes it
+    /// (`maybeAuthenticate` in its server.go), so a token it does not know is refused with 401
+    /// here too, and the health answer says the server works. Whether the token may publish to
+    /// the topic is not checkable without publishing.
+    async fn preflight(&self) -> Vec<Check> {
+        let result = async {
+            let url = self
+                .server
+                .join("v1/health")
+                .map_err(|e| BackendError::with_source(ErrorKind::Config, "cannot make the health url", e))?;
+            let mut req = self.client.get(url);
+            if let Some(value) = self.authorization()? {
+                req = req.header(AUTHORIZATION, value);
+            }
+            let resp = req.send().await.map_err(|e| super::http_error("ntfy", e))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(super::http_status_error("ntfy", status, &text));
+            }
+            let healthy = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["healthy"].as_bool());
+            match healthy {
+                Some(true) if self.token_file.is_some() => {
+                    Ok(format!("{} is healthy and accepts the token", super::url_origin(&self.server)))
+                }
+                Some(true) => Ok(format!("{} is healthy", super::url_origin(&self.server))),
+                _ => Err(BackendError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "{} does not say it is healthy: {}",
+                        super::url_origin(&self.server),
+                        hecate_core::text::clean(&text, 200)
+                    ),
+                )),
+            }
+        }
+        .await;
+        vec![Check::from_result("server", result)]
     }
 
     fn policy(&self) -> DeliveryPolicy {

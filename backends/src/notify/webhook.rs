@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use hecate_core::duration::HumanDuration;
 use hecate_core::notify::{DeliveryPolicy, Event, EventKind, Notifier, NotifierConfig};
+use hecate_core::preflight::Check;
 use hecate_core::{BackendError, BuildContext, ErrorKind};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,23 @@ impl Notifier for Webhook {
         }
         let body = resp.text().await.unwrap_or_default();
         Err(super::http_status_error("webhook", status, &body))
+    }
+
+    /// A `HEAD` request with the configured headers: the server is reachable and its
+    /// certificate trusted, and the header files readable. Whatever it answers passes: many
+    /// webhook endpoints answer only `POST` (405, 404 or 400 to anything else), so the status
+    /// is reported, not judged; only a `POST` would test the token, and it would notify.
+    async fn preflight(&self) -> Vec<Check> {
+        let result = async {
+            let mut req = self.client.head(self.url.clone());
+            for (name, source) in &self.headers {
+                req = req.header(name.clone(), Self::header_value(name, source)?);
+            }
+            let resp = req.send().await.map_err(|e| super::http_error("webhook", e))?;
+            Ok(format!("{} answers (HEAD: {})", super::url_origin(&self.url), resp.status()))
+        }
+        .await;
+        vec![Check::from_result("reachable", result)]
     }
 
     fn policy(&self) -> DeliveryPolicy {

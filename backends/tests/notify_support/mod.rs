@@ -74,11 +74,11 @@ impl Request {
 
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Request>,
-    answers: Mutex<VecDeque<u16>>,
+    answers: Mutex<VecDeque<(u16, String)>>,
 }
 
 /// A test receiver: an HTTP server that records every request and answers 200, or the
-/// statuses queued with [`HttpReceiver::answer_next`] first.
+/// answers queued with [`HttpReceiver::answer_next`] and [`HttpReceiver::answer_next_with`] first.
 pub struct HttpReceiver {
     pub addr: SocketAddr,
     rx: mpsc::UnboundedReceiver<Request>,
@@ -92,10 +92,10 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, String) {
     let _ = st.tx.send(Request { method, path: uri.path().to_string(), headers, body: body.to_vec() });
-    let code = st.answers.lock().unwrap().pop_front().unwrap_or(200);
-    StatusCode::from_u16(code).unwrap()
+    let (code, body) = st.answers.lock().unwrap().pop_front().unwrap_or((200, String::new()));
+    (StatusCode::from_u16(code).unwrap(), body)
 }
 
 impl HttpReceiver {
@@ -117,7 +117,12 @@ impl HttpReceiver {
 
     /// The next requests get these statuses, then 200 again.
     pub fn answer_next(&self, statuses: &[u16]) {
-        self.state.answers.lock().unwrap().extend(statuses);
+        self.state.answers.lock().unwrap().extend(statuses.iter().map(|s| (*s, String::new())));
+    }
+
+    /// The next request gets this status and body, then 200 again.
+    pub fn answer_next_with(&self, status: u16, body: &str) {
+        self.state.answers.lock().unwrap().push_back((status, body.to_string()));
     }
 
     /// The next request, waiting at most [`WAIT`].
