@@ -180,6 +180,12 @@ fn the_package_holds_the_binary_units_conffile_node_files_completions_and_man_pa
     for d in ["libc6 (>= ", "nut-client"] {
         assert!(depends.contains(d), "Depends lacks {d}: {depends}");
     }
+    // A binary with packed relative relocations starts only with glibc 2.36 or later, which
+    // dpkg-shlibdeps alone does not see.
+    let dynamic = Command::new("readelf").arg("-d").arg(binary()).output().unwrap();
+    if String::from_utf8_lossy(&dynamic.stdout).contains("(RELR)") {
+        assert!(depends.contains("libc6 (>= 2.36)"), "a DT_RELR binary needs glibc 2.36: {depends}");
+    }
     let recommends = field(deb, "Recommends");
     for r in ["nut-server", "ipmitool", "openssh-client"] {
         assert!(recommends.split(", ").any(|x| x == r), "Recommends lacks {r}: {recommends}");
