@@ -390,16 +390,31 @@ pub(crate) fn sync_parent(path: &Path) -> Result<(), HistoryError> {
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a temporary
 /// file in the same directory, fsynced, renamed over `path`, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HistoryError> {
+    replace(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` the way [`write_atomic`] does, without the two fsyncs: a reader
+/// never sees half a file, but a crash may lose the new one (or, on some file systems, leave it
+/// empty). For a view that is rewritten every poll and never read back to decide anything (the
+/// daemon's status.json): syncing it would flush the disk twice per poll, tens of thousands of
+/// times a day for years, on what is often flash.
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<(), HistoryError> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), HistoryError> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = sibling(path, &format!(".tmp-{}-{nanos}", std::process::id()));
     let result = (|| {
         let mut file =
             OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io_err("cannot create", &tmp))?;
         file.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
-        file.sync_all().map_err(io_err("cannot sync", &tmp))?;
+        if durable {
+            file.sync_all().map_err(io_err("cannot sync", &tmp))?;
+        }
         drop(file);
         fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
-        sync_parent(path)
+        if durable { sync_parent(path) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -467,32 +482,40 @@ mod tests {
         assert_eq!(again.history.runs, vec![record(200.0)]);
     }
 
+    /// Both ways of replacing a file: durable (state) and unsynced (the per-poll view).
+    type Writer = fn(&Path, &[u8]) -> Result<(), HistoryError>;
+    const WRITERS: [(&str, Writer); 2] = [("write_atomic", write_atomic), ("replace_unsynced", replace_unsynced)];
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs.json");
-        write_atomic(&path, b"old").unwrap();
-        write_atomic(&path, b"new").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("runs.json")]);
+        for (name, write) in WRITERS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("runs.json");
+            write(&path, b"old").unwrap();
+            write(&path, b"new").unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), "new", "{name}");
+            let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("runs.json")], "{name}");
+        }
     }
 
     #[test]
     fn atomic_write_failure_keeps_the_old_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs.json");
-        write_atomic(&path, b"old").unwrap();
-        // renaming a file over a non-empty directory fails: the old content must survive
-        let blocked = dir.path().join("blocked");
-        fs::create_dir(&blocked).unwrap();
-        fs::write(blocked.join("x"), b"x").unwrap();
-        assert!(write_atomic(&blocked, b"new").is_err());
-        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
-        let leftovers = fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
-            .count();
-        assert_eq!(leftovers, 0);
+        for (name, write) in WRITERS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("runs.json");
+            write(&path, b"old").unwrap();
+            // renaming a file over a non-empty directory fails: the old content must survive
+            let blocked = dir.path().join("blocked");
+            fs::create_dir(&blocked).unwrap();
+            fs::write(blocked.join("x"), b"x").unwrap();
+            assert!(write(&blocked, b"new").is_err(), "{name}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), "old", "{name}");
+            let leftovers = fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+                .count();
+            assert_eq!(leftovers, 0, "{name}");
+        }
     }
 }

@@ -271,10 +271,12 @@ impl Snapshot {
         }
     }
 
-    /// Writes it atomically to the state dir.
+    /// Replaces status.json in the state dir: whole for every reader, not synced to disk, since
+    /// the daemon rewrites it every poll and nothing decides from it (`hecate status` reads a
+    /// missing or broken one as "not written yet").
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(self)?;
-        hecate_core::history::write_atomic(&snapshot_path(state_dir), &bytes).context("writing status.json")?;
+        hecate_core::history::replace_unsynced(&snapshot_path(state_dir), &bytes).context("writing status.json")?;
         Ok(())
     }
 
