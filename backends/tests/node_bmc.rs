@@ -351,9 +351,10 @@ async fn redfish_down_falls_back_to_ipmi_and_the_report_names_both() {
     assert_eq!(tried, ["redfish", "ipmi"]);
     assert_eq!(report.attempts[0].error.as_ref().unwrap().kind, ErrorKind::Unreachable);
     assert!(report.attempts[1].error.is_none());
-    let summary = report.summary();
-    assert!(summary.starts_with("titan-0a: power off: redfish failed (unreachable: "), "{summary}");
-    assert!(summary.ends_with("ipmi ok"), "{summary}");
+    assert_eq!((report.node.as_str(), report.op.to_string().as_str()), ("titan-0a", "power off"));
+    let tried = report.tried();
+    assert!(tried.starts_with("redfish failed (unreachable: "), "{tried}");
+    assert!(tried.ends_with("ipmi ok"), "{tried}");
 }
 
 #[tokio::test]
@@ -373,7 +374,7 @@ async fn redfish_wrong_credentials_fall_back_to_ipmi() {
     assert_eq!(report.attempts.len(), 2);
     assert_eq!((report.attempts[0].controller.as_str(), report.attempts[1].controller.as_str()), ("redfish", "ipmi"));
     assert_eq!(report.attempts[0].error.as_ref().unwrap().kind, ErrorKind::Auth);
-    assert!(report.summary().contains("redfish failed (auth: "), "{}", report.summary());
+    assert!(report.tried().contains("redfish failed (auth: "), "{}", report.tried());
 }
 
 #[tokio::test]

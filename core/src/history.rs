@@ -79,6 +79,11 @@ pub enum RunOutcome {
     Other(String),
 }
 
+impl RunOutcome {
+    /// Every outcome but [`RunOutcome::Other`].
+    pub const KNOWN: [RunOutcome; 4] = [Self::Success, Self::Partial, Self::Failed, Self::Interrupted];
+}
+
 impl From<String> for RunOutcome {
     fn from(s: String) -> Self {
         match s.as_str() {

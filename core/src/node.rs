@@ -269,12 +269,6 @@ impl AttemptReport {
         parts.join(", ")
     }
 
-    /// [`AttemptReport::tried`] with the node and the operation first, for a log line that
-    /// stands alone: `n1: stop k3s: ssh_systemd failed (unreachable: ...), ipmi ok`.
-    pub fn summary(&self) -> String {
-        format!("{}: {}: {}", self.node, self.op, self.tried())
-    }
-
     /// The controllers that failed before one succeeded (or all of them).
     pub fn failed_controllers(&self) -> Vec<&str> {
         self.attempts.iter().filter(|a| a.error.is_some()).map(|a| a.controller.as_str()).collect()

@@ -73,6 +73,18 @@ impl EventKind {
         )
     }
 
+    /// The alerts a power source raises (NUT's `NOTIFYFLAG` events), each counted per UPS in
+    /// `hecate_alerts_total`.
+    pub const UPS_ALERTS: [EventKind; 7] = [
+        Self::CommLost,
+        Self::CommRestored,
+        Self::OnBattery,
+        Self::PowerRestored,
+        Self::LowBattery,
+        Self::ReplaceBattery,
+        Self::Overload,
+    ];
+
     /// Every kind, for metrics and documentation.
     pub const ALL: [EventKind; 19] = [
         Self::OnBattery,

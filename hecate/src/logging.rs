@@ -106,7 +106,8 @@ impl Drop for Line {
                 let _ = std::io::stderr().write_all(&self.buf);
             }
             Route::File { file, echo } => {
-                let plain = strip_ansi(&String::from_utf8_lossy(&self.buf));
+                // The file gets no colour sequences.
+                let plain = hecate_core::text::clean_lines(&String::from_utf8_lossy(&self.buf));
                 let _ = file.write_all(plain.as_bytes());
                 if self.level <= tracing::Level::WARN
                     && let Some(mp) = echo
@@ -118,29 +119,11 @@ impl Drop for Line {
     }
 }
 
-/// The text without terminal colour sequences (`ESC [ ... letter`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn colour_sequences_are_stripped_for_the_file() {
-        assert_eq!(super::strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x"), "2026  WARN x");
+        let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x\n";
+        assert_eq!(hecate_core::text::clean_lines(line), "2026  WARN x\n");
     }
 }

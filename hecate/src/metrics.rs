@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use hecate_core::budget::{Budget, BudgetSource};
 use hecate_core::duration::is_physical_duration;
-use hecate_core::history::RunRecord;
+use hecate_core::history::{RunOutcome, RunRecord};
+use hecate_core::notify::EventKind;
 use hecate_core::policy::Decision;
 use hecate_core::power::{PowerReading, StatusFlag};
 use std::sync::{Arc, Mutex};
@@ -345,8 +346,8 @@ impl Metrics {
                 self.alert_active.with_label_values(&[&src.name, kind]).set(i64::from(active.contains(&kind)));
             }
             // Every alert's counter exists from the start at 0, so `increase()` sees the first.
-            for kind in ALERT_EVENTS {
-                self.alerts.with_label_values(&[&src.name, kind]).inc_by(0);
+            for kind in EventKind::UPS_ALERTS {
+                self.alerts.with_label_values(&[&src.name, kind.as_str()]).inc_by(0);
             }
         }
         let current = sup.phase().kind();
@@ -463,9 +464,8 @@ impl Metrics {
                     let _ = self.last_run_end.remove_label_values(&[kind]);
                 }
             }
-            let outcome = r.outcome.to_string();
-            for o in RUN_OUTCOMES {
-                self.last_run_outcome.with_label_values(&[kind, o]).set(i64::from(o == outcome));
+            for o in RunOutcome::KNOWN {
+                self.last_run_outcome.with_label_values(&[kind, &o.to_string()]).set(i64::from(o == r.outcome));
             }
             for s in r.stages.iter().filter(|s| is_physical_duration(s.duration_s)) {
                 if let Some(stage) = run_label(&s.name) {
@@ -502,13 +502,6 @@ impl Metrics {
         Ok(())
     }
 }
-
-/// The outcomes `hecate_last_run_outcome` has a series for.
-const RUN_OUTCOMES: [&str; 4] = ["success", "partial", "failed", "interrupted"];
-
-/// The alert events counted in `hecate_alerts_total` (see `hecate_core::supervisor`).
-const ALERT_EVENTS: [&str; 7] =
-    ["comm_lost", "comm_restored", "on_battery", "power_restored", "low_battery", "replace_battery", "overload"];
 
 /// A run's kind or a stage's name as a label: runs.json is a file on disk, so anything that is
 /// not a short plain name (a hand-edited or damaged record) gets no series of its own.

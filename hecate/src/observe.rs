@@ -131,18 +131,7 @@ impl Observer for DemoObserver {
         }
         for e in effects {
             match e {
-                Effect::Notify { kind, message, details }
-                    if matches!(
-                        kind,
-                        EventKind::OnBattery
-                            | EventKind::PowerRestored
-                            | EventKind::CommLost
-                            | EventKind::CommRestored
-                            | EventKind::LowBattery
-                            | EventKind::Overload
-                            | EventKind::ReplaceBattery
-                    ) =>
-                {
+                Effect::Notify { kind, message, details } if EventKind::UPS_ALERTS.contains(kind) => {
                     self.alert(sup, *kind, message, details)
                 }
                 Effect::StartRun { kind: PlanKind::Shutdown, reason, .. } => {
