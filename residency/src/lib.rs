@@ -101,7 +101,7 @@ mod imp {
 
     /// `[start, end)` of every loaded segment mapped without write permission, in objects backed
     /// by a file (the program and its libraries, not the vDSO) without text relocations.
-    fn read_only_segments() -> Vec<(usize, usize)> {
+    pub(super) fn read_only_segments() -> Vec<(usize, usize)> {
         let mut out: Vec<(usize, usize)> = Vec::new();
         // SAFETY: `collect` reads only what the loader passes it for the duration of each call,
         // and `data` is `out`, which outlives the call and is not otherwise touched meanwhile.
@@ -159,11 +159,6 @@ mod imp {
             .take_while(|[tag, _]| *tag != DT_NULL)
             .any(|[tag, value]| tag == DT_TEXTREL || (tag == DT_FLAGS && value & DF_TEXTREL != 0))
     }
-
-    #[cfg(test)]
-    pub(super) fn segments_for_test() -> Vec<(usize, usize)> {
-        read_only_segments()
-    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -208,7 +203,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn only_read_only_segments_are_chosen() {
-        let segments = imp::segments_for_test();
+        let segments = imp::read_only_segments();
         let inside = |addr: usize| segments.iter().any(|(s, e)| (*s..*e).contains(&addr));
         // This very function's code is in one; the relocated pointer and writable data are not.
         assert!(inside(only_read_only_segments_are_chosen as *const () as usize), "{segments:x?}");
