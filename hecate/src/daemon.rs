@@ -78,7 +78,14 @@ pub async fn run(cfg: Arc<Config>, opts: Options) -> anyhow::Result<ExitCode> {
             // (a run's first stage).
             let stop = observer.observe(&shell.sup, before, &input, &effects);
             effects.iter().for_each(|e| shell.carry_out(e));
-            shell.publish(before != shell.sup.phase().kind() || matches!(input, Input::Poll { .. }));
+            let status = if before != shell.sup.phase().kind() {
+                StatusWrite::Now
+            } else if matches!(input, Input::Poll { .. }) {
+                StatusWrite::IfDue
+            } else {
+                StatusWrite::No
+            };
+            shell.publish(status);
             if stop {
                 break;
             }
@@ -134,6 +141,8 @@ struct Shell {
     ran_once_at: Option<Instant>,
     released_once: bool,
     last_run: Option<serde_json::Value>,
+    /// When status.json was last written, and what it then showed that an operator acts on.
+    status_written: Option<(Instant, crate::status::Headline)>,
     last_poll: Option<Instant>,
     ready_sent: bool,
     _daemon_lock: std::fs::File,
@@ -192,6 +201,7 @@ impl Shell {
             ran_once_at: Some(Instant::now()),
             released_once: false,
             last_run: None,
+            status_written: None,
             last_poll: None,
             ready_sent: false,
             _daemon_lock: daemon_lock,
@@ -554,7 +564,7 @@ impl Shell {
     }
 
     /// status.json (when asked) and the metrics, from the supervisor's state.
-    fn publish(&mut self, status: bool) {
+    fn publish(&mut self, status: StatusWrite) {
         let sup = &self.sup;
         for s in sup.sources() {
             if let Some(d) = &s.decision {
@@ -572,11 +582,18 @@ impl Shell {
             credentials.as_ref().and_then(|c| c.what.as_deref()),
             credentials.as_ref().and_then(|c| c.days_left),
         );
-        if status {
+        if status != StatusWrite::No {
             let now_s = self.t0.elapsed().as_secs_f64();
             let snap = Snapshot::from_supervisor(&self.cfg, &self.rt, sup, now_s, &self.budget, self.last_run.clone());
-            if let Err(e) = snap.save(&self.cfg.state_dir) {
-                tracing::warn!(error = %format!("{e:#}"), "cannot write status.json");
+            let headline = snap.headline();
+            let refresh = status_refresh(*self.cfg.daemon.poll_interval);
+            let due = status == StatusWrite::Now
+                || self.status_written.as_ref().is_none_or(|(at, shown)| *shown != headline || at.elapsed() >= refresh);
+            if due {
+                match snap.save(&self.cfg.state_dir) {
+                    Ok(()) => self.status_written = Some((Instant::now(), headline)),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot write status.json"),
+                }
             }
         }
         if !self.ready_sent {
@@ -606,6 +623,26 @@ impl Shell {
             tracing::error!("no poll of the power sources for too long: not telling the watchdog we are alive");
         }
     }
+}
+
+/// Whether a step of the loop rewrites status.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusWrite {
+    /// Nothing a poll or the phase shows changed.
+    No,
+    /// A poll: when what it shows an operator changed ([`crate::status::Snapshot::headline`]),
+    /// or the last write is [`status_refresh`] old.
+    IfDue,
+    /// The phase changed.
+    Now,
+}
+
+/// How old status.json may get while nothing an operator acts on changes: readings move at
+/// every poll on a real UPS, and rewriting the file each time costs a new inode and a rename
+/// per second on a host's flash for nothing `hecate status` needs. Well inside
+/// [`crate::status::stale_after`] (three intervals and 15 s).
+fn status_refresh(poll_interval: Duration) -> Duration {
+    poll_interval.max(Duration::from_secs(5))
 }
 
 /// How long after start-up, a run or a preflight the pages they ran are given back: the first

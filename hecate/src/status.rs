@@ -158,6 +158,29 @@ pub struct Snapshot {
     pub preflight: Option<crate::preflight::PreflightStatus>,
 }
 
+/// What of a [`Snapshot`] is written at once when it changes ([`Snapshot::headline`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    phase: PhaseKind,
+    phase_detail: Option<String>,
+    trigger_reason: Option<String>,
+    waiting_for_forwarders: Vec<String>,
+    unavailable: Vec<String>,
+    power_off_self_at: Option<String>,
+    forwarding_problem: Option<String>,
+    sources: Vec<SourceHeadline>,
+}
+
+/// One source in a [`Headline`].
+#[derive(Debug, Clone, PartialEq)]
+struct SourceHeadline {
+    error: Option<String>,
+    /// The decision's power state, whether it triggered, its streak.
+    state: Option<(hecate_core::policy::PowerState, bool, u32)>,
+    alerts: Vec<String>,
+    flags: Option<hecate_core::power::UpsStatus>,
+}
+
 /// When the cluster API's credentials expire, as `hecate status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CredentialStatus {
@@ -271,8 +294,35 @@ impl Snapshot {
         }
     }
 
+    /// What of the snapshot an operator acts on: the phase and its sentence, the trigger, the
+    /// forwarders and backends it waits for, and per source whether it has data, its power
+    /// state, the trigger's streak, its alerts and the UPS's status flags. The rest (readings,
+    /// estimates, the countdown in `next`) moves at every poll on a real UPS and may wait for
+    /// the daemon's next periodic write.
+    pub fn headline(&self) -> Headline {
+        Headline {
+            phase: self.phase,
+            phase_detail: self.phase_detail.clone(),
+            trigger_reason: self.trigger_reason.clone(),
+            waiting_for_forwarders: self.waiting_for_forwarders.clone(),
+            unavailable: self.unavailable.clone(),
+            power_off_self_at: self.power_off_self_at.clone(),
+            forwarding_problem: self.forwarding_problem.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceHeadline {
+                    error: s.error.clone(),
+                    state: s.decision.as_ref().map(|d| (d.state, d.triggered, d.streak)),
+                    alerts: s.alerts.clone(),
+                    flags: s.reading.as_ref().map(|r| r.status.clone()),
+                })
+                .collect(),
+        }
+    }
+
     /// Replaces status.json in the state dir: whole for every reader, not synced to disk, since
-    /// the daemon rewrites it every poll and nothing decides from it (`hecate status` reads a
+    /// the daemon rewrites it often and nothing decides from it (`hecate status` reads a
     /// missing or broken one as "not written yet").
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(self)?;
@@ -592,9 +642,10 @@ impl Health {
 }
 
 /// How old the daemon's status.json may be before `hecate status` calls it stale: the daemon
-/// rewrites it at every poll, and a poll takes at most its interval plus a read's time limit
-/// (10 s at most); three intervals and 15 s leave room for that and for the seconds-only time
-/// stamp.
+/// rewrites it at a poll that changes what it shows an operator and at least every poll
+/// interval or 5 s, whichever is longer, and a poll takes at most its interval plus a read's
+/// time limit (10 s at most); three intervals and 15 s leave room for that and for the
+/// seconds-only time stamp.
 pub fn stale_after(cfg: &Config) -> Duration {
     cfg.daemon.poll_interval.saturating_mul(3).saturating_add(Duration::from_secs(15))
 }

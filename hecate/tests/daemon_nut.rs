@@ -178,3 +178,47 @@ fn upsd_killed_on_battery_counts_down_and_shuts_down() {
     let log = d.stop();
     assert!(reason.contains("no data") || reason.contains("count"), "{reason}\n{log}");
 }
+
+/// When status.json was last replaced (each write is a new file renamed over the old one).
+fn status_written_at(d: &Daemon) -> Option<std::time::SystemTime> {
+    std::fs::metadata(d.state.join("status.json")).and_then(|m| m.modified()).ok()
+}
+
+/// Issue 18: a poll rewrites status.json only when what it shows an operator changes (here the
+/// power state), otherwise every 5 s at 200 ms polling: a new file and a rename per poll cost
+/// most of the daemon's CPU and wear a host's flash. Readings still reach it within the 5 s.
+#[test]
+fn status_json_follows_changes_not_every_poll() {
+    hecate_test_support::require_root();
+    let ups = Upsd::start("atlasups");
+    let mut d = Daemon::start(&ups, "200ms", 3);
+    assert!(d.wait(Duration::from_secs(20), |d| d.source_state().as_deref() == Some("online")), "never saw online");
+
+    // 3 s of unchanged readings are 15 polls: at most one periodic rewrite among them.
+    let mut seen = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    d.wait(Duration::from_secs(4), |d| {
+        seen.extend(status_written_at(d));
+        Instant::now() > until
+    });
+    assert!(seen.len() <= 3, "status.json was written {} times in 3 s of 200 ms polls", seen.len());
+
+    // A reading alone (the charge) reaches it with the periodic rewrite.
+    ups.set_var("battery.charge", "90");
+    assert!(
+        d.wait(Duration::from_secs(12), |d| d
+            .status()
+            .is_some_and(|s| s["sources"][0]["reading"]["charge_pct"].as_f64() == Some(90.0))),
+        "the new charge never reached status.json"
+    );
+
+    // Right after a write, the next is 5 s away; a change of the power state does not wait for it.
+    let last = status_written_at(&d);
+    assert!(d.wait(Duration::from_secs(12), |d| status_written_at(d) != last), "no periodic rewrite");
+    let changed = Instant::now();
+    ups.set_var("ups.status", "OB DISCHRG");
+    assert!(d.wait(Duration::from_secs(20), |d| d.source_state().as_deref() == Some("on_battery")), "never on battery");
+    let took = changed.elapsed();
+    let log = d.stop();
+    assert!(took < Duration::from_secs(3), "on battery reached status.json after {took:?}, not at its poll\n{log}");
+}
