@@ -143,6 +143,8 @@ struct Shell {
     last_run: Option<serde_json::Value>,
     /// When status.json was last written, and what it then showed that an operator acts on.
     status_written: Option<(Instant, crate::status::Headline)>,
+    /// The last write of status.json failed (said once, not at every poll of a full disk).
+    status_failing: bool,
     last_poll: Option<Instant>,
     ready_sent: bool,
     _daemon_lock: std::fs::File,
@@ -202,6 +204,7 @@ impl Shell {
             released_once: false,
             last_run: None,
             status_written: None,
+            status_failing: false,
             last_poll: None,
             ready_sent: false,
             _daemon_lock: daemon_lock,
@@ -591,8 +594,20 @@ impl Shell {
                 || self.status_written.as_ref().is_none_or(|(at, shown)| *shown != headline || at.elapsed() >= refresh);
             if due {
                 match snap.save(&self.cfg.state_dir) {
-                    Ok(()) => self.status_written = Some((Instant::now(), headline)),
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot write status.json"),
+                    Ok(()) => {
+                        if std::mem::take(&mut self.status_failing) {
+                            tracing::info!("status.json is written again");
+                        }
+                        self.status_written = Some((Instant::now(), headline));
+                    }
+                    Err(e) if !self.status_failing => {
+                        self.status_failing = true;
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "cannot write status.json; tried again at every poll, said again once it works"
+                        );
+                    }
+                    Err(_) => {}
                 }
             }
         }

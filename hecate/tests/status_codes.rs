@@ -95,6 +95,32 @@ fn a_healthy_daemon_is_0_and_its_stale_status_is_3() {
     assert!(!d.exited());
 }
 
+/// A status.json that cannot be written (a directory in its place refuses the rename, as a full
+/// disk refuses the write) is said once in the log, not at every poll, the daemon goes on, and
+/// it says when the file is written again.
+#[test]
+fn a_status_json_that_cannot_be_written_is_said_once() {
+    let mut d = HecateDaemon::start(hecate(), &format!("host: h\n{SIMULATED}"));
+    let path = d.state_dir().join("status.json");
+    wait_until("the first status.json", DEADLINE, || if path.is_file() { Ok(()) } else { Err("none yet".into()) });
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let refused = "cannot write status.json";
+    wait_until("the refusal in the log", DEADLINE, || if d.log().contains(refused) { Ok(()) } else { Err(d.log()) });
+    // 2 s more are 10 polls of 200 ms, each of which tries again.
+    let window = std::time::Instant::now() + Duration::from_secs(2);
+    wait_until("the window to pass", DEADLINE, || {
+        if std::time::Instant::now() > window { Ok(()) } else { Err("still in it".into()) }
+    });
+    assert!(!d.exited(), "{}", d.log());
+    std::fs::remove_dir(&path).unwrap();
+    wait_until("status.json written again", DEADLINE, || {
+        if path.is_file() && d.log().contains("status.json is written again") { Ok(()) } else { Err(d.log()) }
+    });
+    let log = d.log();
+    assert_eq!(log.matches(refused).count(), 1, "{log}");
+}
+
 #[test]
 fn a_backend_that_could_not_be_built_is_1() {
     let yaml = "host: h
