@@ -159,7 +159,7 @@ pub struct Snapshot {
 }
 
 /// What of a [`Snapshot`] is written at once when it changes ([`Snapshot::headline`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct Headline {
     phase: PhaseKind,
     phase_detail: Option<String>,
@@ -172,7 +172,7 @@ pub struct Headline {
 }
 
 /// One source in a [`Headline`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct SourceHeadline {
     error: Option<String>,
     /// The decision's power state, whether it triggered, its streak.
